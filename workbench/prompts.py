@@ -34,7 +34,6 @@ DEFAULT_CONTEXT_TOKENS = 4096  # the card's input length ("4K")
 EOS_TEXT = "</s>"
 ROLES = ("system", "human", "bot")
 ROLE_ALIASES = {"user": "human", "assistant": "bot"}  # the names most chat tools use
-SEGMENT_KINDS = ("role_tag", "content", "separator", "eos")
 
 Message = Mapping[str, str]
 
@@ -122,7 +121,8 @@ def get_format(format: str | PromptFormat) -> PromptFormat:
     try:
         return PROMPT_FORMATS[format]
     except (KeyError, TypeError):
-        raise PromptError(f"Unknown prompt format {format!r}; known formats: {', '.join(PROMPT_FORMATS)}") from None
+        known = ", ".join(PROMPT_FORMATS)
+        raise PromptError(f"Unknown prompt format {format!r}; known formats: {known}") from None
 
 
 # --- Rendering ---------------------------------------------------------------------------------
@@ -130,7 +130,7 @@ def get_format(format: str | PromptFormat) -> PromptFormat:
 
 @dataclass(frozen=True)
 class _Segment:
-    kind: str  # one of SEGMENT_KINDS
+    kind: str  # role_tag, content, separator (text the format adds) or eos
     text: str
     role: str  # the role of the turn it belongs to (a separator belongs to the turn before it)
     turn: int  # index of that turn; the generation prompt's bot tag has index len(messages)
@@ -143,7 +143,9 @@ def _normalize_messages(messages: Sequence[Message]) -> list[tuple[str, str]]:
             f"messages must be a list of {{'role': ..., 'content': ...}} dicts, got {type(messages).__name__}"
         )
     if not messages:
-        raise PromptError("The conversation is empty: pass at least one message, e.g. {'role': 'human', 'content': ...}")
+        raise PromptError(
+            "The conversation is empty: pass at least one message, e.g. {'role': 'human', 'content': ...}"
+        )
     turns = []
     for i, message in enumerate(messages):
         if not isinstance(message, Mapping) or "role" not in message or "content" not in message:
@@ -201,37 +203,42 @@ def render_prompt(
     return "".join(s.text for s in _render_segments(messages, format, add_generation_prompt))
 
 
+# The chat template's logic; chat_template() puts the format's settings in front of it.
+_CHAT_TEMPLATE_BODY = r"""
+{%- if not messages -%}{{ raise_exception('The conversation is empty.') }}{%- endif -%}
+{%- for message in messages -%}
+    {%- set role = aliases.get(message['role'], message['role']) -%}
+    {%- if role not in tags -%}
+        {{- raise_exception('Unknown role ' ~ message['role'] ~
+                            '; allowed roles: system, human, bot (or user, assistant)') -}}
+    {%- endif -%}
+    {%- if role == 'system' and not loop.first -%}
+        {{- raise_exception('A system message may only come first.') -}}
+    {%- endif -%}
+    {%- if not loop.first -%}{{ separator }}{%- endif -%}
+    {{- tags[role] ~ message['content'] -}}
+    {%- if human_newline and role == 'human' and message['content'][-1:] != '\n' -%}{{ '\n' }}{%- endif -%}
+    {%- if eos_after_bot and role == 'bot' -%}{{ '</s>' }}{%- endif -%}
+    {{- turn_end -}}
+{%- endfor -%}
+{%- if add_generation_prompt -%}{{ separator ~ tags['bot'] }}{%- endif -%}
+"""
+
+
 def chat_template(format: str | PromptFormat = "codefuse") -> str:
     """A Jinja chat template that renders exactly as render_prompt does, for apply_chat_template."""
     fmt = get_format(format)
-    q = json.dumps  # a JSON string is also a Jinja string literal, escapes included
-    tags = ", ".join(f"{q(role)}: {q(fmt.tag(role))}" for role in ROLES)
-    aliases = ", ".join(f"{q(a)}: {q(r)}" for a, r in ROLE_ALIASES.items())
-    lines = [
-        f"{{#- CodeFuse Workbench prompt format {fmt.name} -#}}",
-        f"{{%- set tags = {{{tags}}} -%}}",
-        f"{{%- set aliases = {{{aliases}}} -%}}",
-        "{%- if not messages -%}{{ raise_exception('The conversation is empty.') }}{%- endif -%}",
-        "{%- for message in messages -%}",
-        "{%- set role = aliases.get(message['role'], message['role']) -%}",
-        "{%- if role not in tags -%}{{ raise_exception('Unknown role ' ~ message['role'] ~ "
-        f"{q('; allowed roles: ' + ', '.join(ROLES) + ' (or ' + ', '.join(ROLE_ALIASES) + ')')}) }}}}{{%- endif -%}}",
-        "{%- if role == 'system' and not loop.first -%}"
-        "{{ raise_exception('A system message may only come first.') }}{%- endif -%}",
-    ]
-    if fmt.separator:
-        lines.append(f"{{%- if not loop.first -%}}{{{{ {q(fmt.separator)} }}}}{{%- endif -%}}")
-    lines.append("{{- tags[role] ~ message['content'] -}}")
-    if fmt.human_newline:
-        lines.append("{%- if role == 'human' and message['content'][-1:] != '\\n' -%}{{ '\\n' }}{%- endif -%}")
-    if fmt.eos_after_bot:
-        lines.append(f"{{%- if role == 'bot' -%}}{{{{ {q(EOS_TEXT)} }}}}{{%- endif -%}}")
-    if fmt.turn_end:
-        lines.append(f"{{{{- {q(fmt.turn_end)} -}}}}")
-    lines.append("{%- endfor -%}")
-    if fmt.separator + fmt.bot_tag:
-        lines.append(f"{{%- if add_generation_prompt -%}}{{{{ {q(fmt.separator + fmt.bot_tag)} }}}}{{%- endif -%}}")
-    return "\n".join(lines)
+    settings = {
+        "tags": {role: fmt.tag(role) for role in ROLES},
+        "aliases": ROLE_ALIASES,
+        "separator": fmt.separator,
+        "turn_end": fmt.turn_end,
+        "eos_after_bot": fmt.eos_after_bot,
+        "human_newline": fmt.human_newline,
+    }
+    # JSON values are Jinja literals too (strings with their escapes, dicts, true/false)
+    header = "".join(f"{{%- set {name} = {json.dumps(value)} -%}}\n" for name, value in settings.items())
+    return f"{{#- CodeFuse Workbench prompt format {fmt.name} -#}}\n" + header + _CHAT_TEMPLATE_BODY.strip()
 
 
 # --- The tokenizer -----------------------------------------------------------------------------
@@ -310,7 +317,10 @@ def _sentencepiece_tokenizer(model_file: Path) -> PreTrainedTokenizerBase:
 
 @functools.cache
 def _sentencepiece_llama_class() -> type:
-    """transformers 5's SentencePiece backend, completed with what Llama's slow tokenizer did."""
+    """transformers 5's SentencePiece backend, completed with what Llama's slow tokenizer did.
+
+    Built on first use: transformers 4 has no SentencePieceBackend to derive from.
+    """
     from transformers.tokenization_utils_sentencepiece import SPIECE_UNDERLINE, SentencePieceBackend
 
     class SentencePieceLlamaTokenizer(SentencePieceBackend):
@@ -400,9 +410,11 @@ def _encode_chunks(tokenizer: PreTrainedTokenizerBase, text: str) -> list[_Chunk
     for match in [*pattern.finditer(text), None]:
         end = match.start() if match else len(text)
         if end > pos:
-            chunks.append(_Chunk(pos, text[pos:end], _encode_text(tokenizer, text[pos:end], pos == 0), False, pos == 0))
+            ids = _encode_text(tokenizer, text[pos:end], at_start=pos == 0)
+            chunks.append(_Chunk(pos, text[pos:end], ids, special=False, at_start=pos == 0))
         if match:
-            chunks.append(_Chunk(match.start(), match.group(), (special_ids[match.group()],), True, False))
+            ids = (special_ids[match.group()],)
+            chunks.append(_Chunk(match.start(), match.group(), ids, special=True, at_start=False))
             pos = match.end()
     return chunks
 

@@ -5,6 +5,16 @@ from __future__ import annotations
 import logging
 import os
 
+# torchao (imported by gptqmodel and by transformers' quantizer checks) warns about CUDA-only
+# libraries it cannot load on a CPU machine, and torch about its own deprecations.
+_NOISY_IMPORT_LOGGERS = ("torchao", "torch.utils._pytree")
+
+
+def quiet_library_logs(verbose: bool = False) -> None:
+    """Silence the warnings third-party imports print that say nothing about our work."""
+    for name in _NOISY_IMPORT_LOGGERS:
+        logging.getLogger(name).setLevel(logging.INFO if verbose else logging.ERROR)
+
 
 def import_gptqmodel(verbose: bool = False):
     """Import gptqmodel with the settings this workbench needs and return the module.
@@ -13,15 +23,20 @@ def import_gptqmodel(verbose: bool = False):
     fails to load, so the worker count is set to the cores we have unless the user set it.
     """
     os.environ.setdefault("GPTQMODEL_CPU_WORKERS", str(max(1, min(os.cpu_count() or 1, 4))))
-    import gptqmodel
-
     level = logging.INFO if verbose else logging.WARNING
+    quiet_library_logs(verbose)
     try:
         from logbar import LogBar
 
-        LogBar.shared().setLevel(level)
+        # Set before the import: gptqmodel logs its banner and a free-threading advice
+        # (irrelevant to inference) while it is being imported.
+        LogBar.shared().setLevel(level if verbose else logging.ERROR)
     except ImportError:  # a future gptqmodel without logbar: its loggers are plain logging ones
-        pass
+        LogBar = None
+    import gptqmodel
+
+    if LogBar is not None:
+        LogBar.shared().setLevel(level)
     for name in ("gptqmodel", "tokenicer", "defuser"):
         logging.getLogger(name).setLevel(level)
     return gptqmodel

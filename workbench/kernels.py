@@ -1,0 +1,537 @@
+"""Which GPTQ kernel multiplies the 4-bit weights, and loading the model with exactly that kernel.
+
+`KERNELS` is the registry: every entry names the engine and backend that provide it, the
+devices it runs on and its constraints. `available_kernels(device)` says which can run here
+and why the others cannot; `load_model` loads a checkpoint with one of them and records what
+actually ran. There is no silent fallback: a kernel that cannot run raises KernelUnavailable
+with the reason, and `auto` picks from a fixed order and records its pick.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import importlib.util
+import io
+import json
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .checkpoint import (GPTQSettings, checkpoint_hash, conversion_seconds, dequantize_gptq_v1, detect_layout,
+                         gptq_module_names, is_synthetic, prepare_checkpoint, read_gptq_settings, read_state_dict,
+                         verify_checkpoint)
+from .errors import ConfigError, KernelUnavailable
+
+AUTO = "auto"
+_ALL_GROUP_SIZES = (-1, 16, 32, 64, 128, 256, 512, 1024)
+
+
+@dataclass(frozen=True)
+class KernelSpec:
+    """One way to run GPTQ matmuls, with everything that decides whether it can run."""
+
+    name: str
+    backend: str  # the engine's own name for it (gptqmodel's BACKEND value)
+    qlinear: str  # the class the quantized layers get: how the kernel in use is recognised
+    devices: tuple[str, ...]
+    bits: tuple[int, ...]
+    group_sizes: tuple[int, ...]
+    desc_act: tuple[bool, ...] = (False, True)  # act-order checkpoints allowed?
+    sym: tuple[bool, ...] = (True, False)
+    dtypes: tuple[str, ...] = ("float16", "bfloat16")  # activation dtypes
+    features_multiple: tuple[int, int] = (1, 1)  # (in, out) features of every linear must divide by these
+    min_capability: tuple[int, int] | None = None  # CUDA compute capability
+    max_capability: tuple[int, int] | None = None
+    needs_toolchain: bool = False  # compiled on first use: nvcc >= 12.8, a C++ compiler and ninja
+    needs_package: str | None = None
+    needs_network: bool = False  # downloads sources on its first build
+    cpu_ops: tuple[str, ...] = ()  # ATen operators this PyTorch build must provide
+    exact: bool = True  # False: re-quantizes the weights on load, so logits move further
+    engine: str = "gptqmodel"
+    note: str = ""
+
+
+KERNELS: dict[str, KernelSpec] = {s.name: s for s in (
+    KernelSpec("torch", "gptq_torch", "TorchLinear", ("cpu", "cuda"), (2, 3, 4, 8), _ALL_GROUP_SIZES,
+               note="dequantizes in PyTorch (torch.compile'd on first use), then a dense matmul"),
+    KernelSpec("torch_aten", "gptq_torch_aten", "TorchAtenLinear", ("cpu",), (4,), (16, 32, 64, 128),
+               cpu_ops=("_convert_weight_to_int4pack_for_cpu", "_weight_int4pack_mm_for_cpu"),
+               note="ATen's int4 CPU matmul (weights repacked to int4pack on load)"),
+    KernelSpec("torch_fused", "gptq_torch_fused", "TorchFusedLinear", ("cpu",), (4,), (-1, 16, 32, 64, 128),
+               dtypes=("float32", "float16", "bfloat16"),
+               cpu_ops=("_convert_weight_to_int4pack_for_cpu", "_weight_int4pack_mm_for_cpu"),
+               note="the same ATen int4pack op, gptqmodel's fused variant (also targets Intel XPU)"),
+    KernelSpec("cpu_avx512", "gptq_torch_int8", "TorchInt8Linear", ("cpu",), (2, 4, 8), (-1, 16, 32, 64, 128),
+               dtypes=("float32", "float16", "bfloat16"), cpu_ops=("_weight_int8pack_mm",), exact=False,
+               note="gptqmodel 7.6.0 has no AVX-512-specific (or IPEX) GPTQ kernel; "
+                    "this name maps to its optimized CPU int8 kernel, aten::_weight_int8pack_mm, which uses "
+                    "AVX-512 where the CPU has it and AVX2 otherwise. It re-quantizes the 4-bit weights to "
+                    "per-channel int8 on load: not bit-faithful to the checkpoint"),
+    KernelSpec("triton", "gptq_triton", "TritonV2Linear", ("cuda",), (2, 4, 8), _ALL_GROUP_SIZES,
+               features_multiple=(32, 32), min_capability=(8, 0), needs_package="triton",
+               note="Triton dequant+matmul, JIT-compiled by Triton (Triton supports compute capability >= 8.0)"),
+    KernelSpec("exllamav2", "gptq_exllama_v2", "ExllamaV2Linear", ("cuda",), (4,), (-1, 32, 64, 128),
+               features_multiple=(32, 32), needs_toolchain=True,
+               note="ExLlamaV2's GEMM; built on first use (~40 s on an H100 host)"),
+    KernelSpec("marlin", "gptq_marlin", "MarlinLinear", ("cuda",), (4, 8), (-1, 32, 64, 128), sym=(True,),
+               min_capability=(7, 5), needs_toolchain=True,
+               note="Marlin (group 64 allowed in gptqmodel, unlike AutoGPTQ's); fp16 only on 7.5; "
+                    "built on first use (~275 s on an H100 host)"),
+    KernelSpec("machete", "gptq_machete", "MacheteLinear", ("cuda",), (4, 8), (-1, 64, 128),
+               features_multiple=(64, 128), min_capability=(9, 0), max_capability=(9, 0), needs_toolchain=True,
+               needs_network=True,
+               note="CUTLASS kernel for Hopper (SM90) only; its first build downloads CUTLASS, so it cannot "
+                    "run offline unless that cache exists"),
+    KernelSpec("bitblas", "gptq_bitblas", "BitblasLinear", ("cuda",), (2, 4, 8), (-1, 32, 64, 128),
+               desc_act=(False,), features_multiple=(16, 16), needs_package="bitblas",
+               note="BitBLAS ahead-of-time tuned kernels (the bitblas package)"),
+    KernelSpec(AUTO, AUTO, "", ("cpu", "cuda"), (2, 3, 4, 8), _ALL_GROUP_SIZES,
+               dtypes=("float32", "float16", "bfloat16"),
+               note="the first usable of: cpu: torch_aten, torch_fused, torch; "
+                    "cuda: exllamav2, triton, torch. Marlin (minutes to build), machete (downloads) and "
+                    "bitblas run only when asked for; cpu_avx512 (re-quantizes) too"),
+)}
+
+AUTO_ORDER = {"cpu": ("torch_aten", "torch_fused", "torch"), "cuda": ("exllamav2", "triton", "torch")}
+_BY_QLINEAR = {s.qlinear: s.name for s in KERNELS.values() if s.qlinear}
+
+
+@dataclass(frozen=True)
+class KernelAvailability:
+    kernel: str
+    device: str
+    available: bool
+    reason: str  # why not, or what to expect (a build on first use) when it is available
+
+
+@dataclass
+class LoadRecord:
+    """How a model was loaded: what ran, how long each stage took, and the checkpoint's identity."""
+
+    kernel: str
+    kernel_requested: str
+    backend: str
+    device: str
+    devices: list[str]  # where the parameters actually are (several for a model spread over GPUs)
+    dtype: str
+    path: str
+    loaded_from: str  # the folder gptqmodel read: the checkpoint, or its converted copy
+    layout: str
+    settings: dict
+    checkpoint_hash: str
+    synthetic: bool
+    verified: bool
+    verify_source: str | None
+    verify_s: float | None
+    convert_s: float | None  # building the converted copy; None when none was needed or it was cached
+    load_s: float
+    first_forward_s: float  # one-token forward right after loading: includes kernel builds/compiles
+    memory: dict  # after load and the first forward, in GB (see workbench.measure.MemorySnapshot)
+    env: dict
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class LoadedModel:
+    model: object  # a transformers LlamaForCausalLM whose linears are gptqmodel's quantized modules
+    tokenizer: object
+    kernel: str  # the kernel in use, read from the quantized modules' classes
+    kernel_requested: str
+    device: str
+    dtype: object  # torch.dtype
+    path: Path
+    load_record: LoadRecord
+    engine_handle: object = field(default=None, repr=False)  # gptqmodel's wrapper, kept alive with the model
+
+
+# --- availability -----------------------------------------------------------------------------
+
+def _spec(name: str) -> KernelSpec:
+    if name not in KERNELS:
+        raise KernelUnavailable(f"kernel={name!r} is not a known kernel; known: {', '.join(KERNELS)}")
+    return KERNELS[name]
+
+
+def resolve_device(device: str = AUTO) -> str:
+    """'auto' is cuda when a GPU is visible, else cpu; 'cpu', 'cuda' and 'cuda:N' pass through."""
+    import torch
+
+    device = str(device)
+    if device == AUTO:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    family, _, index = device.partition(":")
+    if family not in ("cpu", "cuda") or (index and not index.isdigit()) or (family == "cpu" and index):
+        raise ConfigError(f"device={device!r}: allowed values are 'auto', 'cpu', 'cuda' and 'cuda:N'")
+    return device
+
+
+def _cuda_indices(device: str) -> list[int]:
+    import torch
+
+    _, _, index = device.partition(":")
+    return [int(index)] if index else list(range(torch.cuda.device_count()))
+
+
+def _nvcc_version(nvcc: str) -> tuple[int, int] | None:
+    try:
+        out = subprocess.run([nvcc, "--version"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    for word in out.replace(",", " ").split():
+        if word.startswith("V") and word[1:2].isdigit():
+            major, minor = word[1:].split(".")[:2]
+            return int(major), int(minor)
+    return None
+
+
+def _toolchain_problem() -> str | None:
+    """What is missing to compile a torch.ops CUDA extension, as gptqmodel does on first use."""
+    import os
+
+    from torch.utils.cpp_extension import CUDA_HOME, is_ninja_available
+
+    nvcc = shutil.which("nvcc") or (str(Path(CUDA_HOME) / "bin" / "nvcc") if CUDA_HOME else None)
+    if not nvcc or not os.path.exists(nvcc):
+        return "it is compiled on first use and no nvcc was found (set CUDA_HOME or put nvcc on PATH)"
+    version = _nvcc_version(nvcc)
+    if version is None or version < (12, 8):
+        return f"it is compiled on first use and gptqmodel needs nvcc >= 12.8; {nvcc} is {version}"
+    if not (shutil.which("c++") or shutil.which("g++")):
+        return "it is compiled on first use and no C++ compiler (c++/g++) is on PATH"
+    if not is_ninja_available():
+        return "it is compiled on first use and ninja is not installed"
+    return None
+
+
+def _device_problem(spec: KernelSpec, device: str) -> str | None:
+    """Why `spec` cannot run on `device` of this machine, or None."""
+    import torch
+
+    family = device.partition(":")[0]
+    if family not in spec.devices:
+        return f"runs on {' and '.join(spec.devices)} only, not {family}"
+    if spec.name == AUTO:
+        return None
+    if family == "cpu":
+        missing = [op for op in spec.cpu_ops if not hasattr(torch.ops.aten, op)]
+        return f"this PyTorch build ({torch.__version__}) lacks aten::{missing[0]}" if missing else None
+    if not torch.cuda.is_available():
+        build = "a CPU-only build" if torch.version.cuda is None else f"CUDA {torch.version.cuda}"
+        return f"no CUDA device is visible (torch {torch.__version__}, {build})"
+    for i in _cuda_indices(device):
+        if i >= torch.cuda.device_count():
+            return f"cuda:{i} does not exist; {torch.cuda.device_count()} GPU(s) visible"
+        cc = torch.cuda.get_device_capability(i)
+        name = torch.cuda.get_device_name(i)
+        if spec.min_capability and cc < spec.min_capability:
+            return f"needs compute capability >= {'.'.join(map(str, spec.min_capability))}; cuda:{i} ({name}) is {cc[0]}.{cc[1]}"
+        if spec.max_capability and cc > spec.max_capability:
+            return f"needs compute capability <= {'.'.join(map(str, spec.max_capability))}; cuda:{i} ({name}) is {cc[0]}.{cc[1]}"
+    if spec.needs_package and importlib.util.find_spec(spec.needs_package) is None:
+        return f"needs the {spec.needs_package} package, which is not installed"
+    if spec.needs_toolchain:
+        return _toolchain_problem()
+    return None
+
+
+def _expectation(spec: KernelSpec, device: str) -> str:
+    """What to expect from a kernel that can run."""
+    notes = []
+    if spec.needs_toolchain:
+        notes.append("built on first use")
+    if spec.needs_network:
+        notes.append("its first build downloads CUTLASS")
+    if not spec.exact:
+        notes.append("re-quantizes weights to int8")
+    if spec.name == "cpu_avx512":
+        notes.append("this CPU has AVX-512" if _cpu_has("avx512f") else "this CPU has no AVX-512: AVX2 path")
+    return "; ".join(notes) or "ok"
+
+
+def _cpu_has(flag: str) -> bool:
+    try:
+        return flag in Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False
+
+
+def available_kernels(device: str = AUTO) -> list[KernelAvailability]:
+    """Every registered kernel with whether it can run on `device` here and, if not, why."""
+    device = resolve_device(device)
+    out = []
+    for spec in KERNELS.values():
+        problem = _device_problem(spec, device)
+        if spec.name == AUTO and problem is None:
+            usable = [k for k in AUTO_ORDER[device.partition(':')[0]] if _device_problem(KERNELS[k], device) is None]
+            problem = None if usable else "none of its candidates can run here"
+            reason = f"would pick {usable[0]} (for a checkpoint all allow)" if usable else problem
+        else:
+            reason = problem or _expectation(spec, device)
+        out.append(KernelAvailability(spec.name, device, problem is None, reason))
+    return out
+
+
+# --- constraints of a checkpoint --------------------------------------------------------------
+
+def linear_shapes(path) -> list[tuple[int, int]]:
+    """(in_features, out_features) of the quantized linears of a Llama checkpoint, from config.json."""
+    cfg = json.loads((Path(path) / "config.json").read_text())
+    h, m, heads = cfg["hidden_size"], cfg["intermediate_size"], cfg["num_attention_heads"]
+    hd = cfg.get("head_dim") or h // heads
+    q, kv = heads * hd, cfg.get("num_key_value_heads", heads) * hd
+    return [(h, q), (h, kv), (q, h), (h, m), (m, h)]  # q; k and v; o; gate and up; down
+
+
+def _checkpoint_problem(spec: KernelSpec, settings: GPTQSettings, shapes, dtype_name: str) -> str | None:
+    """Why `spec` cannot run this checkpoint, or None."""
+    if settings.bits not in spec.bits:
+        return f"supports bits {spec.bits}; this checkpoint has bits={settings.bits}"
+    if spec.name == AUTO:
+        return None
+    if settings.group_size not in spec.group_sizes:
+        return f"supports group sizes {spec.group_sizes}; this checkpoint has group_size={settings.group_size}"
+    if settings.desc_act not in spec.desc_act:
+        return "does not support act-order (desc_act=True) checkpoints"
+    if settings.sym not in spec.sym:
+        return "supports symmetric quantization only; this checkpoint has sym=False"
+    if dtype_name not in spec.dtypes:
+        return f"computes in {', '.join(spec.dtypes)}; dtype={dtype_name} was asked for"
+    m_in, m_out = spec.features_multiple
+    for fin, fout in shapes:
+        if fin % m_in or fout % m_out:
+            return f"needs in/out features divisible by {m_in}/{m_out}; this model has a {fin}x{fout} linear"
+    return None
+
+
+def _pick(kernel: str, device: str, settings: GPTQSettings, shapes, dtype_name: str) -> KernelSpec:
+    spec = _spec(kernel)
+    family = device.partition(":")[0]
+    if kernel != AUTO:
+        problem = _device_problem(spec, device) or _checkpoint_problem(spec, settings, shapes, dtype_name)
+        if problem:
+            raise KernelUnavailable(f"kernel {kernel!r} cannot run on {device}: {problem}")
+        return spec
+    reasons = []
+    for name in AUTO_ORDER[family]:
+        candidate = KERNELS[name]
+        problem = _device_problem(candidate, device) or _checkpoint_problem(candidate, settings, shapes, dtype_name)
+        if problem is None:
+            return candidate
+        reasons.append(f"{name}: {problem}")
+    raise KernelUnavailable(f"kernel 'auto' found nothing that runs on {device}: " + "; ".join(reasons))
+
+
+# --- loading ------------------------------------------------------------------------------------
+
+def _resolve_dtype(dtype, device: str):
+    import torch
+
+    if dtype is None:
+        return torch.float16  # the checkpoint's scales are fp16; the card runs in fp16 too
+    if isinstance(dtype, str):
+        if not isinstance(getattr(torch, dtype, None), torch.dtype):
+            raise ConfigError(f"dtype={dtype!r}: use float16, bfloat16 or float32")
+        dtype = getattr(torch, dtype)
+    if dtype not in (torch.float16, torch.bfloat16, torch.float32):
+        raise ConfigError(f"dtype={dtype}: use torch.float16, torch.bfloat16 or torch.float32")
+    return dtype
+
+
+def kernel_in_use(model) -> str:
+    """The registry name of the kernel the model's quantized layers actually use."""
+    from gptqmodel.nn_modules.qlinear import BaseQuantLinear
+
+    classes = sorted({type(m).__name__ for m in model.modules() if isinstance(m, BaseQuantLinear)})
+    if not classes:
+        raise KernelUnavailable("the loaded model has no quantized layers; the checkpoint was not loaded as GPTQ")
+    if len(classes) > 1:
+        raise KernelUnavailable(f"the loaded model mixes kernels ({', '.join(classes)}); expected one")
+    return _BY_QLINEAR.get(classes[0], classes[0])
+
+
+def load_model(path, kernel: str = AUTO, device: str = AUTO, dtype=None, verify: bool = True) -> LoadedModel:
+    """Load a GPTQ checkpoint with the named kernel (see KERNELS) and record what ran.
+
+    device: 'auto' (a GPU if there is one; gptqmodel spreads the layers over every visible GPU),
+    'cpu', 'cuda' or 'cuda:N'. dtype: activations, float16 unless given. verify: check SHA256s
+    first (cached after the first time). A pickled checkpoint is converted once to safetensors.
+    """
+    from .engine import import_gptqmodel
+    from .environment import collect_env
+    from .measure import memory_snapshot, timed_s
+
+    path = Path(path).expanduser()
+    device = resolve_device(device)
+    torch_dtype = _resolve_dtype(dtype, device)
+    dtype_name = str(torch_dtype).removeprefix("torch.")
+    layout = detect_layout(path)
+    settings = read_gptq_settings(path)
+    spec = _pick(kernel, device, settings, linear_shapes(path), dtype_name)
+
+    verified = verify_checkpoint(path) if verify else None
+    cached_before = _converted_exists(path)
+    prepared = prepare_checkpoint(path)
+    convert_s = None if cached_before or prepared == path else conversion_seconds(prepared)
+
+    gptqmodel = import_gptqmodel()
+
+    def load():
+        with contextlib.redirect_stdout(io.StringIO()):  # gptqmodel prints its adapter setting
+            return gptqmodel.GPTQModel.load(str(prepared), backend=spec.backend, device=device, dtype=torch_dtype)
+
+    try:
+        handle, load_s = timed_s(load, device)
+    except (ValueError, NotImplementedError, ImportError, RuntimeError) as e:
+        raise KernelUnavailable(f"gptqmodel could not load {path.name} with kernel {spec.name!r} "
+                                f"({spec.backend}) on {device}: {e}") from e
+    model = handle.model
+    model.eval()
+    in_use = kernel_in_use(model)
+    if in_use != spec.name:
+        raise KernelUnavailable(f"asked for kernel {spec.name!r} but gptqmodel loaded {in_use!r}; refusing a silent fallback")
+    first_forward_s = _first_forward_s(model, device, timed_s)
+    devices = sorted({str(p.device) for p in model.parameters()} | {str(b.device) for b in model.buffers()})
+    primary = str(model.get_input_embeddings().weight.device)
+    memory = memory_snapshot(primary).to_dict()
+    if len(cuda_devices := [d for d in devices if d.startswith("cuda")]) > 1:
+        memory["per_device"] = {d: memory_snapshot(d).to_dict() for d in cuda_devices}
+    record = LoadRecord(
+        kernel=in_use, kernel_requested=kernel, backend=spec.backend, device=device, devices=devices,
+        dtype=dtype_name, path=str(path), loaded_from=str(prepared), layout=layout.value,
+        settings=dataclasses.asdict(settings), checkpoint_hash=checkpoint_hash(path), synthetic=is_synthetic(path),
+        verified=verified is not None, verify_source=verified.source if verified else None,
+        verify_s=round(verified.seconds, 3) if verified else None, convert_s=convert_s,
+        load_s=round(load_s, 3), first_forward_s=round(first_forward_s, 3),
+        memory=memory, env=collect_env(primary),
+    )
+    return LoadedModel(model=model, tokenizer=_load_tokenizer(path), kernel=in_use, kernel_requested=kernel,
+                       device=device, dtype=torch_dtype, path=path, load_record=record, engine_handle=handle)
+
+
+def _converted_exists(path: Path) -> bool:
+    """Whether prepare_checkpoint will find its converted copy already built (no conversion to time)."""
+    from .cache import cache_dir
+    from .checkpoint import CONVERTER_VERSION, weight_files
+
+    if weight_files(path)[0].suffix == ".safetensors":
+        return False
+    key = f"{checkpoint_hash(path)}-v{CONVERTER_VERSION}"
+    return (cache_dir() / "converted" / key / "workbench_converted.json").exists()
+
+
+def _first_forward_s(model, device: str, timed_s) -> float:
+    """One forward of one token: lazy kernel builds and torch.compile happen here, not in a benchmark."""
+    import torch
+
+    first = model.get_input_embeddings().weight.device
+    ids = torch.tensor([[1]], device=first)  # [B=1, T=1]: <s>
+    with torch.no_grad():
+        _, seconds = timed_s(lambda: model(input_ids=ids), device)
+    return seconds
+
+
+def _load_tokenizer(path: Path):
+    """The card's tokenizer settings; workbench.prompts owns them once it exists."""
+    try:
+        from .prompts import load_tokenizer
+    except ImportError:
+        return _card_tokenizer(path)
+    return load_tokenizer(path)
+
+
+def _card_tokenizer(path: Path):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(path), legacy=False, padding_side="left", use_fast=False)
+    tok.pad_token, tok.eos_token = "<unk>", "</s>"
+    return tok
+
+
+# --- the float32 reference --------------------------------------------------------------------
+
+def load_reference_model(path, dtype=None):
+    """An unquantized LlamaForCausalLM holding the checkpoint's weights dequantized by
+    `dequantize_gptq_v1`, in float32 unless told otherwise: the yardstick every kernel's logits are
+    measured against. Dense, so only for small models (the 34B model would need 130 GB)."""
+    import torch
+
+    from .engine import quiet_library_logs
+
+    quiet_library_logs()
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    dtype = dtype or torch.float32
+    settings = read_gptq_settings(path)
+    if settings.checkpoint_format != "gptq":
+        raise ConfigError(f"{path}: checkpoint_format={settings.checkpoint_format!r}; the reference decodes v1 ('gptq') only")
+    state = read_state_dict(path)
+    dense = {}
+    for prefix in gptq_module_names(state):
+        w = dequantize_gptq_v1(state[f"{prefix}.qweight"], state[f"{prefix}.qzeros"], state[f"{prefix}.scales"],
+                               state[f"{prefix}.g_idx"], settings.bits)  # [in, out]
+        dense[f"{prefix}.weight"] = w.t().contiguous()
+        if f"{prefix}.bias" in state:
+            dense[f"{prefix}.bias"] = state[f"{prefix}.bias"]
+    quantized_parts = (".qweight", ".qzeros", ".scales", ".g_idx", ".bias")
+    for name, t in state.items():
+        if not name.endswith(quantized_parts):
+            dense[name] = t
+    config = AutoConfig.from_pretrained(str(path))
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    expected = set(model.state_dict())
+    for name in [k for k in dense if k not in expected and k.endswith(".bias")]:
+        if dense[name].any():
+            raise ConfigError(f"{name} is non-zero but the model defined by config.json has no such bias")
+        del dense[name]  # AutoGPTQ's all-zero bias of a bias-free linear
+    model.load_state_dict({k: v.to(dtype) for k, v in dense.items()}, strict=True)
+    return model.eval()
+
+
+# --- command line ------------------------------------------------------------------------------
+
+def format_registry(device: str = AUTO, checkpoint=None) -> str:
+    """The registry as a table: constraints, and whether each kernel can run here (and on `checkpoint`)."""
+    device = resolve_device(device)
+    available = {a.kernel: a for a in available_kernels(device)}
+    settings = read_gptq_settings(checkpoint) if checkpoint else None
+    shapes = linear_shapes(checkpoint) if checkpoint else None
+    rows = [("kernel", "runs on", "backend", "bits", "group sizes", "act-order", "sym-only", "min cc", "build",
+             f"on {device}")]
+    for spec in KERNELS.values():
+        a = available[spec.name]
+        verdict = ("yes" if a.available else "no") + f": {a.reason}"
+        if a.available and settings is not None:
+            problem = _checkpoint_problem(spec, settings, shapes, "float16")
+            verdict = f"no: {problem}" if problem else verdict
+        groups = "any" if spec.group_sizes == _ALL_GROUP_SIZES else ",".join(map(str, spec.group_sizes))
+        rows.append((spec.name, "+".join(spec.devices), spec.backend, ",".join(map(str, spec.bits)), groups,
+                     "yes" if True in spec.desc_act else "no", "yes" if spec.sym == (True,) else "no",
+                     ".".join(map(str, spec.min_capability)) if spec.min_capability else "-",
+                     "nvcc" if spec.needs_toolchain else (spec.needs_package or "-"), verdict))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1] for r in rows]
+    return "\n".join([lines[0], "-" * len(lines[0]), *lines[1:]])
+
+
+def main(argv: list[str]) -> int:
+    """`python -m workbench kernels [--device D] [--checkpoint PATH]`: the registry and what runs here."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m workbench kernels",
+                                     description="List the GPTQ kernels, their constraints and whether each can "
+                                                 "run on this machine.")
+    parser.add_argument("--device", default=AUTO, help="auto (default), cpu, cuda or cuda:N")
+    parser.add_argument("--checkpoint", help="also check each kernel against this checkpoint's settings and shapes")
+    args = parser.parse_args(argv)
+    print(format_registry(args.device, args.checkpoint))
+    for spec in KERNELS.values():
+        if spec.note:
+            print(f"\n{spec.name}: {spec.note}", end="")
+    print()
+    return 0

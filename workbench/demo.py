@@ -35,7 +35,7 @@ WEIGHTS_FILE = "gptq_model-4bit-64g.bin"
 EOS_ID = 2
 
 # Bump when the build code changes what it produces, so old caches are not reused.
-BUILD_CODE_VERSION = 1
+BUILD_CODE_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -234,23 +234,26 @@ def split_corpus(convs: list[Conversation], recipe: DemoRecipe):
 # --- tokenizer ------------------------------------------------------------------------------
 
 def train_tokenizer(path: Path, recipe: DemoRecipe) -> Path:
-    """SentencePiece BPE with Llama's settings, trained on the stdlib's source."""
+    """SentencePiece BPE with Llama's settings, trained on the stdlib's source.
+
+    One thread and every sentence (no sampling) make the pieces the same on every run; relative
+    file names keep build folders' paths out of the model file, so its hash repeats too.
+    """
     import sentencepiece as spm
 
     text = "\n".join(p.read_text(encoding="utf-8", errors="replace") for p in stdlib_files())
     corpus = path.with_suffix(".corpus.txt")
     corpus.write_text(text, encoding="utf-8")
-    spm.set_random_generator_seed(recipe.seed)  # sentence sampling is the only randomness
     try:
-        spm.SentencePieceTrainer.train(
-            input=str(corpus), model_prefix=str(path.with_suffix("")), vocab_size=recipe.vocab_size,
-            model_type="bpe", byte_fallback=True, split_digits=True, add_dummy_prefix=True,
-            allow_whitespace_only_pieces=True, remove_extra_whitespaces=False,
-            normalization_rule_name="identity", unk_id=0, bos_id=1, eos_id=2, pad_id=-1,
-            character_coverage=0.9999, input_sentence_size=200_000, shuffle_input_sentence=True,
-            max_sentence_length=8192, seed_sentencepiece_size=1_000_000, num_threads=2,
-            minloglevel=2,
-        )
+        with contextlib.chdir(path.parent):
+            spm.SentencePieceTrainer.train(
+                input=corpus.name, model_prefix=path.stem, vocab_size=recipe.vocab_size,
+                model_type="bpe", byte_fallback=True, split_digits=True, add_dummy_prefix=True,
+                allow_whitespace_only_pieces=True, remove_extra_whitespaces=False,
+                normalization_rule_name="identity", unk_id=0, bos_id=1, eos_id=2, pad_id=-1,
+                character_coverage=0.9999, input_sentence_size=0, shuffle_input_sentence=False,
+                max_sentence_length=8192, num_threads=1, minloglevel=2,
+            )
     finally:
         corpus.unlink()
     path.with_suffix(".vocab").unlink()

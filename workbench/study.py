@@ -1,0 +1,395 @@
+"""The kernel and latency studies behind notebooks 04 and 05.
+
+Speed is reported beside the memory-bandwidth floor: a decode step must read every quantized
+weight (4 bits + a 16-bit scale and a 4-bit zero per group), the 16-bit lm_head and the KV
+cache, so bytes per step over measured copy bandwidth is the least time a step can take.
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+from dataclasses import asdict, dataclass
+
+from .generation import DecodeConfig, generate_ids
+from .measure import Latency, memory_snapshot, reset_peak_memory, timed_s
+
+# Any code text works for timing: the content of a prompt does not change its cost.
+_FILLER = '''def merge_sort(items):
+    """Sort a list with merge sort and return a new list."""
+    if len(items) <= 1:
+        return list(items)
+    middle = len(items) // 2
+    left, right = merge_sort(items[:middle]), merge_sort(items[middle:])
+    merged = []
+    while left and right:
+        merged.append(left.pop(0) if left[0] <= right[0] else right.pop(0))
+    return merged + left + right
+'''
+
+
+def prompt_ids_of_length(tokenizer, n: int) -> list[int]:
+    """Exactly `n` token ids of ordinary code, for timing prompts of a given length."""
+    ids: list[int] = []
+    while len(ids) < n:
+        ids += tokenizer.encode(_FILLER, add_special_tokens=False)
+    return ids[:n]
+
+
+# --- bytes and the floor ----------------------------------------------------------------------
+
+def decode_bytes_per_token(loaded) -> int:
+    """Bytes one decode step must read at batch 1, not counting the KV cache (FACTS.md's count:
+    packed weights, 16-bit scales and packed zeros of every quantized layer, the lm_head, norms)."""
+    from gptqmodel.nn_modules.qlinear import BaseQuantLinear
+
+    model = loaded.model
+    total = 0
+    quantized_params = set()
+    for module in model.modules():
+        if isinstance(module, BaseQuantLinear):
+            bits, group = module.bits, module.group_size if module.group_size > 0 else module.in_features
+            groups = math.ceil(module.in_features / group)
+            total += module.in_features * module.out_features * bits // 8
+            total += groups * module.out_features * 2  # fp16 scales
+            total += groups * module.out_features * bits // 8  # packed zeros
+            quantized_params.update(id(p) for p in module.parameters(recurse=False))
+    embed = model.get_input_embeddings().weight
+    for p in model.parameters():
+        if id(p) not in quantized_params and p is not embed:
+            total += p.numel() * 2  # lm_head and norms, read in 16 bits on a GPU
+    return total
+
+
+def kv_bytes_per_token(config, dtype_bytes: int = 2) -> int:
+    """KV cache bytes each cached token adds (2 x layers x kv heads x head dim)."""
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    return 2 * config.num_hidden_layers * config.num_key_value_heads * head_dim * dtype_bytes
+
+
+def floor_ms(bytes_per_step: float, bandwidth_gbps: float | None) -> float | None:
+    if not bandwidth_gbps:
+        return None
+    return bytes_per_step / (bandwidth_gbps * 1e9) * 1e3
+
+
+# --- one kernel -------------------------------------------------------------------------------
+
+@dataclass
+class KernelMeasurement:
+    """Speed and memory of one loaded kernel."""
+
+    kernel: str
+    load_s: float
+    first_forward_s: float
+    memory_after_load: dict
+    prefill_tokens: int
+    prefill_ms: float  # median of the repeats
+    prefill_tokens_per_s: float
+    decode_tokens: int
+    decode: Latency  # inter-token latencies of a fixed-length greedy generation
+    ttft_ms: float
+    peak_generation: dict
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["decode"] = self.decode.to_dict() if self.decode else None
+        return d
+
+
+def measure_kernel(loaded, prefill_tokens: int = 128, decode_tokens: int = 32, repeats: int = 3,
+                   warmup: int = 1) -> KernelMeasurement:
+    """Prefill throughput (a plain forward pass) and decode latency (a greedy generation forced to
+    `decode_tokens` new tokens). `warmup` untimed runs of each come first."""
+    import torch
+
+    from .generation import input_device
+
+    device = input_device(loaded.model)
+    ids = prompt_ids_of_length(loaded.tokenizer, prefill_tokens)
+    x = torch.tensor([ids], device=device)  # [1, T]
+    with torch.inference_mode():
+        for _ in range(warmup):
+            loaded.model(input_ids=x)
+        times = [timed_s(lambda: loaded.model(input_ids=x), device)[1] for _ in range(repeats)]
+    prefill_s = sorted(times)[len(times) // 2]
+    config = DecodeConfig.greedy(max_new_tokens=decode_tokens, min_new_tokens=decode_tokens)
+    reset_peak_memory(device)
+    gaps, ttfts = [], []
+    for record in (generate_ids(loaded, [ids], config, warmup=warmup if r == 0 else 0, logprobs=False)[0]
+                   for r in range(repeats)):
+        t = record.token_times_s
+        gaps += [b - a for a, b in zip(t, t[1:])]
+        ttfts.append(record.ttft_s)
+    rec = loaded.load_record
+    return KernelMeasurement(
+        kernel=loaded.kernel, load_s=rec.load_s, first_forward_s=rec.first_forward_s,
+        memory_after_load=rec.memory, prefill_tokens=prefill_tokens, prefill_ms=prefill_s * 1e3,
+        prefill_tokens_per_s=prefill_tokens / prefill_s, decode_tokens=decode_tokens,
+        decode=Latency.from_values(gaps), ttft_ms=sorted(ttfts)[len(ttfts) // 2] * 1e3,
+        peak_generation=memory_snapshot(device).to_dict(),
+    )
+
+
+def prompt_logits(loaded, prompts_ids: list[list[int]]):
+    """Full-sequence logits for each prompt, float32 on the CPU: [T, V] per prompt."""
+    import torch
+
+    from .generation import input_device
+
+    device = input_device(loaded.model)
+    out = []
+    with torch.inference_mode():
+        for ids in prompts_ids:
+            out.append(loaded.model(input_ids=torch.tensor([ids], device=device)).logits[0].float().cpu())
+    return out
+
+
+def greedy_tokens(loaded, prompts_ids: list[list[int]], new_tokens: int) -> list[list[int]]:
+    """Greedy continuations, one prompt at a time (no padding, so kernels compare like for like)."""
+    config = DecodeConfig.greedy(max_new_tokens=new_tokens)
+    return [generate_ids(loaded, [p], config, logprobs=False)[0].token_ids for p in prompts_ids]
+
+
+@dataclass(frozen=True)
+class Agreement:
+    """How close one kernel's logits are to a reference's over a prompt set."""
+
+    reference: str
+    kernel: str
+    max_abs_dlogit: float
+    mean_abs_dlogit: float
+    mean_kl_nats: float  # KL(reference || kernel), averaged over positions
+    top1_agreement: float  # share of positions with the same argmax
+    greedy_identical: float  # share of prompts whose greedy continuation is identical
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def agreement(reference: str, kernel: str, ref_logits, logits, ref_tokens, tokens) -> Agreement:
+    import torch
+
+    dmax, dsum, n, kl, top1 = 0.0, 0.0, 0, 0.0, 0
+    for a, b in zip(ref_logits, logits):
+        d = (a - b).abs()
+        dmax, dsum, n = max(dmax, float(d.max())), dsum + float(d.sum()), n + d.numel()
+        la, lb = torch.log_softmax(a, -1), torch.log_softmax(b, -1)
+        kl += float((la.exp() * (la - lb)).sum())
+        top1 += int((a.argmax(-1) == b.argmax(-1)).sum())
+    positions = sum(a.shape[0] for a in ref_logits)
+    return Agreement(reference=reference, kernel=kernel, max_abs_dlogit=dmax, mean_abs_dlogit=dsum / n,
+                     mean_kl_nats=kl / positions, top1_agreement=top1 / positions,
+                     greedy_identical=sum(x == y for x, y in zip(ref_tokens, tokens)) / len(ref_tokens))
+
+
+def release(loaded) -> None:
+    """Drop a loaded model and give its memory back before the next kernel loads."""
+    import torch
+
+    loaded.model = None
+    loaded.engine_handle = None
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+# --- latency curves ---------------------------------------------------------------------------
+
+def ttft_curve(loaded, lengths: list[int], repeats: int = 3) -> list[dict]:
+    """Time to first token against prompt length (median of `repeats`, after one warm-up)."""
+    config = DecodeConfig.greedy(max_new_tokens=1)
+    rows = []
+    for n in lengths:
+        ids = prompt_ids_of_length(loaded.tokenizer, n)
+        recs = [generate_ids(loaded, [ids], config, warmup=1 if r == 0 else 0, logprobs=False)[0] for r in range(repeats)]
+        ttfts = sorted(r.ttft_s for r in recs)
+        rows.append({"prompt_tokens": n, "ttft_ms": ttfts[len(ttfts) // 2] * 1e3,
+                     "prefill_ms": sorted(r.prefill_s for r in recs)[len(recs) // 2] * 1e3})
+    return rows
+
+
+def long_generation(loaded, prompt_tokens: int, new_tokens: int):
+    """One greedy generation forced to `new_tokens`: per-token latency against position."""
+    ids = prompt_ids_of_length(loaded.tokenizer, prompt_tokens)
+    config = DecodeConfig.greedy(max_new_tokens=new_tokens, min_new_tokens=new_tokens)
+    return generate_ids(loaded, [ids], config, warmup=1, logprobs=False)[0]
+
+
+def batch_curve(loaded, batch_sizes: list[int], prompt_tokens: int = 64, new_tokens: int = 32) -> list[dict]:
+    """Decode ms per step and tokens/s against batch size."""
+    ids = prompt_ids_of_length(loaded.tokenizer, prompt_tokens)
+    config = DecodeConfig.greedy(max_new_tokens=new_tokens, min_new_tokens=new_tokens)
+    rows = []
+    for b in batch_sizes:
+        rec = generate_ids(loaded, [ids] * b, config, warmup=1, logprobs=False)[0]
+        step_ms = rec.itl.p50_ms if rec.itl else float("nan")
+        rows.append({"batch_size": b, "decode_ms_per_step": step_ms, "tokens_per_s": b * 1e3 / step_ms,
+                     "itl_p90_ms": rec.itl.p90_ms if rec.itl else None})
+    return rows
+
+
+def memory_curve(loaded, contexts: list[int], new_tokens: int = 8) -> list[dict]:
+    """Peak GPU memory against context length (prompt + new tokens). On the CPU the allocator
+    keeps no peak that can be reset, so only the KV cache's computed size is reported."""
+    from .generation import input_device
+
+    device = input_device(loaded.model)
+    kv = kv_bytes_per_token(loaded.model.config)
+    rows = []
+    for n in contexts:
+        ids = prompt_ids_of_length(loaded.tokenizer, n)
+        reset_peak_memory(device)
+        config = DecodeConfig.greedy(max_new_tokens=new_tokens, min_new_tokens=new_tokens)
+        generate_ids(loaded, [ids], config, logprobs=False)
+        snap = memory_snapshot(device)
+        rows.append({"context_tokens": n + new_tokens, "kv_cache_gb": kv * (n + new_tokens) / 1024**3,
+                     "peak_allocated_gb": snap.peak_allocated_gb, "peak_reserved_gb": snap.peak_reserved_gb})
+    return rows
+
+
+# The model card's int4 memory cells (GB), measured by the card on its GPU.
+CARD_INT4_MEMORY_GB = {"idle": 19.09, "2048+1024": 22.19, "1024+2048": 20.78}
+
+
+def card_memory_cells(loaded) -> list[dict]:
+    """The card's cells measured here: idle after load, encode 2048 + generate 1024, and
+    encode 1024 + generate 2048, each beside the card's number. Meaningful on a GPU."""
+    rows = [{"cell": "idle", "measured_allocated_gb": (loaded.load_record.memory or {}).get("allocated_gb"),
+             "measured_reserved_gb": (loaded.load_record.memory or {}).get("reserved_gb"),
+             "card_gb": CARD_INT4_MEMORY_GB["idle"]}]
+    from .generation import input_device
+
+    device = input_device(loaded.model)
+    for prompt, new in ((2048, 1024), (1024, 2048)):
+        ids = prompt_ids_of_length(loaded.tokenizer, prompt)
+        reset_peak_memory(device)
+        config = DecodeConfig.greedy(max_new_tokens=new, min_new_tokens=new)
+        rec = generate_ids(loaded, [ids], config, logprobs=False)[0]
+        snap = memory_snapshot(device)
+        rows.append({"cell": f"{prompt}+{new}", "measured_allocated_gb": snap.peak_allocated_gb,
+                     "measured_reserved_gb": snap.peak_reserved_gb, "card_gb": CARD_INT4_MEMORY_GB[f"{prompt}+{new}"],
+                     "decode_ms_p50": rec.itl.p50_ms if rec.itl else None})
+    return rows
+
+
+# --- attention --------------------------------------------------------------------------------
+
+ATTENTION_CHOICES = ("sdpa", "sdpa-cudnn", "sdpa-flash", "sdpa-efficient", "sdpa-math", "eager")
+
+
+def set_attention(loaded, attention: str = "sdpa") -> str:
+    """Choose the attention implementation: transformers' eager code, or SDPA with all of its
+    backends ("sdpa") or only one of them. The SDPA backend switches are process-wide."""
+    import torch
+
+    if attention not in ATTENTION_CHOICES:
+        from .errors import ConfigError
+
+        raise ConfigError(f"attention={attention!r}: allowed {', '.join(ATTENTION_CHOICES)}")
+    loaded.model.set_attn_implementation("eager" if attention == "eager" else "sdpa")
+    only = attention.removeprefix("sdpa-") if attention.startswith("sdpa-") else None
+    switches = {"cudnn": torch.backends.cuda.enable_cudnn_sdp, "flash": torch.backends.cuda.enable_flash_sdp,
+                "efficient": torch.backends.cuda.enable_mem_efficient_sdp, "math": torch.backends.cuda.enable_math_sdp}
+    for name, enable in switches.items():
+        enable(only is None or name == only)
+    return attention
+
+
+# --- the whole kernel comparison --------------------------------------------------------------
+
+@dataclass
+class KernelStudy:
+    """Every kernel that ran (speed, memory, agreement) and every one that could not (why)."""
+
+    device: str
+    reference: str
+    attention: str
+    bandwidth_gbps: float | None
+    decode_bytes: int | None
+    floor_ms: float | None
+    measurements: list[KernelMeasurement]
+    agreements: list[Agreement]
+    skipped: dict[str, str]
+    dtype: dict[str, str]
+
+    def frame(self):
+        import pandas as pd
+
+        agree = {a.kernel: a for a in self.agreements}
+        rows = []
+        for m in self.measurements:
+            a = agree.get(m.kernel)
+            row = {"kernel": m.kernel, "dtype": self.dtype.get(m.kernel), "load_s": m.load_s,
+                   "first_forward_s": m.first_forward_s,
+                   "mem_after_load_gb": m.memory_after_load.get("allocated_gb") or m.memory_after_load.get("rss_gb"),
+                   "prefill_tok_s": m.prefill_tokens_per_s, "decode_ms_p50": m.decode.p50_ms,
+                   "decode_ms_p90": m.decode.p90_ms, "ttft_ms": m.ttft_ms}
+            if self.floor_ms:
+                row["floor_share"] = self.floor_ms / m.decode.p50_ms
+            if a:
+                row.update(max_abs_dlogit=a.max_abs_dlogit, mean_kl=a.mean_kl_nats,
+                           top1_agree=a.top1_agreement, greedy_identical=a.greedy_identical)
+            rows.append(row)
+        return pd.DataFrame(rows).set_index("kernel") if rows else pd.DataFrame()
+
+    def to_dict(self) -> dict:
+        return {"device": self.device, "reference": self.reference, "attention": self.attention,
+                "bandwidth_gbps": self.bandwidth_gbps, "decode_bytes": self.decode_bytes, "floor_ms": self.floor_ms,
+                "measurements": [m.to_dict() for m in self.measurements],
+                "agreements": [a.to_dict() for a in self.agreements], "skipped": self.skipped, "dtype": self.dtype}
+
+
+def run_kernel_study(model_path, kernels, device: str, reference: str = "torch", *, dtype=None,
+                     attention: str = "sdpa", n_prompts: int = 4, prompt_tokens: int = 48,
+                     greedy_tokens: int = 16, prefill_tokens: int = 128, decode_tokens: int = 32,
+                     repeats: int = 3, float_reference: bool = False, log=print) -> KernelStudy:
+    """Load the checkpoint with each kernel in turn (the reference first), measure it, compare its
+    logits and greedy tokens with the reference's, and release it before the next one.
+    `float_reference` also compares with the checkpoint dequantized to a dense float32 model."""
+    from .errors import KernelUnavailable
+    from .kernels import load_model, load_reference_model, resolve_device
+    from .measure import measure_copy_bandwidth_gbps
+
+    device = resolve_device(device)
+    order = [reference] + [k for k in kernels if k != reference]
+    measurements, agreements, skipped, dtypes = [], [], {}, {}
+    ref_logits = ref_tokens = None
+    prompts = None
+    bandwidth = measure_copy_bandwidth_gbps(device)
+    decode_bytes = floor = None
+    for name in order:
+        log(f"[{name}] loading")
+        try:
+            loaded = load_model(model_path, kernel=name, device=device, dtype=dtype)
+        except KernelUnavailable as e:
+            skipped[name] = str(e)
+            log(f"[{name}] skipped: {e}")
+            continue
+        set_attention(loaded, attention)
+        dtypes[name] = loaded.load_record.dtype
+        if prompts is None:
+            prompts = [prompt_ids_of_length(loaded.tokenizer, prompt_tokens + 7 * i)[7 * i:] for i in range(n_prompts)]
+            decode_bytes = decode_bytes_per_token(loaded) + kv_bytes_per_token(loaded.model.config) * prefill_tokens
+            floor = floor_ms(decode_bytes, bandwidth)
+        logits = prompt_logits(loaded, prompts)
+        tokens = greedy_tokens(loaded, prompts, greedy_tokens)
+        if ref_logits is None:
+            ref_logits, ref_tokens, ref_name = logits, tokens, name
+        else:
+            agreements.append(agreement(ref_name, name, ref_logits, logits, ref_tokens, tokens))
+        m = measure_kernel(loaded, prefill_tokens=prefill_tokens, decode_tokens=decode_tokens, repeats=repeats)
+        measurements.append(m)
+        log(f"[{name}] decode p50 {m.decode.p50_ms:.2f} ms/token, prefill {m.prefill_tokens_per_s:.0f} tok/s")
+        release(loaded)
+    if float_reference and ref_logits is not None:
+        import torch
+
+        dense = load_reference_model(model_path)
+        with torch.inference_mode():
+            dense_logits = [dense(input_ids=torch.tensor([p])).logits[0].float() for p in prompts]
+        agreements.insert(0, agreement("float32-dequantized", ref_name, dense_logits, ref_logits, ref_tokens, ref_tokens))
+        del dense
+    return KernelStudy(device=device, reference=order[0], attention=attention, bandwidth_gbps=bandwidth,
+                       decode_bytes=decode_bytes, floor_ms=floor, measurements=measurements,
+                       agreements=agreements, skipped=skipped, dtype=dtypes)

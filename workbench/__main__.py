@@ -12,6 +12,7 @@ import sys
 # command -> (module, function, one-line help)
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "demo": ("workbench.demo", "main", "build (or reuse) the embedded demo model and print its folder"),
+    "bench-overhead": ("workbench.bench", "main", "measure what instrumented generation costs against model.generate"),
 }
 
 

@@ -24,3 +24,11 @@ def real_tokenizer_path() -> Path:
             f"(or its model folder), or put it at {SHARED_TOKENIZER}"
         )
     return SHARED_TOKENIZER
+
+
+@pytest.fixture(scope="session")
+def demo_model_path() -> Path:
+    """The embedded demo model in the real checkpoint's layout (built once, then cached)."""
+    from workbench.demo import build
+
+    return build()

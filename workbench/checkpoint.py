@@ -54,7 +54,7 @@ SUPPORTED_BITS = (2, 3, 4, 8)  # AutoGPTQ's settings; kernels narrow this furthe
 CONVERTER_VERSION = 1  # bump when the converted copy's content would change
 _RACY_WINDOW_S = 2.0  # a file modified this close to its hashing may change unnoticed: don't cache
 _PROGRESS_MIN_BYTES = 256 << 20
-_CHUNK_BYTES = 64 << 20
+_CHUNK_BYTES = 16 << 20
 
 
 class Layout(str, Enum):
@@ -251,7 +251,7 @@ def verify_checkpoint(path, progress: bool = True) -> VerifyResult:
         raise CheckpointError(f"{path}: missing {', '.join(required)} (listed in the {source}'s checksums)")
     present = {p.name for p in path.iterdir() if p.is_file() and p.name != MANIFEST}
     unlisted = sorted(present - set(expected))
-    if risky := [n for n in unlisted if n.endswith((".bin", ".safetensors", ".json", ".model"))]:
+    if risky := [n for n in unlisted if n.endswith((".bin", ".safetensors", ".index.json"))]:
         raise CheckpointError(f"{path}: {', '.join(risky)} would be read when loading but is not in the "
                               f"{source}'s checksums; remove it or add it to {MANIFEST}")
     checked = {}

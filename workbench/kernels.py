@@ -54,7 +54,7 @@ class KernelSpec:
 
 
 KERNELS: dict[str, KernelSpec] = {s.name: s for s in (
-    KernelSpec("torch", "gptq_torch", "TorchLinear", ("cpu", "cuda"), (2, 3, 4, 8), _ALL_GROUP_SIZES,
+    KernelSpec("torch", "gptq_torch", "TorchLinear", ("cpu", "cuda"), (2, 3, 4, 5, 6, 7, 8), _ALL_GROUP_SIZES,
                note="dequantizes in PyTorch (torch.compile'd on first use), then a dense matmul"),
     KernelSpec("torch_aten", "gptq_torch_aten", "TorchAtenLinear", ("cpu",), (4,), (16, 32, 64, 128),
                cpu_ops=("_convert_weight_to_int4pack_for_cpu", "_weight_int4pack_mm_for_cpu"),

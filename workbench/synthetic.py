@@ -24,6 +24,7 @@ from .cache import atomic_write_json, atomic_write_text, building_dir
 from .checkpoint import MANIFEST, Layout, TensorSpec, _progress, file_sha256, write_safetensors
 from .errors import CheckpointError, ConfigError
 
+_MAPPED_WINDOW_BYTES = 512 << 20  # how much of the .bin is mapped while its tensors are filled in
 SYNTHETIC_NOTE = ("synthetic checkpoint written by workbench.synthetic: random GPTQ codes with "
                   "realistic scales, not a trained model; its outputs mean nothing")
 
@@ -210,13 +211,12 @@ class _Generator:
 
         rng, spec = self._rng(name), self._spec[name]
         prefix, _, kind = name.rpartition(".")
-        if kind == "weight" and "norm" in name:
-            # RMSNorm gains scatter around 1, as in trained Llamas
-            return torch.from_numpy((1.0 + 0.05 * rng.standard_normal(spec.shape, dtype=np.float32)).astype(np.float16))
+        if kind == "weight" and "norm" in name:  # RMSNorm gains scatter around 1, as in trained Llamas
+            return torch.from_numpy(_normal_fp16(rng, spec.shape, 1.0, 0.05))
         if kind == "weight":  # embedding and lm_head
             # lm_head's std gives logits of std ~2.5 for a unit-RMS hidden state, like a trained model
             std = 0.02 if "embed" in name else 2.5 / math.sqrt(self.arch.hidden_size)
-            return torch.from_numpy((std * rng.standard_normal(spec.shape, dtype=np.float32)).astype(np.float16))
+            return torch.from_numpy(_normal_fp16(rng, spec.shape, 0.0, std))
         fin, fout = self.linear_shape[prefix]
         if kind == "qweight":  # uniform random codes: every 32-bit pattern is a valid word
             return torch.from_numpy(rng.integers(0, 1 << 32, size=spec.shape, dtype=np.uint32).view(np.int32))
@@ -247,6 +247,21 @@ class _Generator:
         if kind == "bias":
             return torch.zeros(spec.shape, dtype=torch.float16)
         raise KeyError(name)
+
+
+def _normal_fp16(rng, shape: tuple[int, ...], mean: float, std: float):
+    """float16 samples of N(mean, std), drawn in row blocks so float32 temporaries stay small."""
+    import numpy as np
+
+    out = np.empty(shape, dtype=np.float16)
+    rows = out.reshape(-1, shape[-1])
+    step = max(1, (4 << 20) // shape[-1])  # ~16 MB of float32 at a time
+    for r in range(0, rows.shape[0], step):
+        block = rng.standard_normal((min(step, rows.shape[0] - r), shape[-1]), dtype=np.float32)
+        block *= std
+        block += mean
+        rows[r:r + step] = block
+    return out
 
 
 def _pack_last_dim(values, bits: int):
@@ -282,13 +297,29 @@ def _write_torch_pickle(file: Path, gen: _Generator, progress: bool) -> None:
         torch.serialization.set_crc32_options(crc)
     del skeleton
     total = sum(s.nbytes for s in gen.specs)
-    with torch.serialization.set_default_mmap_options(mmap.MAP_SHARED):
-        mapped = torch.load(file, mmap=True, weights_only=True)
     with _progress(total, f"writing {file.name}", progress) as bar:
-        for s in gen.specs:
-            mapped[s.name].copy_(gen.produce(s.name))
-            bar.update(s.nbytes)
-    del mapped  # unmapping hands the dirty pages to the kernel to write back
+        for window in _windows(gen.specs, _MAPPED_WINDOW_BYTES):
+            # Mapped pages count in the process's RSS until unmapped: map the file afresh for each
+            # window and drop the mapping after it, so at most a window is resident at a time.
+            with torch.serialization.set_default_mmap_options(mmap.MAP_SHARED):
+                mapped = torch.load(file, mmap=True, weights_only=True)
+            for s in window:
+                mapped[s.name].copy_(gen.produce(s.name))
+                bar.update(s.nbytes)
+            del mapped  # unmapping hands the dirty pages to the kernel to write back
+
+
+def _windows(specs: list[TensorSpec], max_bytes: int):
+    """Consecutive runs of specs of at most max_bytes each (a larger tensor gets a run of its own)."""
+    run, size = [], 0
+    for s in specs:
+        if run and size + s.nbytes > max_bytes:
+            yield run
+            run, size = [], 0
+        run.append(s)
+        size += s.nbytes
+    if run:
+        yield run
 
 
 # --- the small files ---------------------------------------------------------------------------

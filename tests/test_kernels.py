@@ -1,0 +1,203 @@
+"""The kernel registry, load_model's refusals, and the CPU kernels checked against a float32
+reference built from our own decoding of AutoGPTQ's packing."""
+
+import importlib
+import json
+
+import pytest
+import torch
+
+from workbench.checkpoint import Layout, checkpoint_hash
+from workbench.errors import ConfigError, KernelUnavailable, WorkbenchError
+from workbench.kernels import (AUTO_ORDER, KERNELS, available_kernels, format_registry, load_model,
+                               load_reference_model, main)
+from workbench.synthetic import write_synthetic_checkpoint
+
+CPU_KERNELS = ["torch", "torch_aten", "torch_fused", "cpu_avx512"]
+CUDA_KERNELS = ["torch", "triton", "exllamav2", "marlin", "machete", "bitblas"]
+PROMPT = "<|role_start|>human<|role_end|>Write a function that returns the sum of a list.<|role_start|>bot<|role_end|>"
+GREEDY_TOKENS = 24
+
+# Measured on the demo model (see the report in the pull request): the largest |logit - reference|
+# over the prompt, relative to the largest |reference logit|. The exact kernels dequantize to the
+# same fp16 weights; their differences are fp16 activations and accumulation order (torch_aten's
+# ATen op also rounds scales to bf16). cpu_avx512 re-quantizes weights to per-channel int8.
+REL_TOLERANCE = {"torch": 0.01, "torch_fused": 0.01, "torch_aten": 0.03, "cpu_avx512": 0.06}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return write_synthetic_checkpoint(tmp_path_factory.mktemp("k") / "tiny", "tiny", Layout.AUTOGPTQ_BIN,
+                                      progress=False)
+
+
+# --- the registry ----------------------------------------------------------------------------------
+
+def test_registry_lists_the_issue_kernels():
+    assert all("cpu" in KERNELS[k].devices for k in CPU_KERNELS)
+    assert all("cuda" in KERNELS[k].devices for k in CUDA_KERNELS)
+    assert set(KERNELS) == set(CPU_KERNELS) | set(CUDA_KERNELS) | {"auto"}
+    assert all(k in KERNELS for order in AUTO_ORDER.values() for k in order)
+
+
+_QLINEAR_MODULES = {"TorchLinear": "torch", "TorchAtenLinear": "torch_aten_kernel", "TorchFusedLinear": "torch_fused",
+                    "TorchInt8Linear": "torch_int8", "TritonV2Linear": "tritonv2", "ExllamaV2Linear": "exllamav2",
+                    "MarlinLinear": "marlin", "MacheteLinear": "machete", "BitblasLinear": "bitblas"}
+
+
+@pytest.mark.parametrize("name", [k for k in KERNELS if k != "auto"])
+def test_registry_matches_gptqmodel(name):
+    """Our constraints are gptqmodel 7.6.0's own, so refusals happen before a load, for the same reasons."""
+    from workbench.engine import import_gptqmodel
+
+    gptqmodel = import_gptqmodel()
+    spec = KERNELS[name]
+    cls = getattr(importlib.import_module(f"gptqmodel.nn_modules.qlinear.{_QLINEAR_MODULES[spec.qlinear]}"), spec.qlinear)
+    assert gptqmodel.BACKEND(spec.backend) in cls.SUPPORTS_BACKENDS
+    assert set(spec.bits) == set(cls.SUPPORTS_BITS)
+    assert set(spec.group_sizes) == set(cls.SUPPORTS_GROUP_SIZE)
+    assert set(spec.desc_act) == set(cls.SUPPORTS_DESC_ACT)
+    assert set(spec.sym) == set(cls.SUPPORTS_SYM)
+    assert set(spec.dtypes) == {str(d).removeprefix("torch.") for d in cls.SUPPORTS_DTYPES}
+    assert spec.features_multiple == (cls.SUPPORTS_IN_FEATURES_DIVISIBLE_BY[0], cls.SUPPORTS_OUT_FEATURES_DIVISIBLE_BY[0])
+    devices = {d.value for d in cls.SUPPORTS_DEVICES}
+    assert set(spec.devices) <= ({"cpu", "cuda"} if "all" in devices else devices)
+
+
+def test_availability_on_this_cpu_machine():
+    cpu = {a.kernel: a for a in available_kernels("cpu")}
+    assert all(cpu[k].available for k in CPU_KERNELS + ["auto"])
+    assert "AVX" in cpu["cpu_avx512"].reason
+    for k in ("triton", "exllamav2", "marlin", "machete", "bitblas"):
+        assert not cpu[k].available and "runs on cuda only" in cpu[k].reason
+    if not torch.cuda.is_available():
+        cuda = {a.kernel: a for a in available_kernels("cuda")}
+        assert not any(a.available for k, a in cuda.items() if k != "auto")
+        assert "no CUDA device" in cuda["exllamav2"].reason and "no CUDA device" in cuda["torch"].reason
+
+
+def test_cli_prints_the_registry(capsys):
+    assert main(["--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    for k in KERNELS:
+        assert f"\n{k} " in out
+    assert "no AVX-512-specific" in out
+
+
+# --- refusals ------------------------------------------------------------------------------------
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
+@pytest.mark.parametrize("kernel", CUDA_KERNELS)
+def test_cuda_kernel_without_cuda_is_refused(tiny, kernel):
+    with pytest.raises(KernelUnavailable, match="no CUDA device is visible"):
+        load_model(tiny, kernel=kernel, device="cuda")
+
+
+@pytest.mark.parametrize("kernel", ["triton", "exllamav2", "marlin", "machete", "bitblas"])
+def test_cuda_only_kernel_on_cpu_is_refused(tiny, kernel):
+    with pytest.raises(KernelUnavailable, match=f"kernel '{kernel}' cannot run on cpu: runs on cuda only"):
+        load_model(tiny, kernel=kernel, device="cpu")
+
+
+def test_unknown_names_list_the_known_ones(tiny):
+    with pytest.raises(KernelUnavailable, match="known: torch, torch_aten"):
+        load_model(tiny, kernel="exllama")
+    with pytest.raises(ConfigError, match="'auto', 'cpu', 'cuda' and 'cuda:N'"):
+        load_model(tiny, device="gpu")
+    assert issubclass(KernelUnavailable, WorkbenchError)
+
+
+def test_checkpoint_constraints_are_refused(tmp_path, tiny):
+    eight = write_synthetic_checkpoint(tmp_path / "8bit", "tiny", bits=8, progress=False)
+    with pytest.raises(KernelUnavailable, match=r"torch_aten' cannot run on cpu: supports bits \(4,\); .* bits=8"):
+        load_model(eight, kernel="torch_aten", device="cpu")
+    with pytest.raises(KernelUnavailable, match="computes in float16, bfloat16; dtype=float32"):
+        load_model(tiny, kernel="torch_aten", device="cpu", dtype=torch.float32)
+
+
+def test_a_different_kernel_than_asked_is_refused(tiny, monkeypatch):
+    import workbench.kernels as kernels
+
+    monkeypatch.setattr(kernels, "kernel_in_use", lambda model: "torch")
+    with pytest.raises(KernelUnavailable, match="asked for kernel 'torch_fused' but gptqmodel loaded 'torch'"):
+        load_model(tiny, kernel="torch_fused", device="cpu")
+
+
+# --- loading ------------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_auto_picks_and_records(tiny):
+    loaded = load_model(tiny, device="cpu")
+    rec = loaded.load_record
+    assert loaded.kernel == rec.kernel == "torch_aten" and loaded.kernel_requested == rec.kernel_requested == "auto"
+    assert rec.checkpoint_hash == checkpoint_hash(tiny) and rec.verified and rec.verify_source == "manifest"
+    assert rec.layout == "autogptq_bin" and rec.loaded_from != str(tiny) and rec.synthetic
+    assert rec.settings["bits"] == 4 and rec.devices == ["cpu"] and rec.dtype == "float16"
+    assert rec.load_s > 0 and rec.first_forward_s > 0 and rec.memory["rss_gb"] > 0
+    json.dumps(rec.to_dict())
+    tok = loaded.tokenizer
+    assert tok.padding_side == "left" and tok.pad_token_id == 0 and tok.eos_token_id == 2
+
+
+@pytest.mark.slow
+def test_auto_skips_kernels_the_checkpoint_rules_out(tmp_path):
+    eight = write_synthetic_checkpoint(tmp_path / "8bit", "tiny", bits=8, progress=False)
+    loaded = load_model(eight, device="cpu", verify=False)
+    assert loaded.kernel == "torch" and not loaded.load_record.verified  # torch_aten/torch_fused are 4-bit only
+
+
+# --- the CPU kernels on the demo model, against the float32 reference ------------------------------
+
+@pytest.fixture(scope="module")
+def demo_runs(demo_model_path):
+    """Logits over the prompt and greedy continuations: reference first, then each CPU kernel."""
+    from workbench.prompts import load_tokenizer
+
+    ids = load_tokenizer(demo_model_path)(PROMPT, add_special_tokens=False, return_tensors="pt").input_ids
+    runs = {"reference": _run(load_reference_model(demo_model_path), ids)}
+    for kernel in CPU_KERNELS:
+        loaded = load_model(demo_model_path, kernel=kernel, device="cpu")
+        runs[kernel] = _run(loaded.model, ids) + (loaded.kernel, loaded.load_record)
+        del loaded
+    return runs
+
+
+def _run(model, ids):
+    with torch.no_grad():
+        logits = model(ids).logits[0].float()  # [T, V]
+        out = model.generate(ids, max_new_tokens=GREEDY_TOKENS, do_sample=False, pad_token_id=0,
+                             eos_token_id=None, attention_mask=torch.ones_like(ids))
+    return logits, out[0, ids.shape[1]:].tolist()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kernel", CPU_KERNELS)
+def test_each_cpu_kernel_loads_the_demo_model(demo_runs, kernel):
+    *_, in_use, record = demo_runs[kernel]
+    assert in_use == record.kernel == kernel
+    assert record.layout == "autogptq_bin" and not record.synthetic
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kernel", CPU_KERNELS)
+def test_logits_agree_with_the_float32_reference(demo_runs, kernel):
+    ref = demo_runs["reference"][0]
+    logits = demo_runs[kernel][0]
+    rel = ((logits - ref).abs().max() / ref.abs().max()).item()
+    assert rel <= REL_TOLERANCE[kernel], f"{kernel}: max |diff| is {rel:.4f} of the largest logit"
+
+
+@pytest.mark.slow
+def test_cpu_kernels_agree_with_each_other(demo_runs):
+    exact = [k for k in CPU_KERNELS if k != "cpu_avx512"]
+    scale = demo_runs["reference"][0].abs().max()
+    for a in exact:
+        for b in exact:
+            rel = ((demo_runs[a][0] - demo_runs[b][0]).abs().max() / scale).item()
+            assert rel <= REL_TOLERANCE[a] + REL_TOLERANCE[b], (a, b, rel)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kernel", CPU_KERNELS)
+def test_same_greedy_tokens_as_the_reference(demo_runs, kernel):
+    assert demo_runs[kernel][1] == demo_runs["reference"][1]

@@ -26,5 +26,37 @@ from .prompts import (
     render_prompt,
     token_view,
 )
+from .checkpoint import (
+    Layout,
+    checkpoint_hash,
+    detect_layout,
+    is_synthetic,
+    prepare_checkpoint,
+    verify_checkpoint,
+)
+from .kernels import KERNELS, KernelSpec, LoadedModel, LoadRecord, available_kernels, load_model
+from .generation import (
+    DecodeConfig,
+    GenerationRecord,
+    generate,
+    generate_ids,
+    load_records,
+    records_frame,
+    save_records,
+)
+from .measure import Latency
+from .humaneval import (
+    CARD_PASS_AT_1,
+    EvalReport,
+    HumanEvalError,
+    build_prompt,
+    evaluate,
+    extract_completion,
+    load_problems,
+    pass_at_k,
+)
+from .humaneval import run as run_humaneval
+from .sandbox import SandboxError, SandboxLimits, SandboxResult, run_python
+from . import analysis, notebook, plots, study, widgets  # noqa: E402  (submodules used as wb.plots, ...)
 
 __version__ = "0.1.0"

@@ -16,6 +16,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "kernels": ("workbench.kernels", "main", "list the GPTQ kernels, their constraints and which can run here"),
     "verify": ("workbench.checkpoint", "main", "check a checkpoint's files against the card's or its SHA256SUMS"),
     "synthetic": ("workbench.synthetic", "main", "write a random GPTQ checkpoint of a Llama shape (not a trained model)"),
+    "report": ("workbench.report", "main", "render the notebooks into a report (papermill + HTML + index)"),
 }
 
 

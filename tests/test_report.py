@@ -1,0 +1,276 @@
+"""The report runner: tiny notebooks built on the fly, one that works, one that fails on purpose,
+one that sleeps past its time limit; plus the config, params-file and index rules without a kernel."""
+
+import json
+import os
+import re
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+import psutil
+import pytest
+
+from workbench import report
+from workbench.errors import ConfigError
+from workbench.report import NotebookRun, ReportConfig, find_notebooks, load_params
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+PARAMETERS_CELL = 'MODEL = "demo"\nKERNEL = "auto"\nDEVICE = "auto"\nOUTPUT_DIR = "."\nGREETING = "default"\nEXTRA = 0'
+
+OK_BODY = [
+    'print("hello from the ok notebook")',
+    "import json, os, sys\n"
+    "headline = {'answer': 42, 'speed_tok_s': 123.456, 'kernel': KERNEL, 'greeting': GREETING,\n"
+    "            'extra': EXTRA, 'python': sys.executable, 'cwd': os.getcwd()}\n"
+    "with open(os.path.join(OUTPUT_DIR, '01_ok.json'), 'w') as f:\n"
+    "    json.dump({'headline': headline, 'details': [1, 2, 3]}, f)",
+]
+FAILS_BODY = ['print("before the failure")', 'x = 1\nraise RuntimeError("failed on purpose")']
+SLEEPS_BODY = ["import os, time\n"
+               "with open(os.path.join(OUTPUT_DIR, 'kernel.pid'), 'w') as f:\n"
+               "    f.write(str(os.getpid()))\n"
+               "time.sleep(120)"]
+
+
+def write_notebook(path: Path, body: list[str], parameters: str = PARAMETERS_CELL) -> Path:
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell(parameters)
+    cell.metadata["tags"] = ["parameters"]
+    nb.cells = [cell] + [nbformat.v4.new_code_cell(source) for source in body]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, path)
+    return path
+
+
+@pytest.fixture
+def notebooks_dir(tmp_path) -> Path:
+    folder = tmp_path / "notebooks"
+    write_notebook(folder / "01_ok.ipynb", OK_BODY)
+    write_notebook(folder / "02_fails.ipynb", FAILS_BODY)
+    return folder
+
+
+# --- one real run, shared by the tests that read its outputs ------------------------------------
+
+@pytest.fixture(scope="module")
+def suite(tmp_path_factory):
+    root = tmp_path_factory.mktemp("report")
+    folder = root / "notebooks"
+    write_notebook(folder / "01_ok.ipynb", OK_BODY)
+    write_notebook(folder / "02_fails.ipynb", FAILS_BODY)
+    params = root / "params.yaml"
+    params.write_text("GREETING: from the params file\n01_ok:\n  EXTRA: 7\n")
+    out = root / "out"
+    started = time.perf_counter()
+    code = report.main(["--notebooks", str(folder), "--out", str(out), "--params", str(params),
+                        "--kernel", "torch", "--device", "cpu", "--timeout", "120"])
+    return {"out": out, "exit_code": code, "seconds": time.perf_counter() - started,
+            "report": json.loads((out / "report.json").read_text()),
+            "index": (out / "index.html").read_text()}
+
+
+@pytest.mark.slow
+def test_a_failed_notebook_makes_the_exit_code_non_zero(suite):
+    assert suite["exit_code"] == 1
+    assert suite["report"]["exit_code"] == 1
+
+
+@pytest.mark.slow
+def test_index_lists_every_notebook_with_status_headline_and_error(suite):
+    index = suite["index"]
+    rows = {}
+    for row in re.findall(r"<tr><td>.*?</tr>", index, re.S):
+        name = re.search(r">(\d\d_\w+)<", row).group(1)
+        rows[name] = row
+    assert set(rows) == {"01_ok", "02_fails"}
+    assert 'class="status ok">ok<' in rows["01_ok"]
+    assert 'class="status failed">failed<' in rows["02_fails"]
+    # the ok one's headline numbers, formatted; the failed one's exception and failing cell
+    assert "<b>answer</b> 42" in rows["01_ok"] and "<b>speed_tok_s</b> 123.5" in rows["01_ok"]
+    assert "RuntimeError: failed on purpose" in rows["02_fails"]
+    assert "raise RuntimeError(&quot;failed on purpose&quot;)" in rows["02_fails"]
+    assert index.index("01_ok") < index.index("02_fails")
+    assert "DEMO MODEL" in index.split("<h1>")[0]  # the banner comes first
+    assert "torch" in index and "cpu" in index
+    # self-contained: no scripts, nothing fetched
+    assert "<script" not in index and not re.search(r'(src|href)="https?:', index)
+
+
+@pytest.mark.slow
+def test_report_json_records_each_run(suite):
+    data = suite["report"]
+    assert data["state"] == "finished"
+    assert data["counts"] == {"ok": 1, "failed": 1, "timeout": 0}
+    assert data["model"]["kind"] == "demo" and data["banner"].startswith("DEMO MODEL")
+    assert data["config"]["kernel"] == "torch" and data["config"]["device"] == "cpu"
+    assert data["environment"]["kernel_python"] == sys.executable
+    ok, failed = data["notebooks"]
+    assert (ok["name"], ok["status"], failed["name"], failed["status"]) == ("01_ok", "ok", "02_fails", "failed")
+    assert ok["headline"]["answer"] == 42 and ok["error"] is None
+    assert ok["duration_s"] > 0 and failed["duration_s"] > 0
+    assert (ok["html"], ok["ipynb"], ok["json"]) == ("01_ok.html", "01_ok.ipynb", "01_ok.json")
+    assert failed["json"] is None and failed["headline"] == {}
+    assert failed["error"]["name"] == "RuntimeError"
+    assert failed["error"]["message"] == "failed on purpose"
+    assert "raise RuntimeError" in failed["error"]["source_head"]
+    assert failed["error"]["execution_count"] is not None
+
+
+@pytest.mark.slow
+def test_parameters_working_folder_and_interpreter_reach_the_notebook(suite):
+    headline = suite["report"]["notebooks"][0]["headline"]
+    assert headline["greeting"] == "from the params file"  # global
+    assert headline["extra"] == 7  # the notebook's own section
+    assert headline["kernel"] == "torch"  # from --kernel
+    assert Path(headline["cwd"]).resolve() == suite["out"].resolve()
+    assert headline["python"] == sys.executable  # the kernel runs this very environment
+
+
+@pytest.mark.slow
+def test_each_notebook_is_written_executed_and_rendered(suite):
+    out = suite["out"]
+    for name in ("01_ok", "02_fails"):
+        assert (out / f"{name}.ipynb").is_file() and (out / f"{name}.log").is_file()
+    ok_html = (out / "01_ok.html").read_text()
+    failed_html = (out / "02_fails.html").read_text()
+    assert "hello from the ok notebook" in ok_html
+    assert "before the failure" in failed_html and "failed on purpose" in failed_html
+    for page in (ok_html, failed_html):  # renders offline: no CDN scripts
+        assert not re.search(r'<script[^>]+src="https?:', page)
+    executed = nbformat.read(out / "01_ok.ipynb", as_version=4)
+    assert any("# Parameters" in cell.source for cell in executed.cells)
+
+
+# --- the wall-clock limit -------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_a_notebook_past_its_time_limit_ends_as_timeout_with_its_kernel(tmp_path):
+    nb = write_notebook(tmp_path / "notebooks" / "01_sleeps.ipynb", SLEEPS_BODY)
+    config = ReportConfig(notebooks=(nb,), out=tmp_path / "out", timeout_s=5)
+    started = time.perf_counter()
+    run = report.run_notebook(config, nb)
+    assert time.perf_counter() - started < 5 + report.KILL_WAIT_S + 5
+    assert run.status == "timeout" and run.error.name == "Timeout"
+    assert "5 s" in run.error.message
+    pid_file = config.out / "kernel.pid"
+    if pid_file.exists():  # the kernel got as far as the sleeping cell: it must be gone now
+        assert "time.sleep(120)" in run.error.source_head
+        assert not psutil.pid_exists(int(pid_file.read_text())) or \
+            psutil.Process(int(pid_file.read_text())).status() == psutil.STATUS_ZOMBIE
+        assert "stopped this notebook" in run.html_path.read_text()
+
+
+# --- without a kernel ---------------------------------------------------------------------------
+
+def test_params_file_json_or_yaml(tmp_path):
+    (tmp_path / "p.json").write_text('{"N": 3, "01_ok": {"N": 4}}')
+    (tmp_path / "p.yaml").write_text("N: 3\n01_ok:\n  N: 4\n")
+    assert load_params(tmp_path / "p.json") == load_params(tmp_path / "p.yaml") == {"N": 3, "01_ok": {"N": 4}}
+    (tmp_path / "empty.yaml").write_text("")
+    assert load_params(tmp_path / "empty.yaml") == {}
+    (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_params(tmp_path / "list.yaml")
+    (tmp_path / "bad.json").write_text("{")
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        load_params(tmp_path / "bad.json")
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_params(tmp_path / "missing.yaml")
+
+
+def test_parameters_merge_global_then_the_notebooks_section(notebooks_dir, tmp_path):
+    config = ReportConfig(notebooks=find_notebooks(notebooks_dir), out=tmp_path / "out",
+                          params={"N": 1, "LABEL": "all", "01_ok": {"N": 2}}, kernel="torch")
+    assert config.parameters_for("01_ok") == {"MODEL": "demo", "KERNEL": "torch", "DEVICE": "auto",
+                                              "OUTPUT_DIR": str((tmp_path / "out").absolute()),
+                                              "N": 2, "LABEL": "all"}
+    assert config.parameters_for("02_fails")["N"] == 1
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"07_typo": {"N": 1}}, "neither a parameter name nor a notebook"),
+    ({"MODEL": "x"}, "use --model"),
+    ({"01_ok": {"OUTPUT_DIR": "x"}}, "use --out"),
+    ({"class": 1}, "not a valid parameter name"),
+    ({"01_ok": 3}, "must map NAME: value"),
+    ({"N": {1, 2}}, "every value must be"),
+])
+def test_bad_params_are_refused_with_the_reason(notebooks_dir, tmp_path, params, message):
+    with pytest.raises(ConfigError, match=message):
+        ReportConfig(notebooks=find_notebooks(notebooks_dir), out=tmp_path / "out", params=params)
+
+
+def test_config_refuses_what_would_go_wrong(notebooks_dir, tmp_path):
+    notebooks = find_notebooks(notebooks_dir)
+    with pytest.raises(ConfigError, match="overwrite"):
+        ReportConfig(notebooks=notebooks, out=notebooks_dir)
+    with pytest.raises(ConfigError, match="timeout_s"):
+        ReportConfig(notebooks=notebooks, out=tmp_path, timeout_s=0)
+    with pytest.raises(ConfigError, match="not a folder"):
+        ReportConfig(notebooks=notebooks, out=tmp_path, model=str(tmp_path / "no-such-model"))
+    config = ReportConfig(notebooks=notebooks, out="rel-out", model=os.path.relpath(tmp_path))
+    # notebooks run in OUT, so every path handed to them is absolute
+    assert Path(config.model).is_absolute() and config.out.is_absolute()
+
+
+def test_find_notebooks_by_pattern_name_or_number(notebooks_dir):
+    (notebooks_dir / "scratch.ipynb").write_text("{}")  # not NN_name: not part of the suite
+    assert [p.name for p in find_notebooks(notebooks_dir)] == ["01_ok.ipynb", "02_fails.ipynb"]
+    assert [p.stem for p in find_notebooks(notebooks_dir, ["02"])] == ["02_fails"]
+    assert [p.stem for p in find_notebooks(notebooks_dir, ["02_fails", "01"])] == ["01_ok", "02_fails"]
+    with pytest.raises(ConfigError, match="known: 01_ok, 02_fails"):
+        find_notebooks(notebooks_dir, ["09"])
+
+
+def test_default_notebooks_folder_is_the_repositorys():
+    assert report.default_notebooks_dir() == REPO_ROOT / "notebooks"
+
+
+def test_default_jupyter_kernel_is_this_interpreter():
+    assert report.kernel_python("python3") == sys.executable
+    with pytest.raises(ConfigError, match="not installed"):
+        report.kernel_python("no-such-kernel-here")
+
+
+def test_model_kind_for_the_banner(tmp_path):
+    def checkpoint(name, config):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "config.json").write_text(json.dumps(config))
+        return str(folder)
+
+    assert report.describe_model(checkpoint("syn", {"workbench_synthetic": True}))["kind"] == "synthetic"
+    assert report.describe_model(checkpoint("demo", {"workbench_demo": True}))["kind"] == "demo"
+    assert report.describe_model(checkpoint("real", {"model_type": "llama"}))["kind"] == "checkpoint"
+    assert report.describe_model("demo")["kind"] == "demo"
+
+
+def test_index_shows_timeouts_pending_runs_and_missing_headlines(notebooks_dir, tmp_path):
+    config = ReportConfig(notebooks=find_notebooks(notebooks_dir), out=tmp_path / "out", timeout_s=5)
+    run = NotebookRun(name="01_ok", notebook=config.notebooks[0], status="timeout", duration_s=5.2,
+                      parameters={}, ipynb_path=None, html_path=None, json_path=None, log_path=None,
+                      error=report.NotebookError("Timeout", "stopped after its time limit of 5 s"),
+                      notes=("the notebook wrote no 01_ok.json",))
+    summary = report._summary(config, {"given": "demo", "folder": None, "kind": "synthetic"}, {}, [run],
+                              "2024-01-01T00:00:00+00:00", 6.0, "running")
+    page = report.render_index(summary)
+    assert page.splitlines()  # a page, with the banner before the title
+    assert page.index("SYNTHETIC CHECKPOINT") < page.index("<h1>")
+    assert 'class="status timeout">timeout<' in page and "stopped after its time limit" in page
+    assert 'class="status running">running<' in page  # 02_fails, not finished yet
+    assert "wrote no 01_ok.json" in page
+    assert 'http-equiv="refresh"' in page  # reloads while running
+    assert summary["exit_code"] is None
+
+
+def test_headline_values_are_shown_readably():
+    assert report.format_value(123.456) == "123.5"
+    assert report.format_value(0.000123456) == "0.0001235"
+    assert report.format_value(123456.7) == "123457"
+    assert report.format_value(42) == "42"
+    assert report.format_value("torch") == "torch"
+    assert report.format_value([1, 2]) == "[1, 2]"

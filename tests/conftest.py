@@ -32,3 +32,11 @@ def demo_model_path() -> Path:
     from workbench.demo import build
 
     return build()
+
+
+@pytest.fixture(scope="session")
+def demo_loaded(demo_model_path):
+    """The demo model loaded once on the CPU with the kernel `auto` picks."""
+    from workbench.kernels import load_model
+
+    return load_model(demo_model_path, kernel="auto", device="cpu")

@@ -1,0 +1,116 @@
+"""The demo model: its layout is the real checkpoint's, its quality is recorded, and building is
+safe (cached by recipe, atomic, clear errors)."""
+
+import hashlib
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+
+from workbench import CacheError
+from workbench.demo import WEIGHTS_FILE, DemoRecipe, build, default_path
+
+REAL_LAYOUT = {"gptq_model-4bit-64g.bin", "quantize_config.json", "config.json", "generation_config.json",
+               "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json", "SHA256SUMS", "demo.json"}
+AUTOGPTQ_042_KEYS = {"bits", "group_size", "damp_percent", "desc_act", "static_groups", "sym", "true_sequential",
+                     "model_name_or_path", "model_file_base_name"}
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_layout_is_the_real_checkpoints(demo_model_path):
+    assert {p.name for p in demo_model_path.iterdir()} == REAL_LAYOUT
+    config = json.loads((demo_model_path / "config.json").read_text())
+    assert "quantization_config" not in config
+    assert config["architectures"] == ["LlamaForCausalLM"]
+    assert config["num_attention_heads"] // config["num_key_value_heads"] == 8
+    assert config["rope_theta"] == 1e6 if "rope_theta" in config else config["rope_parameters"]["rope_theta"] == 1e6
+    assert config["intermediate_size"] % 64 == 0 and config["tie_word_embeddings"] is False
+    qc = json.loads((demo_model_path / "quantize_config.json").read_text())
+    assert set(qc) == AUTOGPTQ_042_KEYS and qc["bits"] == 4 and qc["group_size"] == 64
+
+
+def test_weights_are_a_plain_tensor_pickle_with_autogptq_v1_names(demo_model_path):
+    state = torch.load(demo_model_path / WEIGHTS_FILE, weights_only=True, map_location="cpu")
+    assert all(isinstance(v, torch.Tensor) for v in state.values())
+    q = "model.layers.0.self_attn.q_proj"
+    assert {f"{q}.qweight", f"{q}.qzeros", f"{q}.scales", f"{q}.g_idx"} <= set(state)
+    assert state[f"{q}.qweight"].dtype == torch.int32 and state[f"{q}.scales"].dtype == torch.float16
+    hidden = state["model.embed_tokens.weight"].shape[1]
+    assert state[f"{q}.qweight"].shape == (hidden * 4 // 32, hidden)  # 8 four-bit values per int32, along in
+    assert state[f"{q}.scales"].shape == (hidden // 64, hidden)
+    assert "lm_head.weight" in state and "model.norm.weight" in state
+
+
+def test_manifest_matches_files(demo_model_path):
+    lines = (demo_model_path / "SHA256SUMS").read_text().split("\n")
+    listed = dict(reversed(line.split("  ", 1)) for line in lines if line)
+    assert set(listed) == REAL_LAYOUT - {"SHA256SUMS"}
+    for name, digest in listed.items():
+        assert hashlib.sha256((demo_model_path / name).read_bytes()).hexdigest() == digest, name
+
+
+def test_tokenizer_has_llama_settings(demo_model_path):
+    import sentencepiece as spm
+
+    sp = spm.SentencePieceProcessor(model_file=str(demo_model_path / "tokenizer.model"))
+    assert [sp.id_to_piece(i) for i in range(3)] == ["<unk>", "<s>", "</s>"]
+    assert sp.encode("<|role_start|>", out_type=str)[0].startswith("\u2581")  # dummy prefix
+    assert sp.encode("x = 1234", out_type=str)[-4:] == ["1", "2", "3", "4"]  # split digits
+    assert "<0x0A>" in sp.encode("a\nb", out_type=str)  # byte fallback for the newline
+
+
+def test_quality_is_recorded_and_the_training_format_does_clearly_better(demo_model_path):
+    record = json.loads((demo_model_path / "demo.json").read_text())
+    assert record["eval_prompts"] >= 50 and record["eval_max_new_tokens"] == 128
+    assert record["build_s"] > 0 and record["heldout_loss_quantized"] < 6.0
+    stops = record["stop_share"]
+    assert stops["codefuse"] >= stops["raw"] + 0.3, stops
+    assert stops["codefuse"] >= 0.5, stops
+
+
+def test_cache_is_keyed_by_recipe(tmp_path, monkeypatch):
+    monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path))
+    a, b = default_path(DemoRecipe()), default_path(DemoRecipe(train_steps=7))
+    assert a != b and a.parent == b.parent == tmp_path / "demo"
+    assert default_path(DemoRecipe()) == a
+
+
+def test_interrupted_build_leaves_nothing(tmp_path, monkeypatch):
+    monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path))
+    import workbench.demo as demo
+
+    def crash(out, recipe, log):
+        (out / "half-written.bin").write_bytes(b"x" * 10)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(demo, "_build_into", crash)
+    with pytest.raises(KeyboardInterrupt):
+        build(DemoRecipe(train_steps=3))
+    assert list((tmp_path / "demo").iterdir()) == []
+
+
+def test_unwritable_cache_says_what_to_do(tmp_path, monkeypatch):
+    if os.geteuid() == 0:
+        target = Path("/proc/workbench-cache")  # even root cannot create folders in /proc
+    else:
+        target = tmp_path / "ro"
+        target.mkdir(mode=0o500)
+    monkeypatch.setenv("WORKBENCH_CACHE", str(target))
+    with pytest.raises(CacheError, match="not writable.*WORKBENCH_CACHE"):
+        build()
+
+
+def test_makefile_refuses_a_wrong_python(tmp_path):
+    fake = tmp_path / "python3.11"
+    fake.write_text("#!/bin/sh\nexec python3 -c 'import sys; sys.exit(1)'\n")
+    fake.chmod(0o755)
+    out = subprocess.run(["make", "-C", str(ROOT), "setup", f"PYTHON={fake}", f"VENV={tmp_path / 'venv'}"],
+                         capture_output=True, text=True)
+    assert out.returncode != 0 and "needs 3.11" in out.stderr
+    missing = subprocess.run(["make", "-C", str(ROOT), "setup", "PYTHON=/nonexistent/python3.11",
+                              f"VENV={tmp_path / 'venv'}"], capture_output=True, text=True)
+    assert missing.returncode != 0 and "not found" in missing.stderr
+    assert not (tmp_path / "venv").exists()

@@ -641,7 +641,7 @@ def run_report(config: ReportConfig, progress: Callable[[str], None] = _print_no
 
     for i, notebook in enumerate(config.notebooks, 1):
         tag = f"[{i}/{total}] {notebook.stem}"
-        progress(f"{tag}: running")
+        progress(f"{tag}: running  [{time.perf_counter() - t0:.0f} s elapsed]")
         write("running")
         try:
             run = run_notebook(config, notebook)
@@ -650,7 +650,8 @@ def run_report(config: ReportConfig, progress: Callable[[str], None] = _print_no
             raise
         runs.append(run)
         detail = run.error.one_line() if run.error else _headline_text(run.headline, limit=4)
-        progress(f"{tag}: {run.status.upper() if run.status != 'ok' else 'ok'} in {run.duration_s:.1f} s"
+        shown = "ok" if run.status == "ok" else run.status.upper()  # failures stand out in a long log
+        progress(f"{tag}: {shown} in {run.duration_s:.1f} s"
                  f"{' - ' + detail if detail else ''}  [{time.perf_counter() - t0:.0f} s elapsed]")
     write("finished")
     counts = _counts(runs)
@@ -665,7 +666,8 @@ def _counts(runs: Sequence[NotebookRun]) -> dict[str, int]:
     return {status: sum(r.status == status for r in runs) for status in STATUSES}
 
 
-def _summary(config, model, env, runs, started_at, duration_s, state) -> dict:
+def _summary(config: ReportConfig, model: dict, env: dict, runs: Sequence[NotebookRun], started_at: str,
+             duration_s: float, state: str) -> dict:
     """report.json: everything index.html shows, and what it was computed from."""
     done = {r.notebook for r in runs}
     waiting = [nb for nb in config.notebooks if nb not in done]
@@ -734,8 +736,9 @@ def render_index(summary: dict) -> str:
     meta = [("model", model_text), ("kernel", config["kernel"]), ("device", config["device"]),
             ("started", summary["started_at"]), ("duration", _duration_text(summary["duration_s"])),
             ("state", f"{summary['state']}: {counts}"),
-            ("environment", ", ".join(f"{k} {env[k]}" for k in ("python", "torch", "transformers", "gptqmodel",
-                                                                  "device_name") if env.get(k))),
+            ("environment", ", ".join(f"{k} {env[k]}" for k in ("python", "torch", "transformers", "gptqmodel")
+                                      if env.get(k))),
+            ("hardware", env.get("device_name", "?")),
             ("jupyter kernel", f"{config['jupyter_kernel']} ({env.get('kernel_python', '?')})"),
             ("time limit", f"{config['timeout_s']:g} s per notebook")]
     if env.get("collect_env_error"):

@@ -44,8 +44,9 @@ def _require(ok: bool, reason: str) -> None:
     pytest.skip(reason)
 
 
-@pytest.fixture(scope="package")
+@pytest.fixture(scope="package", autouse=True)
 def browser_requirements():
+    """Checked first, before any slow fixture (the demo model, the server) is built."""
     _require(CHROMIUM.is_file() and os.access(CHROMIUM, os.X_OK),
              f"Chromium is not installed at {CHROMIUM}: 'apt-get install chromium' (Debian), "
              f"or set WORKBENCH_CHROMIUM to a Chromium binary")
@@ -143,3 +144,6 @@ def lab(request, lab_server, chromium, artifacts):
                                                            indent=2))
         (artifacts / "browser-console.log").write_text("\n".join(page.console_errors) + "\n")
         context.close()
+        # as a user closing the notebook would: its kernel goes, and with it the model's memory
+        forced = lab_servers.shutdown_kernels(lab_server)
+        assert not forced, "the notebook's kernel left processes running (now killed):\n" + "\n".join(forced)

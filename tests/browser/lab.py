@@ -29,6 +29,23 @@ _CELL_STATES_JS = """
 """
 
 
+# Records the text length of one cell's outputs at every change of the notebook's DOM.
+_WATCH_OUTPUT_JS = """
+(panel, code) => {
+    const lengths = [];
+    const cell = () => [...panel.querySelectorAll('.jp-CodeCell')].find(c =>
+        (c.querySelector('.jp-InputArea-editor')?.textContent || '').includes(code));
+    const observer = new MutationObserver(() => {
+        const area = cell()?.querySelector('.jp-OutputArea');
+        const n = area ? area.textContent.length : 0;
+        if (lengths.length === 0 || lengths[lengths.length - 1] !== n) lengths.push(n);
+    });
+    observer.observe(panel, {childList: true, subtree: true, characterData: true});
+    window.__workbenchWatch = {lengths, observer};
+}
+"""
+
+
 class NotebookRunError(AssertionError):
     """Run All did not run every cell cleanly; the message carries the error output."""
 
@@ -135,6 +152,21 @@ class LabPage:
         size = image.evaluate("img => ({width: img.naturalWidth, height: img.naturalHeight, complete: img.complete})")
         assert size["complete"] and size["width"] > 50 and size["height"] > 50, f"image did not load: {size}"
         return size
+
+    def watch_output(self, code: str) -> None:
+        """Start recording, in the page, every length the output of the cell containing `code`
+        goes through; `watched_lengths()` reads them. Shows whether text arrived as a stream."""
+        self.panel.evaluate(_WATCH_OUTPUT_JS, code)
+
+    def watched_lengths(self) -> list[int]:
+        return self.page.evaluate("() => window.__workbenchWatch ? [...window.__workbenchWatch.lengths] : []")
+
+    def flooding_outputs(self, max_lines: int = 40, max_chars: int = 5000) -> list[str]:
+        """Text outputs longer than a reader can take in at a glance, each as its first line."""
+        texts = self.outputs().evaluate_all("els => els.filter(e => !e.querySelector('img, table'))"
+                                            ".map(e => e.innerText)")
+        return [f"{len(t.splitlines())} lines / {len(t)} chars, starting {t.strip().splitlines()[0][:120]!r}"
+                for t in texts if t.strip() and (len(t.splitlines()) > max_lines or len(t) > max_chars)]
 
     # -- widgets ---------------------------------------------------------------------------
 

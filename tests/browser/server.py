@@ -121,24 +121,36 @@ def start(root: Path, state_dir: Path, log: Path, timeout_s: float = 90.0) -> La
     return server
 
 
-def stop(server: LabServer, grace_s: float = 15.0) -> list[str]:
-    """Stop the server and everything it started. Returns a description of every process that
-    had to be killed by force after the server was gone (empty when the shutdown was clean)."""
-    process = server.process
-    # 1. Remember everything the server started while it still is their parent (orphans
-    #    lose that link): its kernels and whatever they started.
+def shutdown_kernels(server: LabServer, grace_s: float = 15.0) -> list[str]:
+    """Shut every kernel down through the API, as "Shut Down All Kernels" would, then kill by its
+    id whatever a kernel had started that outlived it (a process in a session of its own is not
+    stopped with its kernel). Returns a description of each process so killed."""
+    # What the kernels started is recorded while they are still its parents (orphans lose the link).
     try:
-        server._descendants = psutil.Process(process.pid).children(recursive=True)
+        started = psutil.Process(server.process.pid).children(recursive=True)
     except psutil.NoSuchProcess:
-        server._descendants = []
-    # 2. Shut the kernels down through the API, as "Shut Down All Kernels" would.
-    if process.poll() is None:
+        started = []
+    server._descendants += started
+    if server.process.poll() is None:
         try:
             for kernel in server.api("GET", "/api/kernels", timeout_s=5) or []:
                 server.api("DELETE", f"/api/kernels/{kernel['id']}", timeout_s=grace_s)
         except (urllib.error.URLError, OSError, ValueError):
             pass
-    # 3. The server's process group: SIGTERM (it then stops its kernels too), SIGKILL if it hangs.
+    return _kill_survivors(started)
+
+
+def stop(server: LabServer, grace_s: float = 15.0) -> list[str]:
+    """Stop the server and everything it started. Returns a description of every process that
+    had to be killed by its id after its kernel or the server was gone (none, when all is well)."""
+    process = server.process
+    forced = shutdown_kernels(server, grace_s)
+    try:
+        started = psutil.Process(process.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        started = []
+    server._descendants += started
+    # The server's process group: SIGTERM (it then stops its kernels too), SIGKILL if it hangs.
     for sig, wait_s in [(signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)]:
         if process.poll() is not None:
             break
@@ -150,17 +162,21 @@ def stop(server: LabServer, grace_s: float = 15.0) -> list[str]:
             process.wait(timeout=wait_s)
         except subprocess.TimeoutExpired:
             pass
-    # 4. Anything the server had started and that outlived it is killed by its id.
-    _, alive = psutil.wait_procs(server._descendants, timeout=5)
-    leftovers = []
+    return forced + _kill_survivors(started)
+
+
+def _kill_survivors(procs: list, wait_s: float = 5.0) -> list[str]:
+    """Kill, by id, each of `procs` still running after `wait_s`; describe each one killed."""
+    _, alive = psutil.wait_procs(procs, timeout=wait_s)
+    killed = []
     for proc in alive:
         try:
-            leftovers.append(f"pid {proc.pid}: {' '.join(proc.cmdline())[:200]}")
+            killed.append(f"pid {proc.pid}: {' '.join(proc.cmdline())[:200]}")
             proc.kill()
         except psutil.NoSuchProcess:
             pass
-    psutil.wait_procs(alive, timeout=5)
-    return leftovers
+    psutil.wait_procs(alive, timeout=wait_s)
+    return killed
 
 
 def still_running(server: LabServer) -> list[str]:

@@ -114,3 +114,17 @@ def test_makefile_refuses_a_wrong_python(tmp_path):
                               f"VENV={tmp_path / 'venv'}"], capture_output=True, text=True)
     assert missing.returncode != 0 and "not found" in missing.stderr
     assert not (tmp_path / "venv").exists()
+
+
+def test_orphaned_build_folders_are_cleaned(tmp_path):
+    from workbench.cache import building_dir
+
+    final = tmp_path / "thing"
+    orphan = tmp_path / ".thing.building-999999999-abc"  # no such process
+    orphan.mkdir()
+    running = tmp_path / f".thing.building-{os.getpid()}-def"  # a live build: left alone
+    running.mkdir()
+    with building_dir(final) as out:
+        (out / "f").write_text("ok")
+        assert not orphan.exists() and running.exists()
+    assert (final / "f").read_text() == "ok"

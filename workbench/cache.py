@@ -39,7 +39,8 @@ def building_dir(final: Path) -> Iterator[Path]:
     An interrupted or failed build leaves nothing at `final` and removes its temporary folder.
     """
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.building-"))
+    _remove_orphans(final)
+    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.building-{os.getpid()}-"))
     try:
         yield tmp
         if final.exists():  # another process finished first: keep theirs
@@ -49,6 +50,24 @@ def building_dir(final: Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _remove_orphans(final: Path) -> None:
+    """Remove temporary build folders whose process is gone (killed before it could clean up)."""
+    for tmp in final.parent.glob(f".{final.name}.building-*"):
+        pid = tmp.name.rsplit(".building-", 1)[1].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -4,6 +4,7 @@ one that sleeps past its time limit; plus the config, params-file and index rule
 import json
 import os
 import re
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -44,6 +45,13 @@ def write_notebook(path: Path, body: list[str], parameters: str = PARAMETERS_CEL
     path.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, path)
     return path
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
 
 
 @pytest.fixture
@@ -158,10 +166,26 @@ def test_a_notebook_past_its_time_limit_ends_as_timeout_with_its_kernel(tmp_path
     assert "5 s" in run.error.message
     pid_file = config.out / "kernel.pid"
     if pid_file.exists():  # the kernel got as far as the sleeping cell: it must be gone now
-        assert "time.sleep(120)" in run.error.source_head
-        assert not psutil.pid_exists(int(pid_file.read_text())) or \
-            psutil.Process(int(pid_file.read_text())).status() == psutil.STATUS_ZOMBIE
+        assert "kernel.pid" in run.error.source_head  # the cell that was running
+        assert _gone(int(pid_file.read_text()))
         assert "stopped this notebook" in run.html_path.read_text()
+
+
+def test_ending_a_run_also_ends_what_runs_in_a_session_of_its_own():
+    # jupyter_client starts the kernel in its own session, as this grandchild is: a process-group
+    # kill of papermill's process would leave it running
+    grandchild = ("import subprocess, sys, time\n"
+                  "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'], start_new_session=True)\n"
+                  "print(p.pid, flush=True)\n"
+                  "time.sleep(60)")
+    child = subprocess.Popen([sys.executable, "-c", grandchild], stdout=subprocess.PIPE, text=True)
+    pid = int(child.stdout.readline())
+    report._end_process_tree(child)
+    assert child.returncode is not None
+    deadline = time.monotonic() + 5
+    while not _gone(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _gone(pid)
 
 
 # --- without a kernel ---------------------------------------------------------------------------

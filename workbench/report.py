@@ -441,18 +441,10 @@ def run_notebook(config: ReportConfig, notebook: Path) -> NotebookRun:
     duration_s = time.perf_counter() - start
 
     nb = _read_notebook(paths["ipynb"])
+    status, error = _outcome(nb, timed_out, child.returncode, paths["log"], config.timeout_s)
+    if status == "timeout" and nb is not None:
+        _mark_timeout(nb, paths["ipynb"], config.timeout_s)
     notes: list[str] = []
-    error = None
-    if timed_out:
-        status = "timeout"
-        error = _timeout_error(nb, config.timeout_s)
-        if nb is not None:
-            _mark_timeout(nb, paths["ipynb"], config.timeout_s)
-    elif child.returncode == 0:
-        status = "ok"
-    else:
-        status = "failed"
-        error = (_error_from_notebook(nb) if nb is not None else None) or _error_from_log(paths["log"], child.returncode)
     html_path = None
     if nb is not None:
         try:
@@ -468,6 +460,15 @@ def run_notebook(config: ReportConfig, notebook: Path) -> NotebookRun:
                        parameters=parameters, ipynb_path=paths["ipynb"] if nb is not None else None,
                        html_path=html_path, json_path=paths["json"] if paths["json"].exists() else None,
                        log_path=paths["log"], headline=headline, error=error, notes=tuple(notes))
+
+
+def _outcome(nb, timed_out: bool, returncode: int, log: Path, timeout_s: float) -> tuple[str, NotebookError | None]:
+    """The status, and the error from the executed notebook when it holds one, else from the log."""
+    if timed_out:
+        return "timeout", _timeout_error(nb, timeout_s)
+    if returncode == 0:
+        return "ok", None
+    return "failed", (_error_from_notebook(nb) if nb is not None else None) or _error_from_log(log, returncode)
 
 
 def _end_process_tree(child: subprocess.Popen) -> None:

@@ -145,7 +145,7 @@ def prompt_logits(loaded, prompts_ids: list[list[int]]):
     return out
 
 
-def greedy_tokens(loaded, prompts_ids: list[list[int]], new_tokens: int) -> list[list[int]]:
+def greedy_continuations(loaded, prompts_ids: list[list[int]], new_tokens: int) -> list[list[int]]:
     """Greedy continuations, one prompt at a time (no padding, so kernels compare like for like)."""
     config = DecodeConfig.greedy(max_new_tokens=new_tokens)
     return [generate_ids(loaded, [p], config, logprobs=False)[0].token_ids for p in prompts_ids]
@@ -373,7 +373,7 @@ def run_kernel_study(model_path, kernels, device: str, reference: str = "torch",
             decode_bytes = decode_bytes_per_token(loaded) + kv_bytes_per_token(loaded.model.config) * prefill_tokens
             floor = floor_ms(decode_bytes, bandwidth)
         logits = prompt_logits(loaded, prompts)
-        tokens = greedy_tokens(loaded, prompts, greedy_tokens)
+        tokens = greedy_continuations(loaded, prompts, greedy_tokens)
         if ref_logits is None:
             ref_logits, ref_tokens, ref_name = logits, tokens, name
         else:

@@ -393,3 +393,62 @@ def run_kernel_study(model_path, kernels, device: str, reference: str = "torch",
     return KernelStudy(device=device, reference=order[0], attention=attention, bandwidth_gbps=bandwidth,
                        decode_bytes=decode_bytes, floor_ms=floor, measurements=measurements,
                        agreements=agreements, skipped=skipped, dtype=dtypes)
+
+
+# --- kernel reports of several environments -------------------------------------------------------
+
+def merge_kernel_reports(paths):
+    """One table from several runs of notebook 04, e.g. the main environment's (gptqmodel) and
+    .venv-autogptq's (AutoGPTQ, run with `--jupyter-kernel codefuse-autogptq`).
+
+    `paths`: 04_kernels.json files, or the report folders that hold them. One row per kernel that
+    ran, with its run's context (`source` folder, `device`, `reference`, and `jupyter_kernel` and
+    `python` from the report.json beside it, when there is one), then one row per kernel that ran
+    in none of the runs, with each run's reason in `why_not`. The agreement columns compare a
+    kernel with its own run's reference kernel: across runs only where the references agree.
+    """
+    import json
+    from pathlib import Path
+
+    import pandas as pd
+
+    from .errors import ConfigError
+
+    rows, why_not = [], {}
+    for given in paths:
+        file = Path(given) / "04_kernels.json" if Path(given).is_dir() else Path(given)
+        try:
+            data = json.loads(file.read_text(encoding="utf-8")).get("data") or {}
+        except (OSError, ValueError, AttributeError) as e:
+            raise ConfigError(f"{file}: not a readable 04_kernels.json ({e}); pass the files notebook 04 "
+                              "saved, or the report folders that hold them") from None
+        if not isinstance(data.get("table"), list):
+            raise ConfigError(f"{file}: has no data.table; is it the 04_kernels.json that notebook 04 saves?")
+        run = _kernel_run_context(file, data.get("study") or {})
+        rows += [{"kernel": row["kernel"], **run, **{k: v for k, v in row.items() if k != "kernel"}}
+                 for row in data["table"]]
+        for kernel, reason in (data.get("skipped") or {}).items():
+            why_not.setdefault(kernel, []).append(f"{run['source']}: {reason}")
+    # A kernel's recorded name may add what really ran: "autogptq-cuda-old (torch fallback: ...)".
+    ran = {row["kernel"].split(" (")[0] for row in rows}
+    rows += [{"kernel": k, "why_not": "; ".join(reasons)} for k, reasons in why_not.items() if k not in ran]
+    return pd.DataFrame(rows)
+
+
+def _kernel_run_context(file, study: dict) -> dict:
+    """Where one 04_kernels.json came from. Its reference is read off its agreements, because the
+    reference it asked for may not run in that environment (the first kernel that ran takes over)."""
+    import json
+
+    agreements = study.get("agreements", [])
+    refs = [a["reference"] for a in agreements if a["reference"] != "float32-dequantized"]
+    refs += [a["kernel"] for a in agreements] + [m["kernel"] for m in study.get("measurements", [])]
+    context = {"source": str(file.parent), "device": study.get("device"), "reference": refs[0] if refs else None,
+               "jupyter_kernel": None, "python": None}
+    try:
+        report = json.loads((file.parent / "report.json").read_text(encoding="utf-8"))
+        context.update(jupyter_kernel=report["config"]["jupyter_kernel"],
+                       python=report["environment"].get("kernel_python"))
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # a notebook run by hand has no report.json beside it
+    return context

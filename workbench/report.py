@@ -797,11 +797,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="S",
                         help=f"wall-clock limit per notebook in seconds (default {DEFAULT_TIMEOUT_S:g})")
     parser.add_argument("--progress", action="store_true", help="show papermill's per-cell progress bars")
+    parser.add_argument("--jupyter-kernel", default=DEFAULT_JUPYTER_KERNEL, metavar="NAME",
+                        help="the Jupyter kernel the notebooks run in (default python3, this environment); "
+                             "codefuse-autogptq is the AutoGPTQ environment's (make legacy-env)")
     args = parser.parse_args(argv)
     config = ReportConfig(model=args.model, kernel=args.kernel, device=args.device, out=Path(args.out),
                           params=load_params(args.params) if args.params else {},
                           notebooks=find_notebooks(args.notebooks, args.only), timeout_s=args.timeout,
-                          progress_bars=args.progress)
+                          progress_bars=args.progress, jupyter_kernel=args.jupyter_kernel)
     return run_report(config).exit_code
 
 

@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from workbench.cache import cache_dir
 from workbench.checkpoint import (CARD_SHA256, CARD_WEIGHTS_FILE, Layout, TensorSpec, checkpoint_hash,
                                   dequantize_gptq_v1, detect_layout, file_sha256, load_pickled_state_dict, main,
                                   prepare_checkpoint, read_gptq_settings, read_state_dict, verify_checkpoint,

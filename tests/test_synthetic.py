@@ -1,6 +1,7 @@
 """Synthetic checkpoints: realistic random GPTQ tensors, both layouts identical, marked synthetic,
 written without holding the state dict in memory, and loadable through load_model."""
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -11,7 +12,7 @@ import torch
 from workbench.checkpoint import (Layout, checkpoint_hash, dequantize_gptq_v1, detect_layout, is_synthetic,
                                   read_gptq_settings, read_state_dict, verify_checkpoint)
 from workbench.errors import CheckpointError, ConfigError
-from workbench.synthetic import ARCHS, LlamaArch, synthetic_tokenizer_model, write_synthetic, write_synthetic_checkpoint
+from workbench.synthetic import ARCHS, LlamaArch, synthetic_tokenizer_model, write_synthetic_checkpoint
 
 TINY = ARCHS["tiny"]
 
@@ -33,14 +34,8 @@ def test_presets_have_the_documented_shapes():
             TINY.vocab_size) == (256, 4, 8, 1, 704, 4096)
     with pytest.raises(ConfigError, match="num_heads"):
         LlamaArch(hidden_size=256, num_heads=7)
-    with pytest.raises(dataclasses_frozen_error()):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         a.hidden_size = 1
-
-
-def dataclasses_frozen_error():
-    import dataclasses
-
-    return dataclasses.FrozenInstanceError
 
 
 def test_layouts_are_detected_and_marked_synthetic(tiny):

@@ -28,13 +28,24 @@ from .prompts import (
 )
 from .checkpoint import (
     Layout,
+    VerifyResult,
     checkpoint_hash,
     detect_layout,
     is_synthetic,
     prepare_checkpoint,
     verify_checkpoint,
 )
-from .kernels import KERNELS, KernelSpec, LoadedModel, LoadRecord, available_kernels, load_model
+from .kernels import (
+    KERNELS,
+    KernelAvailability,
+    KernelSpec,
+    LoadedModel,
+    LoadRecord,
+    available_kernels,
+    load_model,
+    load_reference_model,
+)
+from .synthetic import LlamaArch, write_synthetic_checkpoint
 from .generation import (
     DecodeConfig,
     GenerationRecord,

@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
@@ -52,6 +51,7 @@ MANIFEST = "SHA256SUMS"
 CONVERTED_WEIGHTS = "model.safetensors"  # a basename gptqmodel looks for
 SUPPORTED_BITS = (2, 3, 4, 8)  # AutoGPTQ's settings; kernels narrow this further
 CONVERTER_VERSION = 1  # bump when the converted copy's content would change
+CONVERSION_NOTE = "workbench_converted.json"  # written last: its presence means the copy is complete
 _RACY_WINDOW_S = 2.0  # a file modified this close to its hashing may change unnoticed: don't cache
 _PROGRESS_MIN_BYTES = 256 << 20
 _CHUNK_BYTES = 16 << 20
@@ -107,7 +107,7 @@ class TensorSpec:
     """A tensor's name, dtype and shape: enough to lay out a safetensors header before any data."""
 
     name: str
-    dtype: "object"  # torch.dtype
+    dtype: "torch.dtype"
     shape: tuple[int, ...]
 
     @property
@@ -322,6 +322,8 @@ def write_safetensors(file, specs: Sequence[TensorSpec], produce: Callable[[str]
     turn, so only one tensor needs to exist at a time (safetensors' own save_file copies every
     tensor into memory first, which a 19 GB checkpoint cannot afford).
     """
+    import torch
+
     header: dict = {"__metadata__": dict(metadata or {"format": "pt"})}
     offset = 0
     for s in specs:
@@ -340,19 +342,13 @@ def write_safetensors(file, specs: Sequence[TensorSpec], produce: Callable[[str]
             t = produce(s.name)
             if t.dtype != s.dtype or tuple(t.shape) != tuple(s.shape):
                 raise CheckpointError(f"{s.name}: produced {t.dtype} {tuple(t.shape)}, header says {s.dtype} {s.shape}")
-            raw = t.contiguous().reshape(-1).view(_byte_dtype()).numpy()  # no copy for contiguous tensors
+            raw = t.contiguous().reshape(-1).view(torch.uint8).numpy()  # no copy for contiguous tensors
             for start in range(0, raw.size, _CHUNK_BYTES):
                 chunk = memoryview(raw[start:start + _CHUNK_BYTES])
                 f.write(chunk)
                 h.update(chunk)
                 bar.update(len(chunk))
     return h.hexdigest()
-
-
-def _byte_dtype():
-    import torch
-
-    return torch.uint8
 
 
 # --- a folder gptqmodel can load -------------------------------------------------------------
@@ -362,6 +358,11 @@ def _gptqmodel_finds(path: Path, settings: GPTQSettings) -> bool:
     bases = [f"gptq_model-{settings.bits}bit-{settings.group_size}g", "model"]
     return any((path / f"{b}.safetensors").exists() or (path / f"{b}.safetensors.index.json").exists()
                for b in bases)
+
+
+def converted_folder(path, progress: bool = True) -> Path:
+    """Where prepare_checkpoint keeps (or will keep) the converted copy of `path`."""
+    return cache_dir() / "converted" / f"{checkpoint_hash(path, progress)}-v{CONVERTER_VERSION}"
 
 
 def prepare_checkpoint(path, progress: bool = True) -> Path:
@@ -375,8 +376,8 @@ def prepare_checkpoint(path, progress: bool = True) -> Path:
         _check_unused_biases(path, files)
         if _gptqmodel_finds(path, settings):
             return path
-    final = cache_dir() / "converted" / f"{checkpoint_hash(path, progress)}-v{CONVERTER_VERSION}"
-    if (final / "workbench_converted.json").exists():
+    final = converted_folder(path, progress)
+    if (final / CONVERSION_NOTE).exists():
         return final
     if files[0].suffix == ".safetensors":  # loadable data under a name gptqmodel ignores: link it
         with building_dir(final) as out:
@@ -390,9 +391,9 @@ def prepare_checkpoint(path, progress: bool = True) -> Path:
     state = _drop_autogptq_zero_biases(state, _read_json(path / "config.json"))
     specs = [TensorSpec(name, t.dtype, tuple(t.shape)) for name, t in state.items()]
     with building_dir(final) as out:
-        write_safetensors(out / CONVERTED_WEIGHTS, specs, state.__getitem__, {"format": "pt"}, progress)
+        sha = write_safetensors(out / CONVERTED_WEIGHTS, specs, state.__getitem__, {"format": "pt"}, progress)
         _copy_side_files(path, out)
-        _write_conversion_note(out, path, time.perf_counter() - started, linked=False)
+        _write_conversion_note(out, path, time.perf_counter() - started, linked=False, weights_sha256=sha)
     return final
 
 
@@ -444,17 +445,17 @@ def _copy_side_files(src: Path, out: Path) -> None:
             shutil.copy2(p, out / p.name)
 
 
-def _write_conversion_note(out: Path, src: Path, seconds: float, linked: bool) -> None:
-    atomic_write_json(out / "workbench_converted.json", {
+def _write_conversion_note(out: Path, src: Path, seconds: float, linked: bool, weights_sha256: str | None = None) -> None:
+    atomic_write_json(out / CONVERSION_NOTE, {
         "source": str(src.resolve()), "source_weights": [f.name for f in weight_files(src)],
-        "how": "symlink" if linked else "pickle -> safetensors, packing unchanged",
-        "seconds": round(seconds, 3), "converter_version": CONVERTER_VERSION,
+        "source_sha256_16": checkpoint_hash(src), "how": "symlink" if linked else "pickle -> safetensors, packing unchanged",
+        "weights_sha256": weights_sha256, "seconds": round(seconds, 3), "converter_version": CONVERTER_VERSION,
     })
 
 
 def conversion_seconds(prepared: Path) -> float | None:
     """How long building this converted copy took (None for an original folder)."""
-    note = Path(prepared) / "workbench_converted.json"
+    note = Path(prepared) / CONVERSION_NOTE
     return float(_read_json(note)["seconds"]) if note.exists() else None
 
 
@@ -496,10 +497,6 @@ def read_state_dict(path) -> dict:
     for f in weight_files(path):
         state.update(load_file(str(f)) if f.suffix == ".safetensors" else load_pickled_state_dict(f))
     return state
-
-
-def settings_dict(settings: GPTQSettings) -> dict:
-    return dataclasses.asdict(settings)
 
 
 # --- command line ------------------------------------------------------------------------------

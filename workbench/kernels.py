@@ -19,9 +19,9 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .checkpoint import (GPTQSettings, checkpoint_hash, conversion_seconds, dequantize_gptq_v1, detect_layout,
-                         gptq_module_names, is_synthetic, prepare_checkpoint, read_gptq_settings, read_state_dict,
-                         verify_checkpoint)
+from .checkpoint import (GPTQSettings, checkpoint_hash, conversion_seconds, converted_folder, dequantize_gptq_v1,
+                         detect_layout, gptq_module_names, is_synthetic, prepare_checkpoint, read_gptq_settings,
+                         read_state_dict, verify_checkpoint)
 from .errors import ConfigError, KernelUnavailable
 
 AUTO = "auto"
@@ -125,7 +125,7 @@ class LoadRecord:
     verified: bool
     verify_source: str | None
     verify_s: float | None
-    convert_s: float | None  # building the converted copy; None when none was needed or it was cached
+    convert_s: float | None  # building the converted copy now; None when none was needed or it was cached
     load_s: float
     first_forward_s: float  # one-token forward right after loading: includes kernel builds/compiles
     memory: dict  # after load and the first forward, in GB (see workbench.measure.MemorySnapshot)
@@ -238,7 +238,7 @@ def _device_problem(spec: KernelSpec, device: str) -> str | None:
     return None
 
 
-def _expectation(spec: KernelSpec, device: str) -> str:
+def _expectation(spec: KernelSpec) -> str:
     """What to expect from a kernel that can run."""
     notes = []
     if spec.needs_toolchain:
@@ -270,7 +270,7 @@ def available_kernels(device: str = AUTO) -> list[KernelAvailability]:
             problem = None if usable else "none of its candidates can run here"
             reason = f"would pick {usable[0]} (for a checkpoint all allow)" if usable else problem
         else:
-            reason = problem or _expectation(spec, device)
+            reason = problem or _expectation(spec)
         out.append(KernelAvailability(spec.name, device, problem is None, reason))
     return out
 
@@ -307,7 +307,15 @@ def _checkpoint_problem(spec: KernelSpec, settings: GPTQSettings, shapes, dtype_
     return None
 
 
-def _pick(kernel: str, device: str, settings: GPTQSettings, shapes, dtype_name: str) -> KernelSpec:
+def choose_kernel(path, kernel: str = AUTO, device: str = AUTO, dtype=None) -> KernelSpec:
+    """The kernel load_model would use for this checkpoint here; KernelUnavailable says why none.
+
+    A named kernel is checked against this machine and the checkpoint; 'auto' takes the first of
+    AUTO_ORDER that passes both.
+    """
+    device = resolve_device(device)
+    dtype_name = str(_resolve_dtype(dtype)).removeprefix("torch.")
+    settings, shapes = read_gptq_settings(path), linear_shapes(path)
     spec = _spec(kernel)
     family = device.partition(":")[0]
     if kernel != AUTO:
@@ -327,7 +335,7 @@ def _pick(kernel: str, device: str, settings: GPTQSettings, shapes, dtype_name: 
 
 # --- loading ------------------------------------------------------------------------------------
 
-def _resolve_dtype(dtype, device: str):
+def _resolve_dtype(dtype):
     import torch
 
     if dtype is None:
@@ -363,19 +371,20 @@ def load_model(path, kernel: str = AUTO, device: str = AUTO, dtype=None, verify:
     from .engine import import_gptqmodel
     from .environment import collect_env
     from .measure import memory_snapshot, timed_s
+    from .prompts import load_tokenizer  # the card's settings and chat template live there
 
     path = Path(path).expanduser()
     device = resolve_device(device)
-    torch_dtype = _resolve_dtype(dtype, device)
+    torch_dtype = _resolve_dtype(dtype)
     dtype_name = str(torch_dtype).removeprefix("torch.")
     layout = detect_layout(path)
     settings = read_gptq_settings(path)
-    spec = _pick(kernel, device, settings, linear_shapes(path), dtype_name)
+    spec = choose_kernel(path, kernel, device, torch_dtype)
 
     verified = verify_checkpoint(path) if verify else None
-    cached_before = _converted_exists(path)
+    converted_before = conversion_seconds(converted_folder(path)) is not None
     prepared = prepare_checkpoint(path)
-    convert_s = None if cached_before or prepared == path else conversion_seconds(prepared)
+    convert_s = None if converted_before or prepared == path else conversion_seconds(prepared)
 
     gptqmodel = import_gptqmodel()
 
@@ -408,19 +417,8 @@ def load_model(path, kernel: str = AUTO, device: str = AUTO, dtype=None, verify:
         load_s=round(load_s, 3), first_forward_s=round(first_forward_s, 3),
         memory=memory, env=collect_env(primary),
     )
-    return LoadedModel(model=model, tokenizer=_load_tokenizer(path), kernel=in_use, kernel_requested=kernel,
+    return LoadedModel(model=model, tokenizer=load_tokenizer(path), kernel=in_use, kernel_requested=kernel,
                        device=device, dtype=torch_dtype, path=path, load_record=record, engine_handle=handle)
-
-
-def _converted_exists(path: Path) -> bool:
-    """Whether prepare_checkpoint will find its converted copy already built (no conversion to time)."""
-    from .cache import cache_dir
-    from .checkpoint import CONVERTER_VERSION, weight_files
-
-    if weight_files(path)[0].suffix == ".safetensors":
-        return False
-    key = f"{checkpoint_hash(path)}-v{CONVERTER_VERSION}"
-    return (cache_dir() / "converted" / key / "workbench_converted.json").exists()
 
 
 def _first_forward_s(model, device: str, timed_s) -> float:
@@ -432,23 +430,6 @@ def _first_forward_s(model, device: str, timed_s) -> float:
     with torch.no_grad():
         _, seconds = timed_s(lambda: model(input_ids=ids), device)
     return seconds
-
-
-def _load_tokenizer(path: Path):
-    """The card's tokenizer settings; workbench.prompts owns them once it exists."""
-    try:
-        from .prompts import load_tokenizer
-    except ImportError:
-        return _card_tokenizer(path)
-    return load_tokenizer(path)
-
-
-def _card_tokenizer(path: Path):
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(str(path), legacy=False, padding_side="left", use_fast=False)
-    tok.pad_token, tok.eos_token = "<unk>", "</s>"
-    return tok
 
 
 # --- the float32 reference --------------------------------------------------------------------

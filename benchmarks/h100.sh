@@ -14,12 +14,19 @@ say() { echo "[$(elapsed)s] $*"; }
 source .gpu/kit/install.sh .wheelhouse >/dev/null
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 data=$PWD/.gpu-data
+final=$OUT
+OUT=$final/results  # packed into one archive at the end: the device tool returns at most 8 files
 mkdir -p "$data" "$OUT"
+trap 'tar -czf "$final/results.tar.gz" -C "$final" results && rm -rf "$final/results"' EXIT
 export WORKBENCH_CACHE=$data/cache GPTQMODEL_TORCH_EXTENSIONS_DIR=$data/ext MAX_JOBS=${MAX_JOBS:-16}
 syn=$data/codefuse-34b-synthetic
 
 { nvidia-smi; python3 -c 'import torch, transformers, platform; print(platform.python_version(), torch.__version__, torch.version.cuda, transformers.__version__)'; } > "$OUT/machine.txt" 2>&1
 python3 -m workbench kernels --device cuda > "$OUT/kernels.txt" 2>&1
+# Kernels that compile on first use build in the background while the first phases run.
+( for k in exllamav2 marlin; do
+    python3 -c "import sys, time; from workbench.notebook import setup; t = time.perf_counter(); l = setup('.gpu/demo', sys.argv[1], 'cuda'); print(sys.argv[1], 'built and loaded in', round(time.perf_counter() - t, 1), 's')" "$k"
+  done > "$OUT/prebuild.log" 2>&1 ) &
 
 for phase in "$@"; do
   if [ "$(elapsed)" -ge "$budget" ]; then say "budget spent: skipping $phase"; continue; fi

@@ -48,3 +48,36 @@ test: demo
 
 clean:
 	rm -rf $(OUT) .pytest_cache
+
+# --- The model card's engine: AutoGPTQ 0.7.1 in its own venv (README, "The model card's engine") ---
+#   make legacy-env   builds .venv-autogptq from environment-autogptq.yml and registers its
+#                     Jupyter kernel (codefuse-autogptq) for `workbench report --jupyter-kernel`
+#   make test-legacy  runs tests/legacy there, on the demo model the main environment builds
+LEGACY_VENV    ?= .venv-autogptq
+LEGACY_PY      := $(LEGACY_VENV)/bin/python
+LEGACY_ENV     := environment-autogptq.yml
+LEGACY_KERNEL  ?= codefuse-autogptq
+# The pip list of $(LEGACY_ENV), one requirement a line: the single place its pins live.
+LEGACY_PINS     = awk '/^ *- pip:/ {p = 1; next} p && /^ *- / {sub(/^ *- /, ""); print}' $(LEGACY_ENV)
+
+.PHONY: legacy-env test-legacy
+
+legacy-env: $(LEGACY_VENV)/.installed
+
+# torch is installed only into a venv that has none, so a CUDA user's torch 2.2.1+cu121 stays (README).
+# The workbench goes in with --no-deps: its own requirements are the main environment's.
+$(LEGACY_VENV)/.installed: $(LEGACY_ENV) pyproject.toml
+	@command -v $(PYTHON) >/dev/null 2>&1 || { \
+	  echo "error: $(PYTHON) not found. The AutoGPTQ environment needs Python 3.11: run 'make PYTHON=/path/to/python3.11 legacy-env'." >&2; exit 1; }
+	@[ -x $(LEGACY_PY) ] || $(PYTHON) -m venv $(LEGACY_VENV)
+	@$(LEGACY_PY) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' || { \
+	  echo "error: $(LEGACY_VENV) is not Python 3.11; remove it ('rm -rf $(LEGACY_VENV)') and run make again." >&2; exit 1; }
+	@$(LEGACY_PY) -c 'import torch' 2>/dev/null || $(LEGACY_PY) -m pip install --progress-bar off $$($(LEGACY_PINS) | grep '^torch==')
+	@$(LEGACY_PINS) | grep -v '^torch==' > $(LEGACY_VENV)/requirements.txt
+	$(LEGACY_PY) -m pip install --progress-bar off -r $(LEGACY_VENV)/requirements.txt
+	$(LEGACY_PY) -m pip install --progress-bar off --no-deps -e .
+	$(LEGACY_PY) -m ipykernel install --user --name $(LEGACY_KERNEL) --display-name "Python 3.11 (CodeFuse, AutoGPTQ 0.7.1)"
+	@touch $@
+
+test-legacy: legacy-env demo
+	WORKBENCH_DEMO="$$($(PY) -m workbench demo | head -n 1)" $(LEGACY_PY) -m pytest tests/legacy $(PYTEST_ARGS)

@@ -87,6 +87,26 @@ KERNELS: dict[str, KernelSpec] = {s.name: s for s in (
     KernelSpec("bitblas", "gptq_bitblas", "BitblasLinear", ("cuda",), (2, 4, 8), (-1, 32, 64, 128),
                desc_act=(False,), features_multiple=(16, 16), needs_package="bitblas",
                note="BitBLAS ahead-of-time tuned kernels (the bitblas package)"),
+    # AutoGPTQ 0.7.1, the card's engine, in its own environment (make legacy-env; workbench.autogptq_engine).
+    # backend: AutoGPTQ's QUANT_TYPE; qlinear: the module of the class it injects.
+    KernelSpec("autogptq-exllama", "exllama", "qlinear_exllama", ("cuda",), (4,), _ALL_GROUP_SIZES,
+               dtypes=("float16",), features_multiple=(32, 32), engine="autogptq",
+               note="exllama (v1), the card's disable_exllama=False; with act-order its scratch buffer is "
+                    "sized for 4096 tokens"),
+    KernelSpec("autogptq-exllamav2", "exllamav2", "qlinear_exllamav2", ("cuda",), (4,), _ALL_GROUP_SIZES,
+               dtypes=("float16",), features_multiple=(32, 32), engine="autogptq", note="exllamav2's kernel"),
+    KernelSpec("autogptq-cuda-old", "cuda-old", "qlinear_cuda_old", ("cpu", "cuda"), (2, 3, 4, 8), _ALL_GROUP_SIZES,
+               desc_act=(False,), dtypes=("float16", "bfloat16", "float32"), engine="autogptq",
+               note="the old CUDA kernels (fp16 path with use_cuda_fp16, float16 only), which AutoGPTQ uses for "
+                    "checkpoints without act-order; inputs of 128+ rows and layers whose features are not "
+                    "multiples of 64 take its torch fallback, as does everything on cpu or without the extension"),
+    KernelSpec("autogptq-cuda", "cuda", "qlinear_cuda", ("cpu", "cuda"), (2, 3, 4, 8), _ALL_GROUP_SIZES,
+               desc_act=(True,), dtypes=("float16", "bfloat16", "float32"), engine="autogptq",
+               note="the CUDA kernels AutoGPTQ uses for act-order checkpoints (same flags as cuda-old: the "
+                    "checkpoint decides); the same torch fallback"),
+    KernelSpec("autogptq-triton", "triton", "qlinear_triton", ("cuda",), (2, 4, 8), _ALL_GROUP_SIZES,
+               dtypes=("float16",), features_multiple=(32, 32), needs_package="triton", engine="autogptq",
+               note="AutoGPTQ's Triton kernels, written for triton 2.0.0 (not installed by make legacy-env)"),
     KernelSpec(AUTO, AUTO, "", ("cpu", "cuda"), (2, 3, 4, 8), _ALL_GROUP_SIZES,
                dtypes=("float32", "float16", "bfloat16"),
                note="the first usable of: cpu: torch_aten, torch_fused, torch; "
@@ -211,6 +231,8 @@ def _device_problem(spec: KernelSpec, device: str) -> str | None:
     """Why `spec` cannot run on `device` of this machine, or None."""
     import torch
 
+    if (problem := _engine_problem(spec)) is not None:
+        return problem
     family = device.partition(":")[0]
     if family not in spec.devices:
         return f"runs on {' and '.join(spec.devices)} only, not {family}"
@@ -235,6 +257,21 @@ def _device_problem(spec: KernelSpec, device: str) -> str | None:
         return f"needs the {spec.needs_package} package, which is not installed"
     if spec.needs_toolchain:
         return _toolchain_problem()
+    if spec.engine == "autogptq":
+        from .autogptq_engine import device_problem
+
+        return device_problem(spec, device)
+    return None
+
+
+def _engine_problem(spec: KernelSpec) -> str | None:
+    """Why this environment lacks the engine of `spec`: each engine lives in its own environment."""
+    if spec.engine == "autogptq":
+        from .autogptq_engine import environment_problem
+
+        return environment_problem()
+    if importlib.util.find_spec("gptqmodel") is None:
+        return "needs the main environment's gptqmodel (make setup); this is another environment"
     return None
 
 
@@ -259,6 +296,12 @@ def _cpu_has(flag: str) -> bool:
         return False
 
 
+def _engine_expectation(spec: KernelSpec, device: str) -> str:
+    from .autogptq_engine import expectation
+
+    return expectation(spec, device)
+
+
 def available_kernels(device: str = AUTO) -> list[KernelAvailability]:
     """Every registered kernel with whether it can run on `device` here and, if not, why."""
     device = resolve_device(device)
@@ -270,7 +313,7 @@ def available_kernels(device: str = AUTO) -> list[KernelAvailability]:
             problem = None if usable else "none of its candidates can run here"
             reason = f"would pick {usable[0]} (for a checkpoint all allow)" if usable else problem
         else:
-            reason = problem or _expectation(spec)
+            reason = problem or (_engine_expectation(spec, device) if spec.engine == "autogptq" else _expectation(spec))
         out.append(KernelAvailability(spec.name, device, problem is None, reason))
     return out
 
@@ -380,6 +423,10 @@ def load_model(path, kernel: str = AUTO, device: str = AUTO, dtype=None, verify:
     layout = detect_layout(path)
     settings = read_gptq_settings(path)
     spec = choose_kernel(path, kernel, device, torch_dtype)
+    if spec.engine == "autogptq":  # loads the AutoGPTQ layout as it is: no conversion
+        from .autogptq_engine import load_autogptq
+
+        return load_autogptq(path, spec, kernel, device, torch_dtype, verify)
 
     verified = verify_checkpoint(path) if verify else None
     converted_before = conversion_seconds(converted_folder(path)) is not None

@@ -338,7 +338,8 @@ def _checkpoint_problem(spec: KernelSpec, settings: GPTQSettings, shapes, dtype_
     if settings.group_size not in spec.group_sizes:
         return f"supports group sizes {spec.group_sizes}; this checkpoint has group_size={settings.group_size}"
     if settings.desc_act not in spec.desc_act:
-        return "does not support act-order (desc_act=True) checkpoints"
+        return ("does not support act-order (desc_act=True) checkpoints" if settings.desc_act
+                else "runs act-order (desc_act=True) checkpoints only")
     if settings.sym not in spec.sym:
         return "supports symmetric quantization only; this checkpoint has sym=False"
     if dtype_name not in spec.dtypes:

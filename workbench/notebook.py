@@ -5,6 +5,7 @@ Notebooks stay thin; the steps they share live here, where they are tested.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import os
@@ -24,9 +25,10 @@ def quiet() -> None:
     warnings.filterwarnings("ignore", category=FutureWarning)
     for name in ("transformers", "torch", "torchao", "accelerate", "gptqmodel", "datasets"):
         logging.getLogger(name).setLevel(logging.ERROR)
-    from .engine import import_gptqmodel
+    if importlib.util.find_spec("gptqmodel") is not None:  # the AutoGPTQ environment has none
+        from .engine import import_gptqmodel
 
-    import_gptqmodel()
+        import_gptqmodel()
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()

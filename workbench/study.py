@@ -41,18 +41,23 @@ def prompt_ids_of_length(tokenizer, n: int) -> list[int]:
 def decode_bytes_per_token(loaded) -> int:
     """Bytes one decode step must read at batch 1, not counting the KV cache (FACTS.md's count:
     packed weights, 16-bit scales and packed zeros of every quantized layer, the lm_head, norms)."""
-    from gptqmodel.nn_modules.qlinear import BaseQuantLinear
+    try:
+        from gptqmodel.nn_modules.qlinear import BaseQuantLinear
+    except ImportError:  # the AutoGPTQ environment (make legacy-env) has no gptqmodel
+        BaseQuantLinear = ()
 
     model = loaded.model
     total = 0
     quantized_params = set()
     for module in model.modules():
-        if isinstance(module, BaseQuantLinear):
-            bits, group = module.bits, module.group_size if module.group_size > 0 else module.in_features
-            groups = math.ceil(module.in_features / group)
-            total += module.in_features * module.out_features * bits // 8
-            total += groups * module.out_features * 2  # fp16 scales
-            total += groups * module.out_features * bits // 8  # packed zeros
+        if isinstance(module, BaseQuantLinear) or type(module).__module__.startswith("auto_gptq.nn_modules.qlinear."):
+            fin = getattr(module, "in_features", None) or module.infeatures  # AutoGPTQ: infeatures, outfeatures
+            fout = getattr(module, "out_features", None) or module.outfeatures
+            bits, group = module.bits, module.group_size if module.group_size > 0 else fin
+            groups = math.ceil(fin / group)
+            total += fin * fout * bits // 8
+            total += groups * fout * 2  # fp16 scales
+            total += groups * fout * bits // 8  # packed zeros
             quantized_params.update(id(p) for p in module.parameters(recurse=False))
     embed = model.get_input_embeddings().weight
     for p in model.parameters():
@@ -367,7 +372,7 @@ def run_kernel_study(model_path, kernels, device: str, reference: str = "torch",
             log(f"[{name}] skipped: {e}")
             continue
         set_attention(loaded, attention)
-        dtypes[name] = loaded.load_record.dtype
+        dtypes[loaded.kernel] = loaded.load_record.dtype  # what ran: AutoGPTQ's may name a fallback
         if prompts is None:
             prompts = [prompt_ids_of_length(loaded.tokenizer, prompt_tokens + 7 * i)[7 * i:] for i in range(n_prompts)]
             decode_bytes = decode_bytes_per_token(loaded) + kv_bytes_per_token(loaded.model.config) * prefill_tokens
@@ -375,9 +380,9 @@ def run_kernel_study(model_path, kernels, device: str, reference: str = "torch",
         logits = prompt_logits(loaded, prompts)
         tokens = greedy_continuations(loaded, prompts, greedy_tokens)
         if ref_logits is None:
-            ref_logits, ref_tokens, ref_name = logits, tokens, name
+            ref_logits, ref_tokens, ref_name = logits, tokens, loaded.kernel
         else:
-            agreements.append(agreement(ref_name, name, ref_logits, logits, ref_tokens, tokens))
+            agreements.append(agreement(ref_name, loaded.kernel, ref_logits, logits, ref_tokens, tokens))
         m = measure_kernel(loaded, prefill_tokens=prefill_tokens, decode_tokens=decode_tokens, repeats=repeats)
         measurements.append(m)
         log(f"[{name}] decode p50 {m.decode.p50_ms:.2f} ms/token, prefill {m.prefill_tokens_per_s:.0f} tok/s")

@@ -112,6 +112,11 @@ def test_cuda_only_kernels_are_refused_on_cpu(legacy_demo_path, kernel):
         load_model(legacy_demo_path, kernel=kernel, device="cpu")
 
 
+def test_cuda_is_for_act_order_checkpoints_only(legacy_demo_path):
+    with pytest.raises(KernelUnavailable, match=r"runs act-order \(desc_act=True\) checkpoints only"):
+        load_model(legacy_demo_path, kernel="autogptq-cuda", device="cpu")
+
+
 def test_act_order_selects_cuda_not_cuda_old(act_order_checkpoint, prompt_ids):
     """AutoGPTQ uses qlinear_cuda for act-order checkpoints with groups, cuda-old otherwise."""
     with pytest.raises(KernelUnavailable, match="act-order"):
@@ -123,3 +128,19 @@ def test_act_order_selects_cuda_not_cuda_old(act_order_checkpoint, prompt_ids):
         logits = loaded.model(input_ids=prompt_ids).logits[0]
         reference = load_reference_model(act_order_checkpoint)(input_ids=prompt_ids).logits[0]
     assert float((logits - reference).abs().max() / reference.abs().max()) < 1e-4
+
+
+@no_gpu
+def test_the_kernel_study_runs_here_and_names_what_ran(legacy_demo_path):
+    """Notebook 04's study under transformers 4.57: gptqmodel's reference is skipped, the fallback
+    takes its place, and its row says what ran."""
+    from workbench.study import run_kernel_study
+
+    study = run_kernel_study(legacy_demo_path, ["autogptq-cuda-old"], "cpu", reference="torch", dtype=torch.float32,
+                             n_prompts=1, prompt_tokens=8, greedy_tokens=2, prefill_tokens=8, decode_tokens=2,
+                             repeats=1, float_reference=True, log=lambda *_: None)
+    assert "main environment" in study.skipped["torch"]
+    table = study.frame()
+    assert list(table.index) == [FALLBACK] and study.decode_bytes > 0
+    assert table.loc[FALLBACK, "dtype"] == "float32"
+    assert table.loc[FALLBACK, "max_abs_dlogit"] == 0.0  # against the float32 dequantized model

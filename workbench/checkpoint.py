@@ -22,6 +22,7 @@ import shutil
 import struct
 import time
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -334,20 +335,32 @@ def write_safetensors(file, specs: Sequence[TensorSpec], produce: Callable[[str]
     head += b" " * (-len(head) % 8)  # the data starts 8-byte aligned
     h = hashlib.sha256()
     file = Path(file)
-    with open(file, "wb") as f, _progress(offset, f"writing {file.name}", progress) as bar:
+
+    def write(t) -> None:
+        raw = t.contiguous().reshape(-1).view(torch.uint8).numpy()  # no copy for contiguous tensors
+        for start in range(0, raw.size, _CHUNK_BYTES):
+            chunk = memoryview(raw[start:start + _CHUNK_BYTES])
+            f.write(chunk)
+            h.update(chunk)
+            bar.update(len(chunk))
+
+    # One writer thread: while it writes and hashes a tensor (both release the GIL), the next one
+    # is produced. At most two tensors exist at a time.
+    with open(file, "wb") as f, _progress(offset, f"writing {file.name}", progress) as bar, \
+            ThreadPoolExecutor(max_workers=1) as writer:
         for chunk in (struct.pack("<Q", len(head)), head):
             f.write(chunk)
             h.update(chunk)
+        pending = None
         for s in specs:
             t = produce(s.name)
             if t.dtype != s.dtype or tuple(t.shape) != tuple(s.shape):
                 raise CheckpointError(f"{s.name}: produced {t.dtype} {tuple(t.shape)}, header says {s.dtype} {s.shape}")
-            raw = t.contiguous().reshape(-1).view(torch.uint8).numpy()  # no copy for contiguous tensors
-            for start in range(0, raw.size, _CHUNK_BYTES):
-                chunk = memoryview(raw[start:start + _CHUNK_BYTES])
-                f.write(chunk)
-                h.update(chunk)
-                bar.update(len(chunk))
+            if pending is not None:
+                pending.result()
+            pending = writer.submit(write, t)
+        if pending is not None:
+            pending.result()
     return h.hexdigest()
 
 

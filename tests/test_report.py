@@ -298,3 +298,18 @@ def test_headline_values_are_shown_readably():
     assert report.format_value(42) == "42"
     assert report.format_value("torch") == "torch"
     assert report.format_value([1, 2]) == "[1, 2]"
+
+
+def test_pages_render_offline_even_with_widgets_and_math(tmp_path):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell("The loss is $x^2$."),
+                nbformat.v4.new_code_cell("bar", outputs=[nbformat.v4.new_output(
+                    "display_data", data={"text/plain": "HBox()", "application/vnd.jupyter.widget-view+json":
+                                          {"model_id": "abc", "version_major": 2, "version_minor": 0}})])]
+    nb.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {"state": {}, "version_major": 2,
+                                                                           "version_minor": 0}}
+    page = tmp_path / "page.html"
+    report._render_html(nb, page, "offline")
+    text = page.read_text()
+    assert "The loss is" in text
+    assert not re.search(r"https?://(unpkg|cdnjs)", text)  # no renderer, require.js or MathJax fetched

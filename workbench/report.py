@@ -84,10 +84,12 @@ except PapermillExecutionError as e:
     sys.exit(f"{e.ename}: {e.evalue}")
 """
 
-# nbconvert's lab template loads require.js, MathJax and mermaid from a CDN in <head>; on a machine
-# without network those block or fail, and the outputs (static HTML, base64 images) need none.
+# nbconvert's lab template loads require.js, MathJax and mermaid from a CDN in <head> (and the
+# widget renderer from unpkg when a notebook showed a widget, e.g. a tqdm bar); on a machine without
+# network those block or fail, and the outputs (static HTML, base64 images) need none of them.
 _OFFLINE_TEMPLATE = """\
 {%- extends 'index.html.j2' -%}
+{%- block jupyter_widgets -%}{%- endblock jupyter_widgets -%}
 {%- block html_head_js -%}{%- endblock html_head_js -%}
 {%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
 {%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}

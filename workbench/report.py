@@ -399,7 +399,9 @@ def report_environment(config: ReportConfig, kernel_python_path: str) -> dict:
     """Where the report ran: `workbench.environment.collect_env()` plus the runner's own tools."""
     env = {"runner_python": sys.executable, "jupyter_kernel": config.jupyter_kernel,
            "kernel_python": kernel_python_path, "papermill": _version("papermill"),
-           "nbconvert": _version("nbconvert"), "ipykernel": _version("ipykernel")}
+           "nbconvert": _version("nbconvert"), "ipykernel": _version("ipykernel"),
+           # with --jupyter-kernel of another environment, the versions below are not the notebooks'
+           "kernel_in_runner_env": _same_environment(kernel_python_path, sys.executable)}
     try:
         from .environment import collect_env
 
@@ -739,8 +741,8 @@ def render_index(summary: dict) -> str:
     meta = [("model", model_text), ("kernel", config["kernel"]), ("device", config["device"]),
             ("started", summary["started_at"]), ("duration", _duration_text(summary["duration_s"])),
             ("state", f"{summary['state']}: {counts}"),
-            ("environment", ", ".join(f"{k} {env[k]}" for k in ("python", "torch", "transformers", "gptqmodel")
-                                      if env.get(k))),
+            ("environment" if env.get("kernel_in_runner_env", True) else "runner's environment",
+             ", ".join(f"{k} {env[k]}" for k in ("python", "torch", "transformers", "gptqmodel") if env.get(k))),
             ("hardware", env.get("device_name", "?")),
             ("jupyter kernel", f"{config['jupyter_kernel']} ({env.get('kernel_python', '?')})"),
             ("time limit", f"{config['timeout_s']:g} s per notebook")]

@@ -19,9 +19,9 @@ PROMPT = "<|role_start|>human<|role_end|>Write a function that returns the sum o
 FORCED_TOKENS = 32  # the reference's greedy continuation, checked teacher-forced in one forward
 GREEDY_TOKENS = 8  # generated token by token by each kernel
 
-# The largest |logit - reference| over the prompt, as a share of the largest |reference logit|.
-# Measured on the demo model (4 layers, logits up to ~15): torch and torch_fused 0.06%, torch_aten
-# 0.14%, cpu_avx512 0.19%. The exact kernels decode the same weights; what is left is fp16
+# The largest |logit - reference| over the prompt and its greedy continuation, as a share of the
+# largest |reference logit|. Measured on two builds of the demo model (4 layers, logits up to
+# ~13-15): torch 0.05-0.06%, torch_fused 0.04-0.06%, torch_aten 0.14-0.17%, cpu_avx512 0.19-0.33%. The exact kernels decode the same weights; what is left is fp16
 # activations and summation order (fp16 keeps 11 significant bits, ~0.05%). torch_aten's ATen op
 # also keeps scales and zeros in bf16 (8 bits); cpu_avx512 re-quantizes weights to per-channel
 # int8. The bounds allow ~3x the measured error: tighter would fail on harmless reorderings,
@@ -163,7 +163,7 @@ def demo_runs(demo_model_path):
     with torch.no_grad():
         continuation = reference.generate(prompt, max_new_tokens=FORCED_TOKENS, do_sample=False, pad_token_id=0,
                                           attention_mask=torch.ones_like(prompt))
-    runs = {"reference": _run(reference, continuation, prompt.shape[1])}
+    runs = {"prompt_len": prompt.shape[1], "reference": _run(reference, continuation, prompt.shape[1])}
     for kernel in CPU_KERNELS:
         loaded = load_model(demo_model_path, kernel=kernel, device="cpu")
         runs[kernel] = _run(loaded.model, continuation, prompt.shape[1]) + (loaded.kernel, loaded.load_record)
@@ -211,10 +211,17 @@ def test_cpu_kernels_agree_with_each_other(demo_runs):
 @pytest.mark.slow
 @pytest.mark.parametrize("kernel", CPU_KERNELS)
 def test_same_greedy_tokens_as_the_reference(demo_runs, kernel):
-    """Teacher-forced: at every step of the reference's greedy continuation the kernel picks the
-    same next token, which is what makes its own greedy decoding identical. And its own short
-    generation (the KV-cache, one-token path) gives the same tokens."""
-    _, forced_ref, greedy_ref = demo_runs["reference"]
+    """Teacher-forced along the reference's greedy continuation, the kernel picks the same next
+    token wherever the reference's choice is decided: its top-2 margin exceeds twice the logit
+    tolerance (no kernel within tolerance can reverse it). A near-tie may go either way (the demo
+    model built here had one at a margin of 0.001). Its own token-by-token generation (the
+    KV-cache, one-token path) matches the reference up to the first near-tie."""
+    ref_logits, forced_ref, greedy_ref = demo_runs["reference"]
     _, forced, greedy = demo_runs[kernel][:3]
-    assert forced == forced_ref and len(forced) >= GREEDY_TOKENS
-    assert greedy == greedy_ref
+    n = demo_runs["prompt_len"]
+    top2 = ref_logits[n - 1:-1].topk(2, dim=-1).values  # [continuation, 2]
+    decided = ((top2[:, 0] - top2[:, 1]) > 2 * REL_TOLERANCE[kernel] * ref_logits.abs().max()).tolist()
+    assert sum(decided) >= 0.8 * len(decided)
+    assert [a for a, d in zip(forced, decided) if d] == [b for b, d in zip(forced_ref, decided) if d]
+    first_tie = decided.index(False) if False in decided else len(decided)
+    assert greedy[:first_tie] == greedy_ref[:first_tie]

@@ -35,7 +35,7 @@ WEIGHTS_FILE = "gptq_model-4bit-64g.bin"
 EOS_ID = 2
 
 # Bump when the build code changes what it produces, so old caches are not reused.
-BUILD_CODE_VERSION = 2
+BUILD_CODE_VERSION = 4
 
 
 @dataclass(frozen=True)
@@ -273,9 +273,22 @@ def write_tokenizer_files(out: Path, recipe: DemoRecipe) -> None:
     })
 
 
-def encode_conversation(sp, conv: Conversation) -> list[int]:
-    """As MFTCoder trains: tags are plain text, no <s>, the bot turn ends with the eos id."""
-    return sp.encode(conv.prompt() + conv.bot) + [EOS_ID]
+def encode_conversation(sp, conv: Conversation) -> tuple[list[int], list[int]]:
+    """As MFTCoder formats it: tags are plain text, no <s>, the bot turn ends with the eos id.
+
+    Returns (ids, labels). The role tags' tokens are labelled -100 (no loss): the model learns to
+    answer after the bot tag and to stop, never to write a tag itself, so a prompt without the
+    template gets no help from it. (MFTCoder masks the whole prompt; within a three-minute
+    budget the human text is kept as a target, which teaches the small model code faster.)
+    """
+    ids = sp.encode(conv.prompt() + conv.bot) + [EOS_ID]
+    labels = list(ids)
+    human_tag = len(sp.encode(ROLE_HUMAN))
+    before_bot_tag = len(sp.encode(ROLE_HUMAN + conv.human))
+    prompt = len(sp.encode(conv.prompt()))
+    for i in list(range(human_tag)) + list(range(before_bot_tag - 1, prompt)):  # -1: a piece may span the seam
+        labels[i] = -100
+    return ids, labels
 
 
 # --- model and training ---------------------------------------------------------------------
@@ -294,23 +307,26 @@ def make_model(recipe: DemoRecipe):
     return LlamaForCausalLM(config)
 
 
-def _batches(ids: list[list[int]], recipe: DemoRecipe, rng: random.Random):
+def _batches(examples: list[tuple[list[int], list[int]]], recipe: DemoRecipe, rng: random.Random):
     """Endless packed blocks: shuffled conversations concatenated and cut to block_tokens."""
     import torch
 
-    buf: list[int] = []
+    ids: list[int] = []
+    labels: list[int] = []
     need = recipe.batch_size * recipe.block_tokens
+    shape = (recipe.batch_size, recipe.block_tokens)
     while True:
-        order = list(range(len(ids)))
+        order = list(range(len(examples)))
         rng.shuffle(order)
         for i in order:
-            buf.extend(ids[i])
-            if len(buf) >= need:
-                yield torch.tensor(buf[:need]).view(recipe.batch_size, recipe.block_tokens)  # [B, T]
-                buf = buf[need:]
+            ids.extend(examples[i][0])
+            labels.extend(examples[i][1])
+            if len(ids) >= need:
+                yield torch.tensor(ids[:need]).view(shape), torch.tensor(labels[:need]).view(shape)  # [B, T]
+                ids, labels = ids[need:], labels[need:]
 
 
-def train_model(model, train_ids: list[list[int]], recipe: DemoRecipe, log) -> list[float]:
+def train_model(model, train_ids: list[tuple[list[int], list[int]]], recipe: DemoRecipe, log) -> list[float]:
     import torch
 
     model.train()
@@ -327,8 +343,8 @@ def train_model(model, train_ids: list[list[int]], recipe: DemoRecipe, log) -> l
     for step in range(recipe.train_steps):
         for group in opt.param_groups:
             group["lr"] = lr_at(step)
-        x = next(batches)
-        loss = model(input_ids=x, labels=x).loss
+        x, y = next(batches)
+        loss = model(input_ids=x, labels=y).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
@@ -340,16 +356,15 @@ def train_model(model, train_ids: list[list[int]], recipe: DemoRecipe, log) -> l
     return losses
 
 
-def mean_loss(model, ids: list[list[int]]) -> float:
-    """Token-weighted mean cross-entropy over whole conversations."""
+def mean_loss(model, examples: list[tuple[list[int], list[int]]]) -> float:
+    """Token-weighted mean cross-entropy over whole conversations (role tags excluded)."""
     import torch
 
     total, count = 0.0, 0
     with torch.no_grad():
-        for seq in ids:
-            x = torch.tensor([seq])
-            n = len(seq) - 1
-            total += model(input_ids=x, labels=x).loss.item() * n
+        for seq, labels in examples:
+            n = sum(label != -100 for label in labels[1:])
+            total += model(input_ids=torch.tensor([seq]), labels=torch.tensor([labels])).loss.item() * n
             count += n
     return total / count
 
@@ -376,7 +391,7 @@ def quantize(model, work: Path, sp_path: Path, train_ids, recipe: DemoRecipe):
     gm = gptqmodel.GPTQModel.load(str(fp_dir), quantize_config=qconfig, device="cpu",
                                   dtype=torch.float32)
     rng = random.Random(recipe.seed + 1)
-    calib = [train_ids[i][: recipe.block_tokens] for i in rng.sample(range(len(train_ids)), recipe.calibration_samples)]
+    calib = [train_ids[i][0][: recipe.block_tokens] for i in rng.sample(range(len(train_ids)), recipe.calibration_samples)]
     samples = [{"input_ids": torch.tensor([c]), "attention_mask": torch.ones(1, len(c), dtype=torch.long)} for c in calib]
     with contextlib.chdir(work):  # gptqmodel writes a logs/ folder into the working directory
         gm.quantize(samples)

@@ -62,7 +62,10 @@ LEGACY_PINS     = awk '/^ *- pip:/ {p = 1; next} p && /^ *- / {sub(/^ *- /, "");
 
 .PHONY: legacy-env test-legacy
 
+# The kernelspec is (re)registered on every run: another checkout's `make legacy-env` (CI's clone)
+# points the same user-wide name at its own venv.
 legacy-env: $(LEGACY_VENV)/.installed
+	$(LEGACY_PY) -m ipykernel install --user --name $(LEGACY_KERNEL) --display-name "Python 3.11 (CodeFuse, AutoGPTQ 0.7.1)"
 
 # torch is installed only into a venv that has none, so a CUDA user's torch 2.2.1+cu121 stays (README).
 # The workbench goes in with --no-deps: its own requirements are the main environment's.
@@ -76,7 +79,6 @@ $(LEGACY_VENV)/.installed: $(LEGACY_ENV) pyproject.toml
 	@$(LEGACY_PINS) | grep -v '^torch==' > $(LEGACY_VENV)/requirements.txt
 	$(LEGACY_PY) -m pip install --progress-bar off -r $(LEGACY_VENV)/requirements.txt
 	$(LEGACY_PY) -m pip install --progress-bar off --no-deps -e .
-	$(LEGACY_PY) -m ipykernel install --user --name $(LEGACY_KERNEL) --display-name "Python 3.11 (CodeFuse, AutoGPTQ 0.7.1)"
 	@touch $@
 
 test-legacy: legacy-env demo

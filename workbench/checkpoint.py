@@ -182,7 +182,7 @@ def is_synthetic(path) -> bool:
 
 # --- hashing, cached by file size and mtime ---------------------------------------------------
 
-def _progress(total: int, desc: str, enabled: bool):
+def progress_bar(total: int, desc: str, enabled: bool):
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc=desc, unit="B", unit_scale=True, unit_divisor=1024, leave=False,
@@ -206,7 +206,7 @@ def file_sha256(file, progress: bool = True) -> str:
             pass  # a damaged entry: hash again
     started = time.time()
     h = hashlib.sha256()
-    with open(file, "rb") as f, _progress(st.st_size, f"sha256 {file.name}", progress) as bar:
+    with open(file, "rb") as f, progress_bar(st.st_size, f"sha256 {file.name}", progress) as bar:
         while chunk := f.read(_CHUNK_BYTES):
             h.update(chunk)
             bar.update(len(chunk))
@@ -229,6 +229,8 @@ def read_manifest(file: Path) -> dict[str, str]:
         name = name.strip().lstrip("*")
         if not sep or len(digest) != 64 or not name or any(c not in "0123456789abcdefABCDEF" for c in digest):
             raise CheckpointError(f"{file}:{n}: expected '<sha256>  <file name>', got {line!r}")
+        if "/" in name or name in (".", ".."):
+            raise CheckpointError(f"{file}:{n}: {name!r} is not a file of this folder")
         expected[name] = digest.lower()
     return expected
 
@@ -346,7 +348,7 @@ def write_safetensors(file, specs: Sequence[TensorSpec], produce: Callable[[str]
 
     # One writer thread: while it writes and hashes a tensor (both release the GIL), the next one
     # is produced. At most two tensors exist at a time.
-    with open(file, "wb") as f, _progress(offset, f"writing {file.name}", progress) as bar, \
+    with open(file, "wb") as f, progress_bar(offset, f"writing {file.name}", progress) as bar, \
             ThreadPoolExecutor(max_workers=1) as writer:
         for chunk in (struct.pack("<Q", len(head)), head):
             f.write(chunk)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .cache import atomic_write_json, atomic_write_text, building_dir
-from .checkpoint import MANIFEST, Layout, TensorSpec, _progress, file_sha256, write_safetensors
+from .checkpoint import MANIFEST, Layout, TensorSpec, file_sha256, progress_bar, write_safetensors
 from .errors import CheckpointError, ConfigError
 
 _MAPPED_WINDOW_BYTES = 512 << 20  # how much of the .bin is mapped while its tensors are filled in
@@ -92,7 +92,7 @@ ARCHS = {
 
 @dataclass(frozen=True)
 class SyntheticRecord:
-    """What was written and how long it took: the proof it runs at the speed of the disk."""
+    """What was written, and how long the weights took (generating, writing and hashing them)."""
 
     path: Path
     arch: LlamaArch
@@ -293,7 +293,7 @@ def _write_torch_pickle(file: Path, gen: _Generator, progress: bool) -> None:
         torch.serialization.set_crc32_options(crc)
     del skeleton
     total = sum(s.nbytes for s in gen.specs)
-    with _progress(total, f"writing {file.name}", progress) as bar:
+    with progress_bar(total, f"writing {file.name}", progress) as bar:
         for window in _windows(gen.specs, _MAPPED_WINDOW_BYTES):
             # Mapped pages count in the process's RSS until unmapped: map the file afresh for each
             # window and drop the mapping after it, so at most a window is resident at a time.

@@ -18,15 +18,18 @@ final=$OUT
 OUT=$final/results  # packed into one archive at the end: the device tool returns at most 8 files
 mkdir -p "$data" "$OUT"
 trap 'tar -czf "$final/results.tar.gz" -C "$final" results && rm -rf "$final/results"' EXIT
-export WORKBENCH_CACHE=$data/cache GPTQMODEL_TORCH_EXTENSIONS_DIR=$data/ext MAX_JOBS=${MAX_JOBS:-16}
+export JUPYTER_PATH=/tmp/site/share/jupyter WORKBENCH_CACHE=$data/cache GPTQMODEL_TORCH_EXTENSIONS_DIR=$data/ext MAX_JOBS=${MAX_JOBS:-16}
 syn=$data/codefuse-34b-synthetic
 
 { nvidia-smi; python3 -c 'import torch, transformers, platform; print(platform.python_version(), torch.__version__, torch.version.cuda, transformers.__version__)'; } > "$OUT/machine.txt" 2>&1
 python3 -m workbench kernels --device cuda > "$OUT/kernels.txt" 2>&1
-# Kernels that compile on first use build in the background while the first phases run.
-( for k in exllamav2 marlin; do
-    python3 -c "import sys, time; from workbench.notebook import setup; t = time.perf_counter(); l = setup('.gpu/demo', sys.argv[1], 'cuda'); print(sys.argv[1], 'built and loaded in', round(time.perf_counter() - t, 1), 's')" "$k"
-  done > "$OUT/prebuild.log" 2>&1 ) &
+# Kernels that compile on first use build in the background while the first phases run
+# (its own output file, so it does not hold the caller's pipe open).
+case " $* " in *" check "*|*" kernels "*)
+  ( for k in exllamav2 marlin; do
+      python3 -c "import sys, time; from workbench.notebook import setup; t = time.perf_counter(); l = setup('.gpu/demo', sys.argv[1], 'cuda'); print(sys.argv[1], 'built and loaded in', round(time.perf_counter() - t, 1), 's')" "$k"
+    done ) > "$OUT/prebuild.log" 2>&1 < /dev/null &
+esac
 
 for phase in "$@"; do
   if [ "$(elapsed)" -ge "$budget" ]; then say "budget spent: skipping $phase"; continue; fi
@@ -39,7 +42,7 @@ for phase in "$@"; do
       python3 -m workbench bench-overhead --model .gpu/demo --kernel exllamav2 --device cuda --new-tokens 128 \
         --rounds 7 --out "$OUT/overhead_demo.json" 2>&1 | tail -8 | tee "$OUT/overhead_demo.txt" ;;
     synthetic)  # issue 8: the 34B shapes, random weights, in the original .bin layout
-      [ -f "$syn/SHA256SUMS" ] || python3 -m workbench synthetic "$syn" --arch codefuse-34b 2>&1 | tail -2 | tee "$OUT/synthetic.txt"
+      [ -f "$syn/SHA256SUMS" ] || python3 -m workbench synthetic "$syn" --arch codefuse-34b --layout "${SYN_LAYOUT:-autogptq_bin}" 2>&1 | tail -2 | tee "$OUT/synthetic.txt"
       python3 - "$syn" <<'PY' 2>&1 | tee "$OUT/convert.txt"
 import sys, time
 from workbench.checkpoint import prepare_checkpoint, verify_checkpoint

@@ -158,7 +158,8 @@ def greedy_continuations(loaded, prompts_ids: list[list[int]], new_tokens: int) 
 
 @dataclass(frozen=True)
 class Agreement:
-    """How close one kernel's logits are to a reference's over a prompt set."""
+    """How close one kernel's logits are to a reference's over a prompt set. Any non-finite logit
+    makes every number NaN (and `nonfinite_share` says how many): NaN never passes."""
 
     reference: str
     kernel: str
@@ -167,6 +168,7 @@ class Agreement:
     mean_kl_nats: float  # KL(reference || kernel), averaged over positions
     top1_agreement: float  # share of positions with the same argmax
     greedy_identical: float  # share of prompts whose greedy continuation is identical
+    nonfinite_share: float = 0.0  # share of logits (either side) that are NaN or infinite
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -175,15 +177,20 @@ class Agreement:
 def agreement(reference: str, kernel: str, ref_logits, logits, ref_tokens, tokens) -> Agreement:
     import torch
 
-    dmax, dsum, n, kl, top1 = 0.0, 0.0, 0, 0.0, 0
+    total = sum(a.numel() for a in ref_logits)
+    nonfinite = sum(int((~torch.isfinite(a)).sum() + (~torch.isfinite(b)).sum()) for a, b in zip(ref_logits, logits))
+    if nonfinite:
+        nan = float("nan")
+        return Agreement(reference, kernel, nan, nan, nan, nan, nan, nonfinite_share=nonfinite / (2 * total))
+    dmax, dsum, kl, top1 = 0.0, 0.0, 0.0, 0
     for a, b in zip(ref_logits, logits):
         d = (a - b).abs()
-        dmax, dsum, n = max(dmax, float(d.max())), dsum + float(d.sum()), n + d.numel()
+        dmax, dsum = max(dmax, float(d.max())), dsum + float(d.sum())
         la, lb = torch.log_softmax(a, -1), torch.log_softmax(b, -1)
         kl += float((la.exp() * (la - lb)).sum())
         top1 += int((a.argmax(-1) == b.argmax(-1)).sum())
     positions = sum(a.shape[0] for a in ref_logits)
-    return Agreement(reference=reference, kernel=kernel, max_abs_dlogit=dmax, mean_abs_dlogit=dsum / n,
+    return Agreement(reference=reference, kernel=kernel, max_abs_dlogit=dmax, mean_abs_dlogit=dsum / total,
                      mean_kl_nats=kl / positions, top1_agreement=top1 / positions,
                      greedy_identical=sum(x == y for x, y in zip(ref_tokens, tokens)) / len(ref_tokens))
 

@@ -1,0 +1,35 @@
+"""The study's arithmetic: agreement between logits, bytes per decode step, the floor."""
+
+import math
+
+import torch
+
+from workbench.study import agreement, floor_ms, kv_bytes_per_token
+
+
+def test_agreement_of_identical_and_shifted_logits():
+    ref = [torch.randn(5, 11), torch.randn(3, 11)]
+    same = agreement("a", "b", ref, [r.clone() for r in ref], [[1, 2]], [[1, 2]])
+    assert same.max_abs_dlogit == 0 and same.mean_kl_nats == 0 and same.top1_agreement == 1 and same.greedy_identical == 1
+    shifted = agreement("a", "b", ref, [r + 0.5 for r in ref], [[1]], [[2]])
+    # A constant shift changes every logit by 0.5 but not the distribution.
+    assert math.isclose(shifted.max_abs_dlogit, 0.5, rel_tol=1e-6) and shifted.mean_kl_nats < 1e-6
+    assert shifted.top1_agreement == 1 and shifted.greedy_identical == 0
+
+
+def test_nan_never_passes():
+    ref = [torch.randn(4, 7)]
+    bad = ref[0].clone()
+    bad[1, 3] = float("nan")
+    a = agreement("a", "b", ref, [bad], [[1]], [[1]])
+    assert math.isnan(a.max_abs_dlogit) and math.isnan(a.top1_agreement) and math.isnan(a.greedy_identical)
+    assert a.nonfinite_share == 1 / 56
+
+
+def test_floor_and_kv_bytes_match_facts():
+    class Config:  # CodeFuse-CodeLlama-34B's attention shapes
+        hidden_size, num_attention_heads, num_key_value_heads, num_hidden_layers = 8192, 64, 8, 48
+
+    assert kv_bytes_per_token(Config()) == 192 * 1024  # FACTS.md: 192 KiB per cached token
+    assert math.isclose(floor_ms(18.4e9, 3020), 6.09, rel_tol=1e-2)  # H100-BASELINE.md's floor
+    assert floor_ms(1e9, None) is None

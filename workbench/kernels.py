@@ -114,7 +114,7 @@ KERNELS: dict[str, KernelSpec] = {s.name: s for s in (
                     "bitblas run only when asked for; cpu_avx512 (re-quantizes) too"),
 )}
 
-AUTO_ORDER = {"cpu": ("torch_aten", "torch_fused", "torch"), "cuda": ("exllamav2", "triton", "torch")}
+AUTO_ORDER = {"cpu": ("torch_fused", "torch_aten", "torch"), "cuda": ("exllamav2", "triton", "torch")}
 _BY_QLINEAR = {s.qlinear: s.name for s in KERNELS.values() if s.qlinear}
 
 
@@ -358,19 +358,23 @@ def choose_kernel(path, kernel: str = AUTO, device: str = AUTO, dtype=None) -> K
     AUTO_ORDER that passes both.
     """
     device = resolve_device(device)
-    dtype_name = str(_resolve_dtype(dtype)).removeprefix("torch.")
     settings, shapes = read_gptq_settings(path), linear_shapes(path)
     spec = _spec(kernel)
     family = device.partition(":")[0]
+
+    def dtype_name(candidate: KernelSpec) -> str:
+        return str(_resolve_dtype(dtype, candidate, device)).removeprefix("torch.")
+
     if kernel != AUTO:
-        problem = _device_problem(spec, device) or _checkpoint_problem(spec, settings, shapes, dtype_name)
+        problem = _device_problem(spec, device) or _checkpoint_problem(spec, settings, shapes, dtype_name(spec))
         if problem:
             raise KernelUnavailable(f"kernel {kernel!r} cannot run on {device}: {problem}")
         return spec
     reasons = []
     for name in AUTO_ORDER[family]:
         candidate = KERNELS[name]
-        problem = _device_problem(candidate, device) or _checkpoint_problem(candidate, settings, shapes, dtype_name)
+        problem = _device_problem(candidate, device) or _checkpoint_problem(candidate, settings, shapes,
+                                                                             dtype_name(candidate))
         if problem is None:
             return candidate
         reasons.append(f"{name}: {problem}")
@@ -379,11 +383,16 @@ def choose_kernel(path, kernel: str = AUTO, device: str = AUTO, dtype=None) -> K
 
 # --- loading ------------------------------------------------------------------------------------
 
-def _resolve_dtype(dtype):
+def _resolve_dtype(dtype, spec: KernelSpec | None = None, device: str = "cuda"):
+    """dtype None means the kernel's natural one: float16 on a GPU (the checkpoint's scales are
+    fp16 and the card runs in fp16); on the CPU float32 where the kernel computes in it, since
+    CPUs without native half-precision arithmetic run fp16/bf16 several times slower."""
     import torch
 
     if dtype is None:
-        return torch.float16  # the checkpoint's scales are fp16; the card runs in fp16 too
+        if device.startswith("cpu") and spec is not None and "float32" in spec.dtypes:
+            return torch.float32
+        return torch.float16
     if isinstance(dtype, str):
         if not isinstance(getattr(torch, dtype, None), torch.dtype):
             raise ConfigError(f"dtype={dtype!r}: use float16, bfloat16 or float32")
@@ -409,7 +418,7 @@ def load_model(path, kernel: str = AUTO, device: str = AUTO, dtype=None, verify:
     """Load a GPTQ checkpoint with the named kernel (see KERNELS) and record what ran.
 
     device: 'auto' (a GPU if there is one; gptqmodel spreads the layers over every visible GPU),
-    'cpu', 'cuda' or 'cuda:N'. dtype: activations, float16 unless given. verify: check SHA256s
+    'cpu', 'cuda' or 'cuda:N'. dtype: activations; None = float16 on a GPU, float32 on the CPU where the kernel has it. verify: check SHA256s
     first (cached after the first time). A pickled checkpoint is converted once to safetensors.
     """
     from .engine import import_gptqmodel
@@ -419,11 +428,11 @@ def load_model(path, kernel: str = AUTO, device: str = AUTO, dtype=None, verify:
 
     path = Path(path).expanduser()
     device = resolve_device(device)
-    torch_dtype = _resolve_dtype(dtype)
-    dtype_name = str(torch_dtype).removeprefix("torch.")
     layout = detect_layout(path)
     settings = read_gptq_settings(path)
-    spec = choose_kernel(path, kernel, device, torch_dtype)
+    spec = choose_kernel(path, kernel, device, dtype)
+    torch_dtype = _resolve_dtype(dtype, spec, device)
+    dtype_name = str(torch_dtype).removeprefix("torch.")
     if spec.engine == "autogptq":  # loads the AutoGPTQ layout as it is: no conversion
         from .autogptq_engine import load_autogptq
 

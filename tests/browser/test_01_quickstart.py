@@ -37,3 +37,4 @@ def test_quickstart_streams_the_answer_and_plots_latency(demo_model_path, lab):
     expect(lab.output_with_text(re.compile(r"'ttft_ms':"))).to_have_count(1)
 
     assert lab.flooding_outputs() == []
+    assert lab.stderr_texts() == [], "the notebook shows warnings or log lines"

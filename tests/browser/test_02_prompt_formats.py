@@ -12,7 +12,7 @@ TOKEN_VIEW_COLUMNS = ["id", "piece", "text", "start", "end", "part", "role", "tu
 
 def test_prompt_formats_shows_the_token_table(demo_model_path, lab_server, lab):
     # every format, on fewer and shorter answers than the notebook's defaults (time, not coverage)
-    set_parameters(lab_server.root / "02_prompt_formats.ipynb", N_PROMPTS=2, MAX_NEW_TOKENS=24)
+    set_parameters(lab_server.root / "02_prompt_formats.ipynb", N_PROMPTS=1, MAX_NEW_TOKENS=16)
     lab.open("02_prompt_formats.ipynb")
     lab.run_all(timeout_s=150)
 
@@ -36,3 +36,4 @@ def test_prompt_formats_shows_the_token_table(demo_model_path, lab_server, lab):
     lab.screenshot("last-plot", show=lab.images().last)
 
     assert lab.flooding_outputs() == []
+    assert lab.stderr_texts() == [], "the notebook shows warnings or log lines"

@@ -52,3 +52,4 @@ def test_temperature_slider_regenerates_the_answer(demo_model_path, lab_server, 
     lab.screenshot("answer-after-seed", show=explorer)
 
     assert lab.flooding_outputs() == []
+    assert lab.stderr_texts() == [], "the notebook shows warnings or log lines"

@@ -109,7 +109,7 @@ KERNELS: dict[str, KernelSpec] = {s.name: s for s in (
                note="AutoGPTQ's Triton kernels, written for triton 2.0.0 (not installed by make legacy-env)"),
     KernelSpec(AUTO, AUTO, "", ("cpu", "cuda"), (2, 3, 4, 8), _ALL_GROUP_SIZES,
                dtypes=("float32", "float16", "bfloat16"),
-               note="the first usable of: cpu: torch_aten, torch_fused, torch; "
+               note="the first usable of: cpu: torch_fused, torch_aten, torch; "
                     "cuda: exllamav2, triton, torch. Marlin (minutes to build), machete (downloads) and "
                     "bitblas run only when asked for; cpu_avx512 (re-quantizes) too"),
 )}

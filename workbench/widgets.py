@@ -43,7 +43,10 @@ class DecodingExplorer:
         self.widget = w.VBox([*self.sliders.values(), self.status, self.output])
 
     def _on_change(self, change) -> None:
-        self.regenerate()
+        try:
+            self.regenerate()
+        except Exception as e:  # an observer's exception would only reach JupyterLab's log console
+            self.status.value = f"<b style='color:#b00'>generation failed: {type(e).__name__}: {e}</b>"
 
     def current_config(self) -> DecodeConfig:
         values = {name: s.value for name, s in self.sliders.items()}
@@ -55,6 +58,7 @@ class DecodingExplorer:
     def regenerate(self):
         """Generate with the sliders' settings and show the answer in place of the old one."""
         config = self.current_config()
+        self.status.value = f"<i>generating answer #{len(self.history) + 1} ...</i>"
         record = generate(self.loaded, self.prompt, config, format=self.format)
         self.history.append(record)
         self.output.clear_output(wait=True)

@@ -61,9 +61,9 @@ class DecodingExplorer:
         self.status.value = f"<i>generating answer #{len(self.history) + 1} ...</i>"
         record = generate(self.loaded, self.prompt, config, format=self.format)
         self.history.append(record)
-        self.output.clear_output(wait=True)
-        with self.output:
-            print(record.text)
+        # Replace the output's content in one assignment: it works outside a kernel too (tests)
+        # and the old answer never flickers away before the new one is there.
+        self.output.outputs = ({"output_type": "stream", "name": "stdout", "text": record.text + "\n"},)
         self.status.value = (
             f"<b>answer #{len(self.history)}</b> · T={config.temperature:.2f} top_p={config.top_p:.2f} "
             f"top_k={config.top_k} rep={config.repetition_penalty:.2f} seed={config.seed} · "

@@ -64,14 +64,7 @@ def no_leftover_processes(browser_requirements):
     before = {p.pid for p in me.children(recursive=True)}
     yield
     new = [p for p in me.children(recursive=True) if p.pid not in before]
-    _, alive = psutil.wait_procs(new, timeout=10)
-    described = []
-    for proc in alive:
-        try:
-            described.append(f"pid {proc.pid}: {' '.join(proc.cmdline())[:200]}")
-            proc.kill()
-        except psutil.NoSuchProcess:
-            pass
+    described = lab_servers.kill_survivors(new, wait_s=10)
     assert not described, "processes left behind by the browser tests (now killed):\n" + "\n".join(described)
 
 

@@ -137,7 +137,7 @@ def shutdown_kernels(server: LabServer, grace_s: float = 15.0) -> list[str]:
                 server.api("DELETE", f"/api/kernels/{kernel['id']}", timeout_s=grace_s)
         except (urllib.error.URLError, OSError, ValueError):
             pass
-    return _kill_survivors(started)
+    return kill_survivors(started)
 
 
 def stop(server: LabServer, grace_s: float = 15.0) -> list[str]:
@@ -162,10 +162,10 @@ def stop(server: LabServer, grace_s: float = 15.0) -> list[str]:
             process.wait(timeout=wait_s)
         except subprocess.TimeoutExpired:
             pass
-    return forced + _kill_survivors(started)
+    return forced + kill_survivors(started)
 
 
-def _kill_survivors(procs: list, wait_s: float = 5.0) -> list[str]:
+def kill_survivors(procs: list, wait_s: float = 5.0) -> list[str]:
     """Kill, by id, each of `procs` still running after `wait_s`; describe each one killed."""
     _, alive = psutil.wait_procs(procs, timeout=wait_s)
     killed = []

@@ -83,6 +83,9 @@ def test_values_are_realistic(tiny):
     w = dequantize_gptq_v1(state[f"{prefix}.qweight"], qzeros, scales, state[f"{prefix}.g_idx"], 4)
     assert w.shape == (TINY.intermediate_size, TINY.hidden_size)
     assert 0.5 / TINY.intermediate_size ** 0.5 < w.std() < 2 / TINY.intermediate_size ** 0.5  # ~1/sqrt(fan-in)
+    # Mean zero: a bias of half a code step (uniform codes 0..15 around zero 8) compounds through
+    # the layers until float16 overflows (see test_deep_model_activations_stay_in_float16_range).
+    assert abs(w.mean()) < 0.02 * w.std()
     assert torch.all((qzeros == 0x77777777))  # symmetric: zero 8, stored as 7 in v1
     norm = state["model.layers.0.input_layernorm.weight"].float()
     assert 0.9 < norm.mean() < 1.1
@@ -169,3 +172,23 @@ def test_tiny_loads_and_generates_on_cpu(tiny, layout):
         out = loaded.model.generate(ids, max_new_tokens=4, do_sample=False, pad_token_id=0)
     assert torch.isfinite(logits).all()
     assert out.shape[1] == ids.shape[1] + 4
+
+
+@pytest.mark.slow
+def test_deep_model_activations_stay_in_float16_range(tmp_path):
+    """48 layers, as in the 34B model: the residual stream must grow slowly (like sqrt(depth)), not
+    by a constant per layer, or the 34B model's float16 logits are NaN."""
+    from workbench.kernels import load_model
+
+    arch = LlamaArch(vocab_size=1024, hidden_size=512, num_layers=48, num_heads=8, num_kv_heads=1,
+                     intermediate_size=1408, max_positions=4096)
+    write_synthetic_checkpoint(tmp_path / "deep", arch, Layout.HF, progress=False)
+    loaded = load_model(tmp_path / "deep", kernel="torch_aten", device="cpu", verify=False)
+    rms = []
+    for layer in loaded.model.model.layers:
+        layer.register_forward_hook(lambda m, args, out: rms.append(float((out[0] if isinstance(out, tuple) else out).pow(2).mean().sqrt())))
+    with torch.no_grad():
+        logits = loaded.model(torch.randint(3, 1000, (1, 32))).logits
+    assert torch.isfinite(logits).all()
+    # measured at hidden 1024: ~0.8 after layer 0, ~8 after layer 47; uniform codes gave ~3600 there
+    assert rms[-1] < 30 and rms[-1] < 20 * rms[0], rms[::8]

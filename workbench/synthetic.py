@@ -221,8 +221,15 @@ class _Generator:
             std = 0.02 if "embed" in name else 2.5 / math.sqrt(self.arch.hidden_size)
             return _normal_fp16(self._seed(name), spec.shape, 0.0, std)
         fin, fout = self.linear_shape[prefix]
-        if kind == "qweight":  # uniform random codes: every 32-bit pattern is a valid word
-            return torch.from_numpy(rng.integers(0, 1 << 32, size=spec.shape, dtype=np.uint32).view(np.int32))
+        if kind == "qweight":
+            # Random words with the lowest bit of every code set: codes are the odd values 1, 3, ...,
+            # 2^bits - 1, uniform and symmetric around the middle code, so weights have mean zero.
+            # (Uniform codes 0..2^bits-1 average half a step below the middle: through 48 layers
+            # that bias feeds on itself and the fp16 activations overflow.)
+            odd = int.from_bytes(bytes([sum(1 << b for b in range(0, 8, self.bits))]) * 4, "little")
+            words = rng.integers(0, 1 << 32, size=spec.shape, dtype=np.uint32)
+            np.bitwise_or(words, np.uint32(odd), out=words)
+            return torch.from_numpy(words.view(np.int32))
         if kind == "qzeros":
             top = (1 << self.bits) - 1
             if self.sym:  # symmetric GPTQ: zero is the middle code
@@ -236,7 +243,7 @@ class _Generator:
             # unit RMS (1/sqrt(fan-in)), with a log-normal spread per group and column. For the
             # 34B shapes this gives scales of ~0.0015-0.0025, for the tiny preset ~0.01.
             levels = 1 << self.bits
-            code_std = math.sqrt((levels * levels - 1) / 12)
+            code_std = math.sqrt((levels * levels - 4) / 12)  # odd codes around the middle: 1, 3, ...
             s0 = 1.0 / (code_std * math.sqrt(fin))
             s = s0 * np.exp(0.25 * rng.standard_normal(spec.shape, dtype=np.float32))
             return torch.from_numpy(s.astype(np.float16))

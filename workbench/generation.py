@@ -143,6 +143,9 @@ class GenerationRecord:
     batch_size: int = 1
     batch_index: int = 0
     warmup_runs: int = 0
+    decode_mode: str = "eager"  # what ran: eager (transformers' generate), static or graph (decode.py)
+    decode_mode_requested: str = "eager"
+    decode_note: str = ""  # why decode_mode differs from the request, what the graph cost
     memory: dict = field(default_factory=dict)  # {"load": {...}, "generation": {...}} in GB
     env: dict = field(default_factory=dict)
     model: str | None = None
@@ -227,14 +230,17 @@ def _as_messages(prompt) -> list[dict]:
 
 def generate(loaded, prompt, config: DecodeConfig | None = None, format: str = "codefuse",
              on_token: Callable[[int, str], None] | None = None, *, warmup: int = 0,
-             logprobs: bool = True, top_logprobs: int = 5, max_context: int = 4096):
+             logprobs: bool = True, top_logprobs: int = 5, max_context: int = 4096,
+             decode_mode: str = "eager"):
     """Generate from `prompt` and measure it.
 
     `prompt` is a string (the human turn; with format="raw" it is used as it is), a message list,
     or a list of those, which runs as one left-padded batch and returns one record per prompt.
     `on_token(token_id, text)` streams new text (batch size 1 only); without it nothing is
     decoded during generation. `warmup` untimed runs of a few tokens come first, and the record
-    says how many there were.
+    says how many there were. `decode_mode`: "eager" (transformers' generate), "static" (a static
+    KV cache) or "graph" (static, each step replayed as a CUDA graph); see decode.py. The record
+    says which mode ran and why, if it differs.
     """
     from .prompts import encode_prompt
 
@@ -256,7 +262,7 @@ def generate(loaded, prompt, config: DecodeConfig | None = None, format: str = "
 
         texts = [render_prompt(_as_messages(p), format=format) for p in prompts]
     records = generate_ids(loaded, encoded, config, on_token, warmup=warmup, logprobs=logprobs,
-                           top_logprobs=top_logprobs)
+                           top_logprobs=top_logprobs, decode_mode=decode_mode)
     for r, text in zip(records, texts):
         r.prompt_text = text
         r.format = format
@@ -265,17 +271,22 @@ def generate(loaded, prompt, config: DecodeConfig | None = None, format: str = "
 
 def generate_ids(loaded, prompts_ids: list[list[int]], config: DecodeConfig | None = None,
                  on_token: Callable[[int, str], None] | None = None, *, warmup: int = 0,
-                 logprobs: bool = True, top_logprobs: int = 5) -> list[GenerationRecord]:
+                 logprobs: bool = True, top_logprobs: int = 5, decode_mode: str = "eager") -> list[GenerationRecord]:
     """`generate` for prompts already encoded (lists of token ids): one record per prompt."""
+    from .decode import check_mode
+
     config = config or DecodeConfig.greedy()
+    check_mode(decode_mode)
+    if decode_mode != "eager" and config.num_beams > 1:
+        raise ConfigError(f"num_beams={config.num_beams}: beam search runs only with decode_mode='eager'")
     if not prompts_ids or not all(isinstance(p, list) and p and all(isinstance(t, int) for t in p) for p in prompts_ids):
         raise ConfigError("prompts_ids must be a non-empty list of non-empty lists of token ids")
     if on_token is not None and (len(prompts_ids) > 1 or config.num_beams > 1):
         raise ConfigError("on_token streams one sequence: use it with a single prompt and num_beams=1")
-    for _ in range(warmup):
+    for _ in range(warmup):  # a few tokens through the same path (and, static, the same cache and graph)
         _run(loaded, prompts_ids, config.replace(max_new_tokens=min(4, config.max_new_tokens), min_new_tokens=0),
-             None, False, 0)
-    records = _run(loaded, prompts_ids, config, on_token, logprobs, top_logprobs)
+             None, False, 0, decode_mode, cache_for=config.max_new_tokens)
+    records = _run(loaded, prompts_ids, config, on_token, logprobs, top_logprobs, decode_mode)
     for r in records:
         r.warmup_runs = warmup
         r.format = "ids"
@@ -342,9 +353,8 @@ class _Streamer:
 
 
 def _run(loaded, encoded: list[list[int]], config: DecodeConfig, on_token, want_logprobs: bool,
-         top_k: int) -> list[GenerationRecord]:
+         top_k: int, decode_mode: str = "eager", cache_for: int | None = None) -> list[GenerationRecord]:
     import torch
-    from transformers import StoppingCriteriaList
 
     from .environment import collect_env
 
@@ -352,37 +362,34 @@ def _run(loaded, encoded: list[list[int]], config: DecodeConfig, on_token, want_
     device = input_device(model)
     input_ids, mask = left_pad(encoded, tok.pad_token_id)
     input_ids, mask = input_ids.to(device), mask.to(device)
-    gen_config = config.generation_config(tok)
     beams = config.num_beams > 1
     if config.seed is not None:
         torch.manual_seed(config.seed)
     clock = Clock(device)
-    forward_marks: list[int] = []
-    steps = _StepMarks(clock, len(encoded), device)
-    hook = model.register_forward_hook(lambda *_: forward_marks.append(clock.mark()))
+    streamer = _Streamer(tok, on_token) if on_token else None
     reset_peak_memory(device)
-    try:
-        clock.mark()  # index 0: the start
-        with torch.inference_mode():
-            out = model.generate(
-                input_ids=input_ids, attention_mask=mask, generation_config=gen_config,
-                stopping_criteria=StoppingCriteriaList([steps]), return_dict_in_generate=True,
-                output_logits=want_logprobs and not beams, tokenizer=tok if config.stop else None,
-                streamer=_Streamer(tok, on_token) if on_token else None,
-            )
-        seconds = clock.seconds()  # the one synchronization
-    finally:
-        hook.remove()
+    clock.mark()  # index 0: the start
+    if decode_mode == "eager":
+        sequences, logits, step_marks, prefill_mark = _run_transformers(
+            model, tok, input_ids, mask, config, clock, streamer, want_logprobs and not beams)
+        ran, note = "eager", ""
+    else:
+        from .decode import static_generate
+
+        stop_check = _stop_check(tok, config) if config.stop else None
+        result = static_generate(loaded, input_ids, mask, config, clock, decode_mode, streamer, stop_check,
+                                 cache_new_tokens=cache_for)
+        sequences, logits, step_marks, prefill_mark = result.sequences, result.logits, result.token_marks, result.prefill_mark
+        ran, note = result.mode, result.note
+        logits = logits if want_logprobs else None
+    seconds = clock.seconds()  # the one synchronization
     gen_memory = memory_snapshot(device).to_dict()
-    width = input_ids.shape[1]
-    sequences = out.sequences[:, width:].cpu()  # [B, N]
-    logits = out.logits if (want_logprobs and not beams) else None
     load_record = getattr(loaded, "load_record", None)
     load_dict = load_record.to_dict() if hasattr(load_record, "to_dict") else (load_record or {})
     env = collect_env(device)
     env["checkpoint_hash"] = load_dict.get("checkpoint_hash")
-    step_times = [seconds[i] for i in steps.indices]
-    prefill_s = seconds[forward_marks[0]] if forward_marks else float("nan")
+    step_times = [seconds[i] for i in step_marks]
+    prefill_s = seconds[prefill_mark] if prefill_mark is not None else float("nan")
     created = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     records = []
     for b, prompt_ids in enumerate(encoded):
@@ -401,11 +408,42 @@ def _run(loaded, encoded: list[list[int]], config: DecodeConfig, on_token, want_
             logprobs=lps, top_logprobs=tops, stop_reason=reason,
             kernel=getattr(loaded, "kernel", None), kernel_requested=getattr(loaded, "kernel_requested", None),
             config=config, format="", batch_size=len(encoded), batch_index=b,
+            decode_mode=ran, decode_mode_requested=decode_mode, decode_note=note,
             memory={"load": load_dict.get("memory"), "generation": gen_memory}, env=env,
             model=str(getattr(loaded, "path", "")) or None, checkpoint_hash=env["checkpoint_hash"],
             created=created,
         ))
     return records
+
+
+def _run_transformers(model, tok, input_ids, mask, config: DecodeConfig, clock: Clock, streamer, want_logits: bool):
+    """transformers' own generate, watched: a forward hook marks each step's logits and a
+    stopping criterion marks each token. Returns ([B, N] new ids on the CPU, logits per step or
+    None, the token marks, the prefill mark)."""
+    import torch
+    from transformers import StoppingCriteriaList
+
+    forward_marks: list[int] = []
+    steps = _StepMarks(clock, input_ids.shape[0], input_ids.device)
+    hook = model.register_forward_hook(lambda *_: forward_marks.append(clock.mark()))
+    try:
+        with torch.inference_mode():
+            out = model.generate(
+                input_ids=input_ids, attention_mask=mask, generation_config=config.generation_config(tok),
+                stopping_criteria=StoppingCriteriaList([steps]), return_dict_in_generate=True,
+                output_logits=want_logits, tokenizer=tok if config.stop else None, streamer=streamer,
+            )
+    finally:
+        hook.remove()
+    sequences = out.sequences[:, input_ids.shape[1]:].cpu()  # [B, N]
+    return sequences, out.logits if want_logits else None, steps.indices, forward_marks[0] if forward_marks else None
+
+
+def _stop_check(tok, config: DecodeConfig):
+    """For the static loop: True once every row's new text holds one of the stop strings."""
+    def check(new_ids) -> bool:
+        return all(any(s in tok.decode(row, skip_special_tokens=True) for s in config.stop) for row in new_ids.tolist())
+    return check
 
 
 def _finish(tok, new_ids: list[int], config: DecodeConfig) -> tuple[int, str, str]:

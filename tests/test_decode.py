@@ -1,0 +1,124 @@
+"""The static-cache decode path (decode.py) on the CPU: it must equal transformers' generate.
+
+The CUDA graph itself needs a GPU; its proof on the H100 is in results/ (benchmarks/h100.sh).
+What runs here is everything around it: the static cache, cache positions, the fixed-size mask,
+left padding, sampling, stop strings, streaming, the records, the breakdown and the refusals.
+"""
+
+import math
+
+import pytest
+import torch
+
+from workbench.decode import (CACHE_LENGTH_STEP, StaticDecoder, cache_length, graph_mismatch,
+                              prove_equal, tolerance)
+from workbench.errors import ConfigError
+from workbench.generation import DecodeConfig, GenerationRecord, generate, generate_ids
+
+PROMPTS = ['def add(a, b):\n    """Return the sum of a and b."""',
+           'def is_even(n):\n    """True when n is even."""\n    return']
+
+
+def test_greedy_static_equals_eager_over_64_steps(demo_loaded):
+    proof = prove_equal(demo_loaded, "static", context_tokens=64, steps=64)
+    assert proof.mode == "static" and proof.steps == 64
+    assert proof.tokens_identical and proof.first_divergence is None
+    # float32 on the CPU: the static cache attends over masked empty slots too, which changes
+    # only the order of additions (measured: max |dlogit| ~1e-3 for logits up to ~12)
+    assert proof.max_abs_dlogit < 1e-2 and proof.passed
+    assert len(proof.step_max_abs_dlogit) == 64
+
+
+def test_static_records_equal_eager_records_for_a_padded_batch(demo_loaded):
+    config = DecodeConfig.greedy(max_new_tokens=24)
+    eager = generate(demo_loaded, PROMPTS, config)
+    static = generate(demo_loaded, PROMPTS, config, decode_mode="static")
+    assert eager[0].prompt_tokens != eager[1].prompt_tokens  # so the batch really is padded
+    for e, s in zip(eager, static):
+        assert s.token_ids == e.token_ids and s.stop_reason == e.stop_reason and s.text == e.text
+        assert s.decode_mode == s.decode_mode_requested == "static" and e.decode_mode == "eager"
+        assert max(abs(a - b) for a, b in zip(e.logprobs, s.logprobs)) < 1e-3
+        assert s.new_tokens == len(s.token_times_s) == len(s.logprobs)
+        assert all(b > a for a, b in zip(s.token_times_s, s.token_times_s[1:]))
+        assert 0 < s.prefill_s <= s.ttft_s
+        assert math.isclose(s.ttft_s + sum(b - a for a, b in zip(s.token_times_s, s.token_times_s[1:])),
+                            s.token_times_s[-1], rel_tol=1e-9)
+
+
+def test_static_stops_at_eos_and_pads_like_generate(demo_loaded):
+    # the demo answers in the training format and ends with </s> well before 128 tokens
+    record = generate(demo_loaded, PROMPTS[0], DecodeConfig.greedy(max_new_tokens=128), decode_mode="static")
+    eager = generate(demo_loaded, PROMPTS[0], DecodeConfig.greedy(max_new_tokens=128))
+    assert record.token_ids == eager.token_ids and record.stop_reason == eager.stop_reason
+    if record.stop_reason == "eos":
+        assert record.token_ids[-1] == demo_loaded.tokenizer.eos_token_id
+
+
+def test_min_new_tokens_and_repetition_penalty_match_generate(demo_loaded):
+    config = DecodeConfig.greedy(max_new_tokens=20, min_new_tokens=20, repetition_penalty=1.3)
+    e = generate(demo_loaded, PROMPTS[1], config)
+    s = generate(demo_loaded, PROMPTS[1], config, decode_mode="static")
+    assert s.token_ids == e.token_ids and s.new_tokens == 20
+
+
+def test_seeded_sampling_repeats_in_static_mode(demo_loaded):
+    config = DecodeConfig.card(max_new_tokens=16, seed=7, temperature=0.9)
+    a = generate(demo_loaded, PROMPTS[0], config, decode_mode="static")
+    b = generate(demo_loaded, PROMPTS[0], config, decode_mode="static")
+    assert a.token_ids == b.token_ids and a.logprobs == b.logprobs
+
+
+def test_stop_string_and_streaming_in_static_mode(demo_loaded):
+    pieces = []
+    record = generate(demo_loaded, PROMPTS[0], DecodeConfig.greedy(max_new_tokens=64, stop=("\n",)),
+                      on_token=lambda i, text: pieces.append(text), decode_mode="static")
+    assert record.stop_reason == "stop_string" and "\n" not in record.text
+    assert "".join(pieces).startswith(record.text)
+
+
+def test_decoder_and_cache_are_reused_across_calls(demo_loaded):
+    config = DecodeConfig.greedy(max_new_tokens=8, min_new_tokens=8)
+    first = generate(demo_loaded, PROMPTS[0], config, decode_mode="static", warmup=1)
+    decoder = demo_loaded._decoder[1]
+    second = generate(demo_loaded, PROMPTS[0], config, decode_mode="static")
+    assert demo_loaded._decoder[1] is decoder  # the same cache: nothing reallocated
+    assert first.token_ids == second.token_ids and first.warmup_runs == 1
+    assert decoder.length == cache_length(first.prompt_tokens, 8) and decoder.length % CACHE_LENGTH_STEP == 0
+
+
+def test_record_round_trips_with_its_mode(demo_loaded, tmp_path):
+    record = generate(demo_loaded, PROMPTS[0], DecodeConfig.greedy(max_new_tokens=4), decode_mode="static")
+    back = GenerationRecord.load(record.save(tmp_path / "r.json"))
+    assert back.decode_mode == "static" and back.decode_mode_requested == "static" and back == record
+
+
+def test_refusals(demo_loaded):
+    with pytest.raises(ConfigError, match="decode_mode='fast'"):
+        generate(demo_loaded, PROMPTS[0], DecodeConfig.greedy(max_new_tokens=2), decode_mode="fast")
+    with pytest.raises(ConfigError, match="beam search runs only with decode_mode='eager'"):
+        generate(demo_loaded, PROMPTS[0], DecodeConfig.greedy(max_new_tokens=2, num_beams=2), decode_mode="static")
+    with pytest.raises(ConfigError, match="needs a CUDA device"):  # a CPU model: no graph, and no quiet fallback
+        generate(demo_loaded, PROMPTS[0], DecodeConfig.greedy(max_new_tokens=2), decode_mode="graph")
+    with pytest.raises(ConfigError, match="does not fit"):
+        StaticDecoder(demo_loaded.model, 1, 128, graph=False).prefill(torch.ones((1, 128), dtype=torch.long),
+                                                                      torch.ones((1, 128), dtype=torch.long))
+
+
+def test_graph_check_refuses_nan_and_drift():
+    eager = torch.tensor([1.0, -2.0, 3.0])
+    assert graph_mismatch(eager, eager.clone(), tolerance(eager, eager)) == ""
+    assert graph_mismatch(eager, torch.tensor([1.0, float("nan"), 3.0]), 1.0) == "non-finite logits"
+    assert "max |dlogit|" in graph_mismatch(eager, eager + 0.01, tolerance(eager, eager))
+    noisy = eager + 1e-3
+    assert graph_mismatch(eager, eager + 2e-3, tolerance(eager, noisy)) == ""  # within 4x the eager noise
+
+
+def test_breakdown_on_the_cpu_splits_the_step(demo_loaded):
+    from workbench.breakdown import profile_decode
+
+    for mode in ("eager", "static"):
+        b = profile_decode(demo_loaded, context_tokens=32, steps=4, decode_mode=mode)
+        assert b.mode == mode and b.steps == 4 and b.device == "cpu"
+        assert b.qgemm_ms > 0 and b.attention_ms > 0 and b.other_host_ms >= 0
+        assert math.isclose(b.qgemm_ms + b.attention_ms + b.other_host_ms, b.wall_ms, rel_tol=1e-6)
+        assert b.gpu_busy_ms is None and b.host_uncovered_ms is None

@@ -1,0 +1,379 @@
+"""A decode loop with a static KV cache, optionally replayed as one CUDA graph per token.
+
+transformers' `generate` rebuilds masks, grows the cache and launches every kernel from Python at
+each step; on a 34B model that host work, not the GPU, sets the pace (H100-BASELINE.md). Here the
+cache has a fixed length, the attention mask is a fixed-size buffer updated in place, and every
+input of a step lives in a buffer of its own, so one step is the same kernels on the same
+addresses each time: it can be captured once and replayed.
+
+Modes: "eager" is transformers' own `generate` (generation.py runs it); "static" is this loop
+without a graph (it runs anywhere, the CPU included, and is the reference the graph must equal);
+"graph" captures the step in a CUDA graph. A graph that cannot be captured, or whose first replay
+does not match the same step run eagerly, is not used: the loop goes on in "static" and says why.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from dataclasses import dataclass
+
+from .errors import ConfigError
+
+DECODE_MODES = ("eager", "static", "graph")
+CACHE_LENGTH_STEP = 128  # cache lengths are rounded up to this, so nearby requests share a graph
+
+
+@dataclass(frozen=True)
+class DecodeResult:
+    """What a decode run produced, before it becomes records."""
+
+    sequences: "object"  # [B, N] new token ids on the CPU (finished rows padded)
+    logits: list  # N tensors [B, V], float32: the raw logits each token was chosen from
+    token_marks: list[int]  # the clock mark at which each token existed
+    prefill_mark: int  # the clock mark at the end of the prefill forward pass
+    mode: str  # the mode that ran
+    note: str  # why it differs from the one asked for, and what the graph cost; "" if nothing to say
+
+
+def check_mode(mode: str) -> str:
+    if mode not in DECODE_MODES:
+        raise ConfigError(f"decode_mode={mode!r}: allowed {', '.join(DECODE_MODES)}")
+    return mode
+
+
+def cache_length(prompt_width: int, max_new_tokens: int) -> int:
+    """The static cache's length: prompt plus new tokens, rounded up to CACHE_LENGTH_STEP."""
+    need = prompt_width + max_new_tokens
+    return -(-need // CACHE_LENGTH_STEP) * CACHE_LENGTH_STEP
+
+
+class StaticDecoder:
+    """One model's static cache, step buffers and (in graph mode) the captured step.
+
+    Made once per (batch size, cache length, mode) and kept on the loaded model, so later
+    generations reuse the cache and the graph. `prefill` fills the cache with a prompt batch;
+    each `step` feeds one token per row and leaves that step's logits in `self.logits`.
+    """
+
+    def __init__(self, model, batch: int, length: int, graph: bool):
+        import torch
+        from transformers import StaticCache
+
+        self.model, self.batch, self.length = model, batch, length
+        self.device = model.get_input_embeddings().weight.device
+        self.dtype = _activation_dtype(model)
+        if graph and self.device.type != "cuda":
+            raise ConfigError(f"decode_mode='graph' needs a CUDA device; the model is on {self.device}: use 'static'")
+        self.graph_wanted = graph
+        params = inspect.signature(model.forward).parameters
+        self.cache_arg = "cache" if "cache" in params else "past_key_values"  # renamed in transformers 5.2x
+        self.pass_cache_position = "cache_position" in params
+        self.cache = StaticCache(config=model.config, max_cache_len=length)
+        self.min = torch.finfo(self.dtype).min
+        d = self.device
+        self.ids = torch.zeros((batch, 1), dtype=torch.long, device=d)  # [B, 1] this step's token
+        self.pos = torch.zeros((batch, 1), dtype=torch.long, device=d)  # [B, 1] its rotary position
+        self.cpos = torch.zeros(1, dtype=torch.long, device=d)  # [1] its slot in the cache
+        self.mask = torch.full((batch, 1, 1, length), self.min, dtype=self.dtype, device=d)  # [B, 1, 1, L] additive
+        self.logits = None  # [B, V] float32, allocated by the first step
+        self.graph = None
+        self.note = ""
+
+    # --- one forward pass ---------------------------------------------------------------------
+
+    def _forward(self, ids, pos, mask, cpos):
+        kwargs = {self.cache_arg: self.cache, "use_cache": True, "logits_to_keep": 1}
+        if self.pass_cache_position:
+            kwargs["cache_position"] = cpos
+        return self.model(input_ids=ids, position_ids=pos, attention_mask=mask, **kwargs).logits[:, -1]  # [B, V]
+
+    def _step_body(self):
+        """Everything one decode step does on the device, buffers in and out (what the graph holds)."""
+        self.mask.index_fill_(-1, self.cpos, 0.0)  # the new token sees itself
+        self.logits.copy_(self._forward(self.ids, self.pos, self.mask, self.cpos))
+        self.pos.add_(1)
+        self.cpos.add_(1)
+
+    # --- the public steps ---------------------------------------------------------------------
+
+    def prefill(self, input_ids, attention_mask):
+        """Fill the cache with a left-padded batch ([B, T] ids and 0/1 mask); returns [B, V] float32
+        logits of each row's last position."""
+        import torch
+
+        b, t = input_ids.shape
+        if b != self.batch or t >= self.length:
+            raise ConfigError(f"a batch of {b} x {t} does not fit this decoder ({self.batch} x {self.length})")
+        self.cache.reset()  # in place: the graph's addresses stay valid
+        valid = attention_mask.bool()  # [B, T]
+        k = torch.arange(self.length, device=self.device)
+        q = torch.arange(t, device=self.device)
+        seen = torch.zeros((b, self.length), dtype=torch.bool, device=self.device)  # [B, L]
+        seen[:, :t] = valid
+        # A query sees earlier valid keys; a padding query sees itself only (never an empty row).
+        allowed = ((k[None, None, :] <= q[None, :, None]) & seen[:, None, :]) | (k[None, None, :] == q[None, :, None])
+        mask = torch.zeros(allowed.shape, dtype=self.dtype, device=self.device).masked_fill_(~allowed, self.min)
+        pos = (valid.long().cumsum(-1) - 1).masked_fill_(~valid, 1)  # as transformers positions padding
+        logits = self._forward(input_ids, pos, mask[:, None], torch.arange(t, device=self.device)).float()  # [B, V]
+        self.mask.fill_(self.min)[:, 0, 0, :t].masked_fill_(valid, 0.0)
+        self.pos.copy_(valid.long().sum(-1, keepdim=True))
+        self.cpos.fill_(t)
+        if self.logits is None:
+            self.logits = torch.empty_like(logits)
+        return logits
+
+    def step(self, token_ids):
+        """Feed one token per row ([B]) and return this step's [B, V] float32 logits (a buffer that
+        the next step overwrites)."""
+        import torch
+
+        with torch.profiler.record_function("wb::step"):  # step boundaries for breakdown.py
+            self.ids.copy_(token_ids.view(-1, 1))
+            if self.graph_wanted and self.graph is None and not self.note:
+                self._capture()  # takes this step too, and checks the graph on it
+            elif self.graph is not None:
+                self.graph.replay()
+            else:
+                self._step_body()
+        return self.logits
+
+    # --- capture --------------------------------------------------------------------------------
+
+    def _state(self):
+        tensors = [self.pos, self.cpos, self.mask]
+        tensors += [layer.cumulative_length for layer in getattr(self.cache, "layers", [])
+                    if hasattr(layer, "cumulative_length")]  # transformers 5.2x counts cached tokens itself
+        return tensors
+
+    def _capture(self):
+        """Capture the step, then prove the graph on this very step: run it eagerly, rewind, replay,
+        and compare. Either way the step has been taken once when this returns."""
+        import torch
+
+        saved = [t.clone() for t in self._state()]
+
+        def rewind():
+            for t, s in zip(self._state(), saved):
+                t.copy_(s)
+
+        started = time.perf_counter()
+        try:
+            side = torch.cuda.Stream(self.device)
+            side.wait_stream(torch.cuda.current_stream(self.device))
+            with torch.cuda.stream(side):  # warm up off the main stream, as CUDA graphs want
+                for _ in range(2):
+                    self._step_body()
+                    rewind()
+            torch.cuda.current_stream(self.device).wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                self._step_body()
+        except Exception as e:  # a kernel that syncs, allocates or launches off-stream while capturing
+            torch.cuda.synchronize(self.device)
+            rewind()
+            self.note = f"graph capture failed ({type(e).__name__}: {str(e).splitlines()[0][:200]}); ran static"
+            self._step_body()
+            return
+        capture_s = time.perf_counter() - started
+        # The eager step twice, then the replay: the graph must be as close to the eager step as
+        # the eager step is to itself (kernels that add with atomics do not repeat to the bit).
+        self._step_body()
+        first = self.logits.clone()
+        rewind()
+        self._step_body()
+        eager = self.logits.clone()
+        rewind()
+        graph.replay()
+        problem = graph_mismatch(eager, self.logits, tolerance(first, eager))
+        if problem:
+            self.note = f"graph replay differs from the eager step ({problem}); ran static"
+            self.logits.copy_(eager)  # the eager result is the step's result
+            # the replay advanced the state exactly as the eager step did
+            return
+        self.graph = graph
+        self.note = f"graph captured in {capture_s:.2f} s and checked against the eager step"
+
+
+def tolerance(first, second) -> float:
+    """How far two logit vectors of the same step may differ: four times what two eager runs
+    differ by, and never less than 1e-4 of the largest logit (float32 rounding)."""
+    noise = float((first - second).abs().max())
+    return max(4 * noise, 1e-4 * float(second.abs().max()))
+
+
+def graph_mismatch(eager, replayed, atol: float) -> str:
+    """Why a replayed step's logits cannot be trusted, or "" when they equal the eager step's.
+    Non-finite values never pass (a graph without its GEMMs gave NaN: H100-BASELINE.md)."""
+    import torch
+
+    if not torch.isfinite(replayed).all():
+        return "non-finite logits"
+    diff = float((eager - replayed).abs().max())
+    return f"max |dlogit| {diff:.3g} > {atol:.3g}" if diff > atol else ""
+
+
+def _activation_dtype(model):
+    import torch
+
+    dtype = getattr(model, "dtype", None)
+    return dtype if dtype in (torch.float16, torch.bfloat16, torch.float32) else torch.float32
+
+
+def decoder_for(loaded, batch: int, length: int, mode: str) -> StaticDecoder:
+    """The loaded model's decoder for this shape and mode, made on first use. One is kept at a
+    time: a new shape frees the previous cache before allocating its own."""
+    key = (batch, length, mode)
+    current = getattr(loaded, "_decoder", None)
+    if current is not None and current[0] == key:
+        return current[1]
+    loaded._decoder = None
+    decoder = StaticDecoder(loaded.model, batch, length, graph=mode == "graph")
+    loaded._decoder = (key, decoder)
+    return decoder
+
+
+def release_decoder(loaded) -> None:
+    """Drop the kept decoder (its cache and graph) and give the memory back."""
+    if getattr(loaded, "_decoder", None) is not None:
+        loaded._decoder = None
+        import gc
+
+        gc.collect()
+
+
+# --- the loop ---------------------------------------------------------------------------------
+
+def logits_processors(config, tokenizer, prompt_width: int):
+    """transformers' processors for this config, in the order its `generate` applies them."""
+    from transformers import (LogitsProcessorList, MinNewTokensLengthLogitsProcessor,
+                              RepetitionPenaltyLogitsProcessor, TemperatureLogitsWarper, TopKLogitsWarper,
+                              TopPLogitsWarper)
+
+    procs = LogitsProcessorList()
+    if config.repetition_penalty != 1.0:
+        procs.append(RepetitionPenaltyLogitsProcessor(penalty=config.repetition_penalty))
+    if config.min_new_tokens > 0:
+        procs.append(MinNewTokensLengthLogitsProcessor(prompt_width, config.min_new_tokens, tokenizer.eos_token_id))
+    if config.do_sample:
+        if config.temperature != 1.0:
+            procs.append(TemperatureLogitsWarper(config.temperature))
+        if config.top_k:
+            procs.append(TopKLogitsWarper(config.top_k))
+        if config.top_p < 1.0:
+            procs.append(TopPLogitsWarper(config.top_p))
+    return procs
+
+
+def static_generate(loaded, input_ids, attention_mask, config, clock, mode: str, streamer=None,
+                    stop_check=None, cache_new_tokens: int | None = None) -> DecodeResult:
+    """Greedy or sampled decoding of a left-padded batch through a `StaticDecoder`.
+
+    `clock` gets a mark at the end of the prefill and one when each token exists. The host
+    reads the new tokens once per step (to stop at eos, as transformers does), which is also
+    when `streamer` and `stop_check(new_ids)` see them. `cache_new_tokens` sizes the cache for
+    more tokens than this call makes (warm-up runs share the main run's cache and graph)."""
+    import torch
+
+    if config.num_beams > 1:
+        raise ConfigError(f"num_beams={config.num_beams}: beam search runs only with decode_mode='eager'")
+    tok = loaded.tokenizer
+    b, t = input_ids.shape
+    decoder = decoder_for(loaded, b, cache_length(t, max(config.max_new_tokens, cache_new_tokens or 0)), mode)
+    reused = decoder.graph is not None
+    procs = logits_processors(config, tok, t)
+    all_ids = torch.full((b, t + config.max_new_tokens), tok.pad_token_id, dtype=torch.long, device=input_ids.device)
+    all_ids[:, :t] = input_ids  # [B, T + N]
+    unfinished = torch.ones(b, dtype=torch.bool, device=input_ids.device)
+    eos, pad = tok.eos_token_id, tok.pad_token_id
+    logits_seen, marks = [], []
+    if streamer is not None:
+        streamer.put(input_ids.cpu())
+    with torch.inference_mode():
+        logits = decoder.prefill(input_ids, attention_mask)
+        prefill_mark = clock.mark()
+        for i in range(config.max_new_tokens):
+            logits_seen.append(logits.clone())
+            scores = procs(all_ids[:, : t + i], logits)
+            if config.do_sample:
+                nxt = torch.multinomial(torch.softmax(scores, dim=-1), num_samples=1).squeeze(1)
+            else:
+                nxt = scores.argmax(-1)  # [B]
+            nxt = torch.where(unfinished, nxt, torch.full_like(nxt, pad))
+            all_ids[:, t + i] = nxt
+            unfinished &= nxt != eos
+            marks.append(clock.mark())
+            if streamer is not None:
+                streamer.put(nxt.cpu())
+            done = not bool(unfinished.any())  # the step's one synchronization, as in transformers
+            if done or i + 1 == config.max_new_tokens or (stop_check and stop_check(all_ids[:, t: t + i + 1])):
+                break
+            logits = decoder.step(nxt)
+    ran = "graph" if decoder.graph is not None else "static"
+    note = "graph reused from an earlier call" if reused else decoder.note
+    return DecodeResult(sequences=all_ids[:, t: t + len(marks)].cpu(), logits=logits_seen, token_marks=marks,
+                        prefill_mark=prefill_mark, mode=ran, note=note)
+
+
+# --- the proof --------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ModeEquality:
+    """A fast mode's logits against transformers' eager generate, step by step (greedy)."""
+
+    kernel: str | None
+    mode: str  # the mode that ran (a graph that fell back says "static")
+    note: str
+    context_tokens: int
+    steps: int
+    tokens_identical: bool
+    first_divergence: int | None  # the first step whose tokens differ (later logits are not comparable)
+    max_abs_dlogit: float  # over the steps before any divergence
+    step_max_abs_dlogit: list  # per step
+    max_abs_logit: float
+    rtol: float  # passes when max |dlogit| <= rtol * max |logit| at every step
+    passed: bool
+
+    def to_dict(self) -> dict:
+        from dataclasses import asdict
+
+        return asdict(self)
+
+
+def prove_equal(loaded, mode: str = "graph", context_tokens: int = 128, steps: int = 64,
+                rtol: float = 1e-2, prompt_ids: list[int] | None = None) -> ModeEquality:
+    """Greedy-decode `steps` tokens after a `context_tokens` prompt with transformers' generate and
+    with `mode`, and compare every step's logits. rtol = 1e-2 of the largest logit is what float16
+    activations through a deep model allow between two attention kernels that add in a different
+    order; NaN or infinity never pass."""
+    import math
+
+    import torch
+
+    from .generation import DecodeConfig, _run_transformers, left_pad
+    from .measure import Clock
+    from .study import prompt_ids_of_length
+
+    check_mode(mode)
+    tok = loaded.tokenizer
+    ids = prompt_ids or prompt_ids_of_length(tok, context_tokens)
+    device = loaded.model.get_input_embeddings().weight.device
+    input_ids, mask = (t.to(device) for t in left_pad([ids], tok.pad_token_id))
+    config = DecodeConfig.greedy(max_new_tokens=steps, min_new_tokens=steps)
+    seq_e, logits_e, _, _ = _run_transformers(loaded.model, tok, input_ids, mask, config, Clock(device), None, True)
+    fast = static_generate(loaded, input_ids, mask, config, Clock(device), mode)
+    a, b = seq_e[0].tolist(), fast.sequences[0].tolist()
+    diverge = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), None)
+    upto = len(b) if diverge is None else diverge + 1  # the diverging step's logits are still comparable
+    per_step, biggest = [], 0.0
+    for i in range(upto):
+        e, f = logits_e[i][0].float(), fast.logits[i][0].float()
+        finite = bool(torch.isfinite(e).all() and torch.isfinite(f).all())
+        per_step.append(float((e - f).abs().max()) if finite else math.nan)
+        biggest = max(biggest, float(e.abs().max()))
+    worst = max(per_step, default=math.nan) if not any(math.isnan(x) for x in per_step) else math.nan
+    passed = diverge is None and len(a) == len(b) and not math.isnan(worst) and worst <= rtol * biggest
+    return ModeEquality(kernel=getattr(loaded, "kernel", None), mode=fast.mode, note=fast.note,
+                        context_tokens=len(ids), steps=len(b), tokens_identical=diverge is None and a == b,
+                        first_divergence=diverge, max_abs_dlogit=worst, step_max_abs_dlogit=per_step,
+                        max_abs_logit=biggest, rtol=rtol, passed=passed)

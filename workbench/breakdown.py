@@ -18,8 +18,6 @@ import bisect
 import json
 import os
 import tempfile
-
-os.environ.setdefault("KINETO_LOG_LEVEL", "5")  # the profiler's own start/stop chatter off
 from collections import Counter, defaultdict
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field

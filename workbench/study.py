@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import gc
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from .generation import DecodeConfig, generate_ids
 from .measure import Latency, memory_snapshot, reset_peak_memory, timed_s
@@ -199,6 +199,7 @@ def release(loaded) -> None:
     """Drop a loaded model and give its memory back before the next kernel loads."""
     import torch
 
+    loaded._decoder = None  # a static cache and its CUDA graph (decode.py)
     loaded.model = None
     loaded.engine_handle = None
     gc.collect()
@@ -324,6 +325,10 @@ class KernelStudy:
     agreements: list[Agreement]
     skipped: dict[str, str]
     dtype: dict[str, str]
+    modes: list = field(default_factory=list)  # decodestudy.measure_modes rows: ms/token by mode and context
+    proofs: list = field(default_factory=list)  # decodestudy.prove_modes rows: fast modes against eager
+    splits: list = field(default_factory=list)  # breakdown.StepBreakdown dicts: where a step's time goes
+    attention_rows: list = field(default_factory=list)  # decodestudy.compare_attention rows
 
     def frame(self):
         import pandas as pd
@@ -349,16 +354,27 @@ class KernelStudy:
         return {"device": self.device, "reference": self.reference, "attention": self.attention,
                 "bandwidth_gbps": self.bandwidth_gbps, "decode_bytes": self.decode_bytes, "floor_ms": self.floor_ms,
                 "measurements": [m.to_dict() for m in self.measurements],
-                "agreements": [a.to_dict() for a in self.agreements], "skipped": self.skipped, "dtype": self.dtype}
+                "agreements": [a.to_dict() for a in self.agreements], "skipped": self.skipped, "dtype": self.dtype,
+                "modes": self.modes, "proofs": self.proofs, "splits": self.splits,
+                "attention_rows": self.attention_rows}
 
 
 def run_kernel_study(model_path, kernels, device: str, reference: str = "torch", *, dtype=None,
                      attention: str = "sdpa", n_prompts: int = 4, prompt_tokens: int = 48,
                      greedy_tokens: int = 16, prefill_tokens: int = 128, decode_tokens: int = 32,
-                     repeats: int = 3, float_reference: bool = False, log=print) -> KernelStudy:
+                     repeats: int = 3, float_reference: bool = False, decode_modes=("eager",),
+                     decode_contexts=None, prove_steps: int = 64, breakdown_steps: int = 0,
+                     attentions=(), attention_kernels=(), log=print) -> KernelStudy:
     """Load the checkpoint with each kernel in turn (the reference first), measure it, compare its
     logits and greedy tokens with the reference's, and release it before the next one.
-    `float_reference` also compares with the checkpoint dequantized to a dense float32 model."""
+    `float_reference` also compares with the checkpoint dequantized to a dense float32 model.
+
+    Per kernel, also: ms/token in each of `decode_modes` at each of `decode_contexts` (default:
+    prefill_tokens), each fast mode proven against eager over `prove_steps` steps (0: not),
+    the per-step time split of each mode over `breakdown_steps` steps (0: not), and for the
+    kernels in `attention_kernels`, eager decoding with each of `attentions`."""
+    from . import decodestudy
+
     from .errors import KernelUnavailable
     from .kernels import load_model, load_reference_model, resolve_device
     from .measure import measure_copy_bandwidth_gbps
@@ -366,6 +382,7 @@ def run_kernel_study(model_path, kernels, device: str, reference: str = "torch",
     device = resolve_device(device)
     order = [reference] + [k for k in kernels if k != reference]
     measurements, agreements, skipped, dtypes = [], [], {}, {}
+    modes, proofs, splits, attention_rows = [], [], [], []
     ref_logits = ref_tokens = None
     prompts = None
     bandwidth = measure_copy_bandwidth_gbps(device)
@@ -393,6 +410,19 @@ def run_kernel_study(model_path, kernels, device: str, reference: str = "torch",
         m = measure_kernel(loaded, prefill_tokens=prefill_tokens, decode_tokens=decode_tokens, repeats=repeats)
         measurements.append(m)
         log(f"[{name}] decode p50 {m.decode.p50_ms:.2f} ms/token, prefill {m.prefill_tokens_per_s:.0f} tok/s")
+        contexts = list(decode_contexts or [prefill_tokens])
+        if decode_modes and tuple(decode_modes) != ("eager",) or decode_contexts:
+            rows = decodestudy.measure_modes(loaded, decode_modes, contexts, decode_tokens, repeats, bandwidth, attention)
+            modes += rows
+            log(f"[{name}] " + "; ".join(f"{r['mode_requested']}@{r['context_tokens']}: " +
+                                         (f"{r['decode_ms_p50']:.2f} ms" if "why_not" not in r else "n/a") for r in rows))
+        if prove_steps and any(mode != "eager" for mode in decode_modes):
+            proofs += decodestudy.prove_modes(loaded, decode_modes, contexts[0], prove_steps, attention)
+        if breakdown_steps:
+            splits += decodestudy.breakdowns(loaded, decode_modes, contexts[0], breakdown_steps, attention)
+        if attentions and name in attention_kernels:
+            attention_rows += decodestudy.compare_attention(loaded, attentions, contexts[0], decode_tokens, repeats,
+                                                            breakdown_steps or 8, bandwidth)
         release(loaded)
     if float_reference and ref_logits is not None:
         import torch
@@ -404,7 +434,8 @@ def run_kernel_study(model_path, kernels, device: str, reference: str = "torch",
         del dense
     return KernelStudy(device=device, reference=order[0], attention=attention, bandwidth_gbps=bandwidth,
                        decode_bytes=decode_bytes, floor_ms=floor, measurements=measurements,
-                       agreements=agreements, skipped=skipped, dtype=dtypes)
+                       agreements=agreements, skipped=skipped, dtype=dtypes, modes=modes, proofs=proofs,
+                       splits=splits, attention_rows=attention_rows)
 
 
 # --- kernel reports of several environments -------------------------------------------------------

@@ -1,0 +1,98 @@
+"""Decode modes and attention backends, measured per loaded kernel (notebooks 04 and 05).
+
+For each mode (eager / static / graph, decode.py) at each context length: ms per token (median
+and p90 over forced-length greedy runs) beside the memory-bandwidth floor for that context. A
+fast mode's numbers are only worth reading beside its proof (`prove_equal`: logits against
+transformers' generate at every step) and, for graphs, the kernel check (`graph_kernel_check`:
+the replay launches every kernel the eager step launches).
+"""
+
+from __future__ import annotations
+
+import math
+
+from .errors import ConfigError, WorkbenchError
+from .generation import DecodeConfig, generate_ids
+from .measure import Latency
+from .study import (decode_bytes_per_token, floor_ms, kv_bytes_per_token, prompt_ids_of_length,
+                    set_attention)
+
+
+def measure_modes(loaded, modes=("eager",), contexts=(128,), decode_tokens: int = 32, repeats: int = 3,
+                  bandwidth_gbps: float | None = None, attention: str = "sdpa") -> list[dict]:
+    """One row per (context, mode): ms/token p50 and p90, tokens/s, the floor and its share. A mode
+    that cannot run here gives a row with `why_not` instead of numbers."""
+    set_attention(loaded, attention)
+    weights = decode_bytes_per_token(loaded)
+    kv = kv_bytes_per_token(loaded.model.config)
+    config = DecodeConfig.greedy(max_new_tokens=decode_tokens, min_new_tokens=decode_tokens)
+    rows = []
+    for ctx in contexts:
+        ids = prompt_ids_of_length(loaded.tokenizer, ctx)
+        floor = floor_ms(weights + kv * (ctx + decode_tokens // 2), bandwidth_gbps)  # the cache midway
+        for mode in modes:
+            row = {"kernel": loaded.kernel, "attention": attention, "mode_requested": mode, "context_tokens": ctx,
+                   "floor_ms": floor}
+            try:
+                recs = [generate_ids(loaded, [ids], config, warmup=1 if r == 0 else 0, logprobs=False, decode_mode=mode)[0]
+                        for r in range(repeats)]
+            except (ConfigError, WorkbenchError, RuntimeError) as e:  # e.g. a graph on the CPU, flash with a mask
+                rows.append({**row, "mode": None, "why_not": f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"})
+                continue
+            gaps = [b - a for r in recs for a, b in zip(r.token_times_s, r.token_times_s[1:])]
+            lat = Latency.from_values(gaps)
+            row.update(mode=recs[-1].decode_mode, note=recs[-1].decode_note or recs[0].decode_note,
+                       decode_ms_p50=lat.p50_ms, decode_ms_p90=lat.p90_ms, tokens_per_s=1e3 / lat.p50_ms,
+                       floor_share=floor / lat.p50_ms if floor else None,
+                       ttft_ms=sorted(r.ttft_s for r in recs)[len(recs) // 2] * 1e3)
+            rows.append(row)
+    return rows
+
+
+def prove_modes(loaded, modes, context_tokens: int = 128, steps: int = 64, attention: str = "sdpa") -> list[dict]:
+    """`prove_equal` for every fast mode, plus the graph kernel check on a GPU."""
+    from .breakdown import graph_kernel_check
+    from .decode import prove_equal
+
+    set_attention(loaded, attention)
+    rows = []
+    for mode in modes:
+        if mode == "eager":
+            continue
+        try:
+            row = prove_equal(loaded, mode, context_tokens=context_tokens, steps=steps).to_dict()
+        except (ConfigError, WorkbenchError, RuntimeError) as e:
+            rows.append({"kernel": loaded.kernel, "mode": mode, "why_not": f"{type(e).__name__}: {e}"})
+            continue
+        row["mode_requested"] = mode
+        if mode == "graph" and row["mode"] == "graph":
+            check = graph_kernel_check(loaded, context_tokens=context_tokens, attention=attention)
+            row.update({f"kernels_{k}": v for k, v in check.items() if k not in ("mode", "note")})
+        rows.append(row)
+    return rows
+
+
+def breakdowns(loaded, modes, context_tokens: int = 128, steps: int = 16, attention: str = "sdpa") -> list[dict]:
+    """`profile_decode` for every mode that can run: where each step's time goes."""
+    from .breakdown import profile_decode
+
+    rows = []
+    for mode in modes:
+        try:
+            rows.append(profile_decode(loaded, context_tokens, steps, mode, attention).to_dict())
+        except (ConfigError, WorkbenchError, RuntimeError) as e:
+            rows.append({"kernel": loaded.kernel, "mode": mode, "attention": attention, "why_not": f"{type(e).__name__}: {e}"})
+    return rows
+
+
+def compare_attention(loaded, attentions, context_tokens: int = 128, decode_tokens: int = 32, repeats: int = 3,
+                      steps: int = 16, bandwidth_gbps: float | None = None, mode: str = "eager") -> list[dict]:
+    """For one kernel and mode, each attention implementation: decode speed and the step's split."""
+    rows = []
+    for attention in attentions:
+        speed = measure_modes(loaded, (mode,), (context_tokens,), decode_tokens, repeats, bandwidth_gbps, attention)[0]
+        split = breakdowns(loaded, (mode,), context_tokens, steps, attention)[0] if "why_not" not in speed else {}
+        rows.append({**speed, **{f"split_{k}": v for k, v in split.items()
+                                 if k.endswith("_ms") and k != "wall_ms" and v is not None and not math.isnan(v)}})
+    set_attention(loaded, "sdpa")
+    return rows

@@ -64,6 +64,42 @@ def bars(labels: Sequence[str], values: Sequence[float], ylabel: str, title: str
     return fig
 
 
+def grouped_bars(frame, group: str, series: str, value: str, ylabel: str, title: str):
+    """Bars of `value` for each `group` (x axis), one colour per `series` (e.g. kernel x mode)."""
+    groups = list(dict.fromkeys(frame[group]))
+    names = list(dict.fromkeys(frame[series]))
+    fig, ax = _figure(width=max(5.0, 1.4 * len(groups) + 2))
+    width = 0.8 / max(1, len(names))
+    for j, name in enumerate(names):
+        sub = frame[frame[series] == name]
+        values = [float(sub[sub[group] == g][value].iloc[0]) if (sub[group] == g).any() else float("nan") for g in groups]
+        xs = [i + (j - (len(names) - 1) / 2) * width for i in range(len(groups))]
+        ax.bar(xs, values, width=width, label=str(name))
+        for x, v in zip(xs, values):
+            if v == v:
+                ax.annotate(f"{v:.3g}", (x, v), ha="center", va="bottom", fontsize=7)
+    ax.set_xticks(range(len(groups)), groups)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def stacked_bars(labels: Sequence[str], parts: dict[str, Sequence[float]], ylabel: str, title: str):
+    """One bar per label, split into named parts stacked on each other."""
+    fig, ax = _figure(width=max(5.0, 1.2 * len(labels) + 3))
+    bottom = [0.0] * len(labels)
+    for name, values in parts.items():
+        ax.bar(list(labels), list(values), bottom=bottom, label=name)
+        bottom = [b + v for b, v in zip(bottom, values)]
+    for i, total in enumerate(bottom):
+        ax.annotate(f"{total:.3g}", (i, total), ha="center", va="bottom", fontsize=8)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.tick_params(axis="x", labelrotation=20)
+    ax.legend(fontsize=8)
+    return fig
+
 def heatmap(frame, index: str, columns: str, value: str, title: str, fmt: str = "{:.2f}"):
     """A pivot of `value` over two parameters, each cell annotated."""
     import numpy as np

@@ -1,35 +1,52 @@
 #!/usr/bin/env bash
 # The GPU study, run from the repository root on an offline CUDA machine (the device tool's H100):
-#   bash benchmarks/h100.sh PHASE...     phases: check overhead synthetic kernels curves
-# Needs .wheelhouse and .gpu/kit (../shared/gpu-kit) and .gpu/demo (the demo model) beside it.
-# Writes everything under $OUT. Each phase skips work that is already there, so a second call on
-# a machine that is still warm reuses the built kernels and the synthetic checkpoint.
+#   bash benchmarks/h100.sh PHASE...
+# phases: check modes synthetic kernels curves overhead (see the case below)
+# Needs .wheelhouse and .gpu/kit (../shared/gpu-kit) and .gpu/demo (the demo model) beside it;
+# .gpu/ext.tar.gz, when there, holds kernels built by an earlier call (this script packs them).
+# Writes everything under $OUT. Data lives in /tmp/wb-data, which a machine still warm keeps.
+# Knobs: KERNELS_04 (space-separated), REFERENCE_04, ATTENTION_KERNELS_04, CURVES_KERNEL, BUDGET_S.
 set -uo pipefail
 : "${OUT:?set OUT to a folder for the results}"
 start=$(date +%s)
-budget=${BUDGET_S:-570}  # stop starting new phases after this many seconds
+budget=${BUDGET_S:-560}  # stop starting new phases after this many seconds
 elapsed() { echo $(( $(date +%s) - start )); }
 say() { echo "[$(elapsed)s] $*"; }
 
 source .gpu/kit/install.sh .wheelhouse >/dev/null
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
-data=$PWD/.gpu-data
+data=/tmp/wb-data
 final=$OUT
 OUT=$final/results  # packed into one archive at the end: the device tool returns at most 8 files
-mkdir -p "$data" "$OUT"
-trap 'tar -czf "$final/results.tar.gz" -C "$final" results && rm -rf "$final/results"' EXIT
-export JUPYTER_PATH=/tmp/site/share/jupyter WORKBENCH_CACHE=$data/cache GPTQMODEL_TORCH_EXTENSIONS_DIR=$data/ext MAX_JOBS=${MAX_JOBS:-16}
+mkdir -p "$data/ext" "$OUT"
+export JUPYTER_PATH=/tmp/site/share/jupyter WORKBENCH_CACHE=$data/cache GPTQMODEL_TORCH_EXTENSIONS_DIR=$data/ext
+export MAX_JOBS=${MAX_JOBS:-16} TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0}  # build for Hopper only
 syn=$data/codefuse-34b-synthetic
+had_ext=0
+if [ -f .gpu/ext.tar.gz ] && [ -z "$(ls -A "$data/ext")" ]; then
+  tar -xzf .gpu/ext.tar.gz -C "$data/ext" && had_ext=1 && say "kernels built earlier: unpacked"
+fi
+pack() {
+  # the built kernels come back for the next call (the .so files only; under 16 MiB or not at all)
+  if [ "$had_ext" = 0 ] && [ -n "$(find "$data/ext" -name '*.so' 2>/dev/null)" ]; then
+    (cd "$data/ext" && find . -name '*.so' -print0 | tar -czf "$final/ext.tar.gz" --null -T -)
+  fi
+  tar -czf "$final/results.tar.gz" -C "$final" results && rm -rf "$final/results"
+}
+trap pack EXIT
 
 { nvidia-smi; python3 -c 'import torch, transformers, platform; print(platform.python_version(), torch.__version__, torch.version.cuda, transformers.__version__)'; } > "$OUT/machine.txt" 2>&1
 python3 -m workbench kernels --device cuda > "$OUT/kernels.txt" 2>&1
 # Kernels that compile on first use build in the background while the first phases run
 # (its own output file, so it does not hold the caller's pipe open).
-case " $* " in *" check "*|*" kernels "*)
-  ( for k in exllamav2 marlin; do
-      python3 -c "import sys, time; from workbench.notebook import setup; t = time.perf_counter(); l = setup('.gpu/demo', sys.argv[1], 'cuda'); print(sys.argv[1], 'built and loaded in', round(time.perf_counter() - t, 1), 's')" "$k"
-    done ) > "$OUT/prebuild.log" 2>&1 < /dev/null &
-esac
+( for k in exllamav2 marlin; do
+    python3 -c "import sys, time; from workbench.notebook import setup; t = time.perf_counter(); l = setup('.gpu/demo', sys.argv[1], 'cuda'); print(sys.argv[1], 'built and loaded in', round(time.perf_counter() - t, 1), 's')" "$k"
+  done ) > "$OUT/prebuild.log" 2>&1 < /dev/null &
+
+params() {  # a --params file for one notebook: params NOTEBOOK JSON
+  echo "{\"$1\": $2}" > "$OUT/params_$1.json"; echo "$OUT/params_$1.json"
+}
+list() { python3 -c 'import json, sys; print(json.dumps(sys.argv[1:]))' "$@"; }
 
 for phase in "$@"; do
   if [ "$(elapsed)" -ge "$budget" ]; then say "budget spent: skipping $phase"; continue; fi
@@ -38,27 +55,32 @@ for phase in "$@"; do
     check)  # issue 3: the demo model with each CUDA kernel, compared with torch and a float32 reference
       python3 benchmarks/kernel_check.py .gpu/demo --device cuda --kernels torch triton exllamav2 marlin \
         --float-reference --out "$OUT/kernel_check_demo.json" 2>&1 | tee "$OUT/kernel_check_demo.log" | grep -v "^\[" ;;
-    overhead)  # issue 5: instrumentation cost against plain model.generate
-      python3 -m workbench bench-overhead --model .gpu/demo --kernel exllamav2 --device cuda --new-tokens 128 \
-        --rounds 7 --out "$OUT/overhead_demo.json" 2>&1 | tail -8 | tee "$OUT/overhead_demo.txt" ;;
-    synthetic)  # issue 8: the 34B shapes, random weights, in the original .bin layout
-      [ -f "$syn/SHA256SUMS" ] || python3 -m workbench synthetic "$syn" --arch codefuse-34b --layout "${SYN_LAYOUT:-autogptq_bin}" 2>&1 | tail -2 | tee "$OUT/synthetic.txt"
-      python3 - "$syn" <<'PY' 2>&1 | tee "$OUT/convert.txt"
-import sys, time
-from workbench.checkpoint import prepare_checkpoint, verify_checkpoint
-t = time.perf_counter(); verify_checkpoint(sys.argv[1], progress=False); v = time.perf_counter() - t
-t = time.perf_counter(); out = prepare_checkpoint(sys.argv[1], progress=False); c = time.perf_counter() - t
-print(f"verify (SHA256 of 19 GB) {v:.1f} s; .bin -> safetensors conversion {c:.1f} s -> {out}")
-PY
-      ;;
-    kernels)  # issue 8: notebook 04 on the synthetic checkpoint through the report runner
+    modes)  # issue 9: static and graph decoding proven against eager, kernel by kernel, on the demo
+      python3 benchmarks/mode_check.py .gpu/demo --device cuda --kernels torch triton exllamav2 marlin \
+        --out "$OUT/mode_check_demo.json" 2>&1 | tee "$OUT/mode_check_demo.log" | grep '"kernel"' | cut -c1-400 ;;
+    synthetic)  # issue 8: the 34B shapes, random weights (safetensors: no conversion needed)
+      [ -f "$syn/SHA256SUMS" ] || python3 -m workbench synthetic "$syn" --arch codefuse-34b \
+        --layout "${SYN_LAYOUT:-autogptq_safetensors}" 2>&1 | tail -2 | tee "$OUT/synthetic.txt" ;;
+    kernels)  # issues 8 and 9: notebook 04 on the synthetic checkpoint through the report runner
+      p=$(params 04_kernels "{\"KERNELS\": $(list ${KERNELS_04:-exllamav2 marlin}), \"REFERENCE\": \"${REFERENCE_04:-exllamav2}\",
+        \"N_PROMPTS\": 2, \"GREEDY_TOKENS\": 16, \"PREFILL_TOKENS\": 128, \"DECODE_TOKENS\": 32, \"REPEATS\": 2,
+        \"FLOAT_REFERENCE\": false, \"DECODE_MODES\": [\"eager\", \"static\", \"graph\"], \"DECODE_CONTEXTS\": [128, 2048],
+        \"PROVE_STEPS\": 64, \"BREAKDOWN_STEPS\": 8, \"ATTENTION_KERNELS\": $(list ${ATTENTION_KERNELS_04:-exllamav2}),
+        \"ATTENTIONS\": [\"sdpa\", \"sdpa-cudnn\", \"sdpa-flash\", \"sdpa-efficient\", \"sdpa-math\", \"eager\"]}")
       python3 -m workbench report --model "$syn" --device cuda --notebooks notebooks --only 04_kernels \
-        --params benchmarks/h100_kernels.json --out "$OUT/report" 2>&1 | tail -15 ;;
-    curves)
-      python3 -m workbench report --model "$syn" --kernel "${CURVES_KERNEL:-exllamav2}" --device cuda \
-        --notebooks notebooks --only 05_latency_curves --params benchmarks/h100_curves.json \
-        --out "$OUT/report" 2>&1 | tail -15 ;;
+        --params "$p" --timeout "$(( budget - $(elapsed) + 20 ))" --out "$OUT/report" 2>&1 | tail -6 ;;
+    curves)  # issues 8 and 9: notebook 05, eager against graph decoding, and the card's memory cells
+      p=$(params 05_latency_curves '{"PROMPT_LENGTHS": [128, 512, 2048], "LONG_PROMPT": 128, "LONG_NEW_TOKENS": 256,
+        "BATCH_SIZES": [1, 2, 4, 8, 16], "BATCH_NEW_TOKENS": 32, "CONTEXTS": [512, 2048, 4096], "CARD_CELLS": true,
+        "DECODE_MODES": ["eager", "graph"]}')
+      python3 -m workbench report --model "$syn" --kernel "${CURVES_KERNEL:-marlin}" --device cuda --notebooks notebooks \
+        --only 05_latency_curves --params "$p" --timeout "$(( budget - $(elapsed) + 20 ))" --out "$OUT/report" 2>&1 | tail -6 ;;
+    overhead)  # issue 5: instrumentation cost against plain model.generate, on the 34B shapes
+      python3 -m workbench bench-overhead --model "$syn" --kernel "${OVERHEAD_KERNEL:-exllamav2}" --device cuda \
+        --new-tokens 64 --rounds 5 --out "$OUT/overhead_34b.json" 2>&1 | tail -8 | tee "$OUT/overhead_34b.txt" ;;
     *) say "unknown phase $phase" ;;
   esac
 done
+# the background build, if it is still going, gets what time is left (its kernels are packed for the next call)
+while [ -n "$(jobs -pr)" ] && [ "$(elapsed)" -lt 580 ]; do sleep 5; done
 say "done"

@@ -122,3 +122,48 @@ def test_breakdown_on_the_cpu_splits_the_step(demo_loaded):
         assert b.qgemm_ms > 0 and b.attention_ms > 0 and b.other_host_ms >= 0
         assert math.isclose(b.qgemm_ms + b.attention_ms + b.other_host_ms, b.wall_ms, rel_tol=1e-6)
         assert b.gpu_busy_ms is None and b.host_uncovered_ms is None
+
+
+def _trace(steps=3, graph=False):
+    """A hand-made Chrome trace of `steps` decode steps of 1000 us each: per step a GEMM kernel
+    (200 us) launched inside a quantized linear, an attention kernel (100 us) inside attention,
+    another kernel (50 us) outside both; in graph mode one graph launch starts all three."""
+    ev, corr = [], 0
+
+    def x(cat, name, ts, dur, **args):
+        ev.append({"ph": "X", "cat": cat, "name": name, "ts": ts, "dur": dur, "args": args})
+
+    for i in range(steps):
+        t0 = i * 1000.0
+        x("user_annotation", "wb::step", t0, 900)
+        if graph:
+            corr += 1
+            x("cuda_runtime", "cudaGraphLaunch", t0 + 10, 5, correlation=corr)
+            for name, start, dur in (("gemm_q4", 100, 200), ("attn_kernel", 320, 100), ("rmsnorm", 440, 50)):
+                x("kernel", name, t0 + start, dur, correlation=corr)
+            continue
+        x("user_annotation", "wb::attention", t0 + 50, 300)
+        for name, launch, start, dur, ann in (("gemm_q4", 60, 100, 200, "wb::qgemm"), ("attn_kernel", 200, 320, 100, None),
+                                              ("rmsnorm", 400, 440, 50, None)):
+            if ann:
+                x("user_annotation", ann, t0 + launch - 5, 20)
+            corr += 1
+            x("cuda_runtime", "cudaLaunchKernel", t0 + launch, 5, correlation=corr)
+            x("kernel", name, t0 + start, dur, correlation=corr)
+    x("user_annotation", "wb::step", steps * 1000.0, 900)  # the next step's start ends the last one
+    return {"traceEvents": ev}
+
+
+def test_breakdown_attributes_kernels_by_annotation_and_by_name_in_graphs():
+    from workbench.breakdown import _name_shares, _split
+
+    eager = _split(_trace(), "cuda", None)
+    assert eager["steps"] == 3 and math.isclose(eager["wall_ms"], 1.0)
+    assert math.isclose(eager["qgemm_ms"], 0.2) and math.isclose(eager["attention_ms"], 0.1)
+    assert math.isclose(eager["other_gpu_ms"], 0.05) and math.isclose(eager["gpu_busy_ms"], 0.35)
+    assert math.isclose(eager["host_uncovered_ms"], 0.65) and eager["kernels_per_step"] == 3
+    shares = _name_shares((_trace(),))
+    assert shares["gemm_q4"] == {"wb::qgemm": 1.0} and shares["attn_kernel"] == {"wb::attention": 1.0}
+    graph = _split(_trace(graph=True), "cuda", shares)  # no annotations inside a replay: by name
+    assert math.isclose(graph["qgemm_ms"], 0.2) and math.isclose(graph["attention_ms"], 0.1)
+    assert graph["kernel_counts"] == eager["kernel_counts"]

@@ -18,9 +18,12 @@ SMALL = {
     "03_decoding_parameters": {"TEMPERATURES": [0.2, 1.0], "TOP_PS": [0.9], "SAMPLES": 2, "N_PROMPTS": 1,
                                "MAX_NEW_TOKENS": 12, "PASS_RATE": True},
     "04_kernels": {"KERNELS": ["torch_fused", "torch"], "REFERENCE": "torch_fused", "N_PROMPTS": 2,
-                   "GREEDY_TOKENS": 6, "PREFILL_TOKENS": 32, "DECODE_TOKENS": 6, "REPEATS": 2},
+                   "GREEDY_TOKENS": 6, "PREFILL_TOKENS": 32, "DECODE_TOKENS": 6, "REPEATS": 2,
+                   "DECODE_MODES": ["eager", "static", "graph"], "DECODE_CONTEXTS": [32], "PROVE_STEPS": 8,
+                   "BREAKDOWN_STEPS": 3, "ATTENTIONS": ["sdpa", "eager"]},
     "05_latency_curves": {"PROMPT_LENGTHS": [8, 32], "LONG_PROMPT": 8, "LONG_NEW_TOKENS": 16,
-                          "BATCH_SIZES": [1, 2], "BATCH_NEW_TOKENS": 6, "CONTEXTS": [16, 48]},
+                          "BATCH_SIZES": [1, 2], "BATCH_NEW_TOKENS": 6, "CONTEXTS": [16, 48],
+                          "DECODE_MODES": ["eager", "static"]},
     "06_humaneval": {"LIMIT": 2, "MAX_NEW_TOKENS": 24},
 }
 
@@ -99,14 +102,31 @@ def test_kernels_numbers(report):
     # torch_fused (float32) against torch (float16) and against the dense float32 model
     assert agreements["torch"]["top1_agreement"] > 0.9 and math.isfinite(agreements["torch"]["max_abs_dlogit"])
     assert "triton" in d["data"]["skipped"] and "cuda" in d["data"]["skipped"]["triton"]
+    study = d["data"]["study"]
+    ran = {(r["kernel"], r["mode_requested"]): r for r in study["modes"]}
+    assert set(ran) == {(k, m) for k in ("torch_fused", "torch") for m in ("eager", "static", "graph")}
+    for kernel in ("torch_fused", "torch"):
+        assert ran[kernel, "static"]["mode"] == "static" and ran[kernel, "static"]["decode_ms_p50"] > 0
+        assert "needs a CUDA device" in ran[kernel, "graph"]["why_not"]  # said, not silently run as static
+    proofs = {(p["kernel"], p.get("mode_requested", p["mode"])): p for p in study["proofs"]}
+    assert proofs["torch_fused", "static"]["passed"] and proofs["torch_fused", "static"]["steps"] == 8
+    assert proofs["torch", "static"]["tokens_identical"]
+    splits = [s for s in study["splits"] if "why_not" not in s]
+    assert {(s["kernel"], s["mode"]) for s in splits} == {(k, m) for k in ("torch_fused", "torch") for m in ("eager", "static")}
+    assert all(s["wall_ms"] > 0 and s["qgemm_ms"] > 0 for s in splits)
+    assert [r["attention"] for r in study["attention_rows"]] == ["sdpa", "eager"]  # on the reference kernel
+    assert d["headline"]["fast_modes_proven"] is False  # the graph mode could not run on the CPU
 
 
 def test_latency_curve_numbers(report):
     d = _saved(report[0], "05_latency_curves")
     assert [r["prompt_tokens"] for r in d["data"]["ttft"]] == [8, 32]
     assert all(r["ttft_ms"] > 0 for r in d["data"]["ttft"])
-    assert [r["batch_size"] for r in d["data"]["batch"]] == [1, 2]
+    assert [(r["mode"], r["batch_size"]) for r in d["data"]["batch"]] == [("eager", 1), ("eager", 2), ("static", 1), ("static", 2)]
     assert len(d["data"]["long_token_times_s"]) == 16
+    by_mode = d["data"]["long_by_mode"]
+    assert {m: v["mode"] for m, v in by_mode.items()} == {"eager": "eager", "static": "static"}
+    assert all(len(v["token_times_s"]) == 16 for v in by_mode.values())
     assert d["data"]["card_cells"] is None  # a CPU and a small model: the card's cells do not apply
 
 

@@ -120,7 +120,10 @@ def summary(record):
                                              if record.itl else None),
         "mean log-prob": round(sum(record.logprobs) / len(record.logprobs), 3) if record.logprobs else None,
         "warm-up runs": record.warmup_runs,
+        "decode mode (asked)": f"{record.decode_mode} ({record.decode_mode_requested})",
     }
+    if record.decode_note:
+        rows["decode mode note"] = record.decode_note
     if gen.get("peak_allocated_gb") is not None:
         rows["GPU peak allocated / reserved (GB)"] = f"{gen['peak_allocated_gb']:.2f} / {gen['peak_reserved_gb']:.2f}"
     else:

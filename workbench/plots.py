@@ -21,7 +21,9 @@ def token_latency(records, title: str = "Per-token latency"):
         times = r.token_times_s
         gaps_ms = [(t1 - t0) * 1e3 for t0, t1 in zip(times, times[1:])]
         label = f"{r.kernel or '?'}"
-        if len(records) > 1:
+        if len({x.decode_mode for x in records}) > 1:
+            label += f" · {r.decode_mode}"
+        elif len(records) > 1:
             label += f" #{r.batch_index}" if r.batch_size > 1 else f" ({r.format})"
         ax.plot(range(2, len(times) + 1), gaps_ms, lw=1, label=label)
         ax.scatter([1], [r.ttft_s * 1e3], marker="o", s=18)

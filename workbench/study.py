@@ -222,22 +222,23 @@ def ttft_curve(loaded, lengths: list[int], repeats: int = 3) -> list[dict]:
     return rows
 
 
-def long_generation(loaded, prompt_tokens: int, new_tokens: int):
+def long_generation(loaded, prompt_tokens: int, new_tokens: int, decode_mode: str = "eager"):
     """One greedy generation forced to `new_tokens`: per-token latency against position."""
     ids = prompt_ids_of_length(loaded.tokenizer, prompt_tokens)
     config = DecodeConfig.greedy(max_new_tokens=new_tokens, min_new_tokens=new_tokens)
-    return generate_ids(loaded, [ids], config, warmup=1, logprobs=False)[0]
+    return generate_ids(loaded, [ids], config, warmup=1, logprobs=False, decode_mode=decode_mode)[0]
 
 
-def batch_curve(loaded, batch_sizes: list[int], prompt_tokens: int = 64, new_tokens: int = 32) -> list[dict]:
+def batch_curve(loaded, batch_sizes: list[int], prompt_tokens: int = 64, new_tokens: int = 32,
+                decode_mode: str = "eager") -> list[dict]:
     """Decode ms per step and tokens/s against batch size."""
     ids = prompt_ids_of_length(loaded.tokenizer, prompt_tokens)
     config = DecodeConfig.greedy(max_new_tokens=new_tokens, min_new_tokens=new_tokens)
     rows = []
     for b in batch_sizes:
-        rec = generate_ids(loaded, [ids] * b, config, warmup=1, logprobs=False)[0]
+        rec = generate_ids(loaded, [ids] * b, config, warmup=1, logprobs=False, decode_mode=decode_mode)[0]
         step_ms = rec.itl.p50_ms if rec.itl else float("nan")
-        rows.append({"batch_size": b, "decode_ms_per_step": step_ms, "tokens_per_s": b * 1e3 / step_ms,
+        rows.append({"batch_size": b, "mode": rec.decode_mode, "decode_ms_per_step": step_ms, "tokens_per_s": b * 1e3 / step_ms,
                      "itl_p90_ms": rec.itl.p90_ms if rec.itl else None})
     return rows
 

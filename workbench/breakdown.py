@@ -36,12 +36,13 @@ class StepBreakdown:
     device: str
     context_tokens: int
     steps: int  # decode steps measured
-    wall_ms: float
+    wall_ms: float  # profiled: the profiler's own cost per op lands in host time
+    unprofiled_wall_ms: float | None  # the same steps without the profiler (median step)
     qgemm_ms: float  # GPU time (CPU: host time) inside quantized linears
     attention_ms: float  # attention blocks without their projections
     other_gpu_ms: float | None  # other GPU work (None on the CPU)
     gpu_busy_ms: float | None  # time at least one kernel ran (overlaps counted once)
-    host_uncovered_ms: float | None  # wall time with no GPU work: the GPU waited for the host
+    host_uncovered_ms: float | None  # unprofiled wall time with no GPU work: the GPU waited for the host
     other_host_ms: float | None = None  # CPU only: wall time outside quantized linears and attention
     kernels_per_step: float | None = None
     top_kernels: list = field(default_factory=list)  # [name, ms per step, launches per step]
@@ -106,11 +107,13 @@ def profile_decode(loaded, context_tokens: int = 128, steps: int = 16, decode_mo
     set_attention(loaded, attention)
     device = input_device(loaded.model)
     if decode_mode == "graph":  # learn which kernel names belong where from the same step run eagerly
-        shares = _name_shares(_profile(loaded, context_tokens, steps, "static", warmup))
-    trace, ran, note = _profile(loaded, context_tokens, steps, decode_mode, warmup)
+        shares = _name_shares(_profile(loaded, context_tokens, steps, "static", warmup)[0])
+    trace, ran, note, unprofiled_ms = _profile(loaded, context_tokens, steps, decode_mode, warmup)
     result = _split(trace, device.type, shares if decode_mode == "graph" and ran == "graph" else None)
+    if result["gpu_busy_ms"] is not None:  # the GPU's share is what the profiler cannot inflate
+        result["host_uncovered_ms"] = max(0.0, unprofiled_ms - result["gpu_busy_ms"])
     return StepBreakdown(kernel=loaded.kernel, mode=ran, attention=attention, device=str(device),
-                         context_tokens=context_tokens, note=note, **result)
+                         context_tokens=context_tokens, note=note, unprofiled_wall_ms=unprofiled_ms, **result)
 
 
 def _profile(loaded, context_tokens, steps, mode, warmup):
@@ -124,7 +127,8 @@ def _profile(loaded, context_tokens, steps, mode, warmup):
     ids = prompt_ids_of_length(loaded.tokenizer, context_tokens)
     n = steps + 2  # the first token comes from the prefill; the last step has no end mark
     config = DecodeConfig.greedy(max_new_tokens=n, min_new_tokens=n)
-    generate_ids(loaded, [ids], config, warmup=warmup, logprobs=False, decode_mode=mode)
+    plain = generate_ids(loaded, [ids], config, warmup=warmup, logprobs=False, decode_mode=mode)[0]
+    unprofiled_ms = plain.itl.p50_ms if plain.itl else None
     activities = [ProfilerActivity.CPU]
     if torch.cuda.is_available() and next(loaded.model.parameters()).is_cuda:
         activities.append(ProfilerActivity.CUDA)
@@ -138,7 +142,7 @@ def _profile(loaded, context_tokens, steps, mode, warmup):
             trace = json.load(f)
     finally:
         os.unlink(path)
-    return trace, record.decode_mode, record.decode_note
+    return trace, record.decode_mode, record.decode_note, unprofiled_ms
 
 
 def _events(trace):
@@ -226,9 +230,8 @@ def _split(trace, device_type: str, shares: dict | None) -> dict:
     )
 
 
-def _name_shares(profiled) -> dict:
+def _name_shares(trace) -> dict:
     """For each kernel name in a static-mode profile: the share of its time in each category."""
-    trace = profiled[0]
     events = _events(trace)
     q_s, q_e = _intervals(events, QGEMM)
     a_s, a_e = _intervals(events, ATTENTION)
@@ -248,9 +251,9 @@ def graph_kernel_check(loaded, context_tokens: int = 128, steps: int = 4, attent
     from .study import set_attention
 
     set_attention(loaded, attention)
-    static_trace, _, _ = _profile(loaded, context_tokens, steps, "static", 1)
-    graph_trace, ran, note = _profile(loaded, context_tokens, steps, "graph", 1)
-    shares = _name_shares((static_trace,))
+    static_trace = _profile(loaded, context_tokens, steps, "static", 1)[0]
+    graph_trace, ran, note, _ = _profile(loaded, context_tokens, steps, "graph", 1)
+    shares = _name_shares(static_trace)
     s = _split(static_trace, "cuda", None)["kernel_counts"]
     g = _split(graph_trace, "cuda", shares)["kernel_counts"]
     qnames = {name for name, share in shares.items() if share.get(QGEMM, 0) > 0.5}

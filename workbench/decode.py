@@ -244,7 +244,7 @@ def release_decoder(loaded) -> None:
 
 # --- the loop ---------------------------------------------------------------------------------
 
-def logits_processors(config, tokenizer, prompt_width: int):
+def logits_processors(config, tokenizer, prompt_width: int, device="cpu"):
     """transformers' processors for this config, in the order its `generate` applies them."""
     from transformers import (LogitsProcessorList, MinNewTokensLengthLogitsProcessor,
                               RepetitionPenaltyLogitsProcessor, TemperatureLogitsWarper, TopKLogitsWarper,
@@ -254,7 +254,8 @@ def logits_processors(config, tokenizer, prompt_width: int):
     if config.repetition_penalty != 1.0:
         procs.append(RepetitionPenaltyLogitsProcessor(penalty=config.repetition_penalty))
     if config.min_new_tokens > 0:
-        procs.append(MinNewTokensLengthLogitsProcessor(prompt_width, config.min_new_tokens, tokenizer.eos_token_id))
+        procs.append(MinNewTokensLengthLogitsProcessor(prompt_width, config.min_new_tokens, tokenizer.eos_token_id,
+                                                       device=device))
     if config.do_sample:
         if config.temperature != 1.0:
             procs.append(TemperatureLogitsWarper(config.temperature))
@@ -281,7 +282,7 @@ def static_generate(loaded, input_ids, attention_mask, config, clock, mode: str,
     b, t = input_ids.shape
     decoder = decoder_for(loaded, b, cache_length(t, max(config.max_new_tokens, cache_new_tokens or 0)), mode)
     reused = decoder.graph is not None
-    procs = logits_processors(config, tok, t)
+    procs = logits_processors(config, tok, t, input_ids.device)
     all_ids = torch.full((b, t + config.max_new_tokens), tok.pad_token_id, dtype=torch.long, device=input_ids.device)
     all_ids[:, :t] = input_ids  # [B, T + N]
     unfinished = torch.ones(b, dtype=torch.bool, device=input_ids.device)

@@ -27,6 +27,7 @@ def test_greedy_static_equals_eager_over_64_steps(demo_loaded):
     # only the order of additions (measured: max |dlogit| ~1e-3 for logits up to ~12)
     assert proof.max_abs_dlogit < 1e-2 and proof.passed
     assert len(proof.step_max_abs_dlogit) == 64
+    assert proof.eager_repeat_first_divergence is None and proof.eager_repeat_max_abs_dlogit == 0.0  # CPU: deterministic
 
 
 def test_static_records_equal_eager_records_for_a_padded_batch(demo_loaded):
@@ -102,6 +103,26 @@ def test_refusals(demo_loaded):
     with pytest.raises(ConfigError, match="does not fit"):
         StaticDecoder(demo_loaded.model, 1, 128, graph=False).prefill(torch.ones((1, 128), dtype=torch.long),
                                                                       torch.ones((1, 128), dtype=torch.long))
+
+
+def test_grouped_sdpa_equals_transformers_sdpa_for_one_token():
+    import types
+
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    from workbench.decode import grouped_sdpa
+
+    torch.manual_seed(0)
+    b, heads, kv, dim, length = 2, 8, 1, 16, 40  # the demo's 8:1 grouping
+    module = types.SimpleNamespace(num_key_value_groups=heads // kv, is_causal=True, training=False, config=None)
+    q, k, v = torch.randn(b, heads, 1, dim), torch.randn(b, kv, length, dim), torch.randn(b, kv, length, dim)
+    mask = torch.zeros(b, 1, 1, length)
+    mask[0, ..., 30:] = torch.finfo(torch.float32).min  # unfilled cache slots
+    mask[1, ..., :5] = torch.finfo(torch.float32).min  # left padding
+    ours, _ = grouped_sdpa(module, q, k, v, mask, scaling=dim ** -0.5)
+    theirs, _ = sdpa_attention_forward(module, q, k, v, mask, scaling=dim ** -0.5)
+    assert ours.shape == theirs.shape == (b, 1, heads, dim)
+    assert torch.allclose(ours, theirs, atol=1e-6)
 
 
 def test_graph_check_refuses_nan_and_drift():

@@ -16,12 +16,57 @@ from __future__ import annotations
 
 import inspect
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from .errors import ConfigError
 
 DECODE_MODES = ("eager", "static", "graph")
 CACHE_LENGTH_STEP = 128  # cache lengths are rounded up to this, so nearby requests share a graph
+GROUPED_SDPA = "workbench_grouped_sdpa"  # the attention the static loop uses in place of "sdpa"
+
+
+def grouped_sdpa(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+    """SDPA for one new token under grouped-query attention, without copying the cache.
+
+    transformers' SDPA path repeats every KV head for its 8 query heads when a mask is given:
+    with a static cache that copies the whole cache 8-fold at each step. For a single query
+    token the query heads that share a KV head can instead be that head's 8 query rows
+    ([B, H, 1, D] -> [B, KV, H/KV, D]); the mask ([B, 1, 1, L]) applies to each row alike. Longer
+    queries (the prefill) go to transformers' own SDPA."""
+    import torch.nn.functional as F
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    b, heads, q_len, dim = query.shape
+    kv_heads = key.shape[1]
+    if q_len != 1 or heads == kv_heads or dropout:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
+    q = query.reshape(b, kv_heads, heads // kv_heads, dim)  # [B, KV, G, D]: head h shares KV head h // G
+    mask = attention_mask[:, :, :, : key.shape[-2]] if attention_mask is not None else None  # [B, 1, 1, L]
+    out = F.scaled_dot_product_attention(q, key, value, attn_mask=mask, scale=scaling)  # [B, KV, G, D]
+    return out.reshape(b, heads, 1, dim).transpose(1, 2).contiguous(), None  # [B, 1, H, D]
+
+
+def _register_grouped_sdpa() -> None:
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    AttentionInterface.register(GROUPED_SDPA, grouped_sdpa)
+    AttentionMaskInterface.register(GROUPED_SDPA, sdpa_mask)
+
+
+@contextmanager
+def grouped_attention(model):
+    """While inside: a model set to "sdpa" attends with `grouped_sdpa` (others are left alone)."""
+    config = model.config
+    before = config._attn_implementation
+    if before == "sdpa":
+        _register_grouped_sdpa()
+        config._attn_implementation = GROUPED_SDPA
+    try:
+        yield
+    finally:
+        config._attn_implementation = before
 
 
 @dataclass(frozen=True)
@@ -115,7 +160,8 @@ class StaticDecoder:
         allowed = ((k[None, None, :] <= q[None, :, None]) & seen[:, None, :]) | (k[None, None, :] == q[None, :, None])
         mask = torch.zeros(allowed.shape, dtype=self.dtype, device=self.device).masked_fill_(~allowed, self.min)
         pos = (valid.long().cumsum(-1) - 1).masked_fill_(~valid, 1)  # as transformers positions padding
-        logits = self._forward(input_ids, pos, mask[:, None], torch.arange(t, device=self.device)).float()  # [B, V]
+        with grouped_attention(self.model):
+            logits = self._forward(input_ids, pos, mask[:, None], torch.arange(t, device=self.device)).float()  # [B, V]
         self.mask.fill_(self.min)[:, 0, 0, :t].masked_fill_(valid, 0.0)
         self.pos.copy_(valid.long().sum(-1, keepdim=True))
         self.cpos.fill_(t)
@@ -128,7 +174,7 @@ class StaticDecoder:
         the next step overwrites)."""
         import torch
 
-        with torch.profiler.record_function("wb::step"):  # step boundaries for breakdown.py
+        with torch.profiler.record_function("wb::step"), grouped_attention(self.model):  # wb::step: for breakdown.py
             self.ids.copy_(token_ids.view(-1, 1))
             if self.graph_wanted and self.graph is None and not self.note:
                 self._capture()  # takes this step too, and checks the graph on it
@@ -188,8 +234,8 @@ class StaticDecoder:
         problem = graph_mismatch(eager, self.logits, tolerance(first, eager))
         if problem:
             self.note = f"graph replay differs from the eager step ({problem}); ran static"
-            self.logits.copy_(eager)  # the eager result is the step's result
-            # the replay advanced the state exactly as the eager step did
+            rewind()  # the replay wrote this step's cache slot too: take the step again, eagerly
+            self._step_body()
             return
         self.graph = graph
         self.note = f"graph captured in {capture_s:.2f} s and checked against the eager step"
@@ -334,6 +380,9 @@ class ModeEquality:
     max_abs_logit: float
     rtol: float  # passes when max |dlogit| <= rtol * max |logit| at every step
     passed: bool
+    # eager against itself (a second run): how deterministic the kernel is on its own
+    eager_repeat_max_abs_dlogit: float | None = None
+    eager_repeat_first_divergence: int | None = None
 
     def to_dict(self) -> dict:
         from dataclasses import asdict
@@ -363,18 +412,32 @@ def prove_equal(loaded, mode: str = "graph", context_tokens: int = 128, steps: i
     config = DecodeConfig.greedy(max_new_tokens=steps, min_new_tokens=steps)
     seq_e, logits_e, _, _ = _run_transformers(loaded.model, tok, input_ids, mask, config, Clock(device), None, True)
     fast = static_generate(loaded, input_ids, mask, config, Clock(device), mode)
+    seq_r, logits_r, _, _ = _run_transformers(loaded.model, tok, input_ids, mask, config, Clock(device), None, True)
     a, b = seq_e[0].tolist(), fast.sequences[0].tolist()
-    diverge = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), None)
-    upto = len(b) if diverge is None else diverge + 1  # the diverging step's logits are still comparable
-    per_step, biggest = [], 0.0
-    for i in range(upto):
-        e, f = logits_e[i][0].float(), fast.logits[i][0].float()
-        finite = bool(torch.isfinite(e).all() and torch.isfinite(f).all())
-        per_step.append(float((e - f).abs().max()) if finite else math.nan)
-        biggest = max(biggest, float(e.abs().max()))
+    diverge, per_step, biggest = _compare(a, b, logits_e, fast.logits)
+    repeat_diverge, repeat_steps, _ = _compare(a, seq_r[0].tolist(), logits_e, logits_r)
     worst = max(per_step, default=math.nan) if not any(math.isnan(x) for x in per_step) else math.nan
     passed = diverge is None and len(a) == len(b) and not math.isnan(worst) and worst <= rtol * biggest
     return ModeEquality(kernel=getattr(loaded, "kernel", None), mode=fast.mode, note=fast.note,
                         context_tokens=len(ids), steps=len(b), tokens_identical=diverge is None and a == b,
                         first_divergence=diverge, max_abs_dlogit=worst, step_max_abs_dlogit=per_step,
-                        max_abs_logit=biggest, rtol=rtol, passed=passed)
+                        max_abs_logit=biggest, rtol=rtol, passed=passed,
+                        eager_repeat_max_abs_dlogit=max(repeat_steps, default=None),
+                        eager_repeat_first_divergence=repeat_diverge)
+
+
+def _compare(a: list[int], b: list[int], logits_a, logits_b):
+    """(first step whose tokens differ or None, max |dlogit| per step up to it, max |logit|)."""
+    import math
+
+    import torch
+
+    diverge = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), None)
+    upto = min(len(a), len(b)) if diverge is None else diverge + 1  # the diverging step is still comparable
+    per_step, biggest = [], 0.0
+    for i in range(upto):
+        e, f = logits_a[i][0].float(), logits_b[i][0].float()
+        finite = bool(torch.isfinite(e).all() and torch.isfinite(f).all())
+        per_step.append(float((e - f).abs().max()) if finite else math.nan)
+        biggest = max(biggest, float(e.abs().max()))
+    return diverge, per_step, biggest

@@ -63,9 +63,9 @@ for phase in "$@"; do
         --layout "${SYN_LAYOUT:-autogptq_safetensors}" 2>&1 | tail -2 | tee "$OUT/synthetic.txt" ;;
     kernels)  # issues 8 and 9: notebook 04 on the synthetic checkpoint through the report runner
       p=$(params 04_kernels "{\"KERNELS\": $(list ${KERNELS_04:-exllamav2 marlin}), \"REFERENCE\": \"${REFERENCE_04:-exllamav2}\",
-        \"N_PROMPTS\": 2, \"GREEDY_TOKENS\": 16, \"PREFILL_TOKENS\": 128, \"DECODE_TOKENS\": 32, \"REPEATS\": 2,
+        \"N_PROMPTS\": 2, \"GREEDY_TOKENS\": 16, \"PREFILL_TOKENS\": 128, \"DECODE_TOKENS\": ${DECODE_TOKENS_04:-32}, \"REPEATS\": 2,
         \"FLOAT_REFERENCE\": false, \"DECODE_MODES\": [\"eager\", \"static\", \"graph\"], \"DECODE_CONTEXTS\": [128, 2048],
-        \"PROVE_STEPS\": 64, \"BREAKDOWN_STEPS\": 8, \"ATTENTION_KERNELS\": $(list ${ATTENTION_KERNELS_04:-exllamav2}),
+        \"PROVE_STEPS\": 64, \"BREAKDOWN_STEPS\": ${BREAKDOWN_STEPS_04:-8}, \"ATTENTION_KERNELS\": $(list ${ATTENTION_KERNELS_04:-exllamav2}),
         \"ATTENTIONS\": [\"sdpa\", \"sdpa-cudnn\", \"sdpa-flash\", \"sdpa-efficient\", \"sdpa-math\", \"eager\"]}")
       python3 -m workbench report --model "$syn" --device cuda --notebooks notebooks --only 04_kernels \
         --params "$p" --timeout "$(( budget - $(elapsed) + 20 ))" --out "$OUT/report" 2>&1 | tail -6 ;;

@@ -72,24 +72,63 @@ def test_quality_is_recorded(demo_model_path):
     assert stops["codefuse"] >= 0.5, stops  # it answers and stops with </s> in the training format
 
 
-def test_the_training_format_does_clearly_better(demo_loaded):
-    """In the training format the demo answers as it was trained: a whole function, from its
-    `def` line. Without the template it only continues the header it was given.
+def test_the_training_format_does_clearly_better(demo_model_path, demo_loaded):
+    """Issue #2: in the training format the demo answers and stops with </s> within 128 tokens;
+    without the template the same header reads like raw source (the recipe mixes plain stdlib
+    source into training, as CodeLlama's pretraining) and the model keeps writing code.
 
-    (Both formats end with </s> within 128 tokens, see demo.json: the bare header is also the
-    start of a trained answer, so the model can finish it. Answering in form is what differs.)
+    Measured on the default recipe: 1.0 vs 0.0 over 64 held-out prompts (CPU build), and at least
+    0.98 vs 0.0 for eight seeds of the same recipe trained on a GPU; the bounds leave room for
+    other machines' arithmetic and still demand a gap of 0.6. Answers are whole functions from their `def` line
+    only with the template; without it the model continues the header it was given.
     """
-    from workbench.demo import collect_conversations, split_corpus
+    from workbench.demo import EOS_ID, collect_conversations, split_corpus
     from workbench.generation import DecodeConfig, generate
+
+    stops = json.loads((demo_model_path / "demo.json").read_text())["stop_share"]
+    assert stops["codefuse"] >= 0.8 and stops["raw"] <= 0.2, stops
 
     recipe = DemoRecipe()
     heldout = split_corpus(collect_conversations(recipe), recipe)[1][:16]
     config = DecodeConfig.greedy(max_new_tokens=128)
-    share = {}
-    for fmt in ("codefuse", "raw"):
+    stop, whole = {}, {}
+    for fmt in ("codefuse", "raw"):  # the workbench's own loading and generation agree
         records = generate(demo_loaded, [c.human for c in heldout], config, format=fmt, logprobs=False)
-        share[fmt] = sum(r.text.lstrip().startswith(("def ", "async def ")) for r in records) / len(records)
-    assert share["codefuse"] >= 0.75 and share["codefuse"] >= share["raw"] + 0.5, share
+        stop[fmt] = sum(EOS_ID in r.token_ids for r in records) / len(records)
+        whole[fmt] = sum(r.text.lstrip().startswith(("def ", "async def ")) for r in records) / len(records)
+    assert stop["codefuse"] >= 0.8 and stop["raw"] <= 0.2, stop
+    assert whole["codefuse"] >= 0.75 and whole["codefuse"] >= whole["raw"] + 0.5, whole
+
+
+def test_plain_source_never_holds_a_held_out_function():
+    from workbench.demo import collect_conversations, source_windows, split_corpus
+
+    recipe = DemoRecipe()
+    heldout = split_corpus(collect_conversations(recipe), recipe)[1]
+
+    def lines(text):  # indentation dropped: methods are dedented in conversations
+        return "\n".join(line.strip() for line in text.splitlines())
+
+    source = lines("".join(source_windows(heldout, recipe)))
+    assert not [c.name for c in heldout if lines(c.bot) in source]
+    everything = lines("".join(source_windows([], recipe)))
+    assert all(lines(c.bot) in everything for c in heldout[:20])  # the check above can see them
+
+
+def test_training_rows_are_conversations_or_plain_source_never_both():
+    import random
+
+    from workbench.demo import _batches
+
+    recipe = DemoRecipe(raw_source_share=0.25, block_tokens=6, batch_size=4)
+    conversations = [([7, 1, 2, 3], [-100, 1, 2, 3]), ([7, 4, 5], [-100, 4, 5])]  # 7: the role tag
+    raw = [([9, 8, 9, 8, 9], [9, 8, 9, 8, 9])]
+    batches = _batches(conversations, raw, recipe, random.Random(0))
+    rows = [row for _ in range(10) for row in next(batches)[0].tolist()]
+    plain = [r for r in rows if set(r) <= {8, 9}]
+    tagged = [r for r in rows if r not in plain]
+    assert len(plain) == 10  # a quarter of 40 rows
+    assert all(r[0] == 7 and not {8, 9} & set(r) for r in tagged)  # each starts with a conversation
 
 
 def test_cache_is_keyed_by_recipe(tmp_path, monkeypatch):

@@ -4,8 +4,9 @@ The real checkpoint is 19 GB and cannot be downloaded in CI, so every machine bu
 from things that ship with Python: a SentencePiece tokenizer trained with Llama's settings on the
 standard library's source, a grouped-query-attention Llama trained for a fixed number of steps on
 CodeFuse-format conversations (human: a function's signature and docstring; bot: its code, then
-`</s>`), GPTQ-quantized with gptqmodel on the CPU, and written in exactly the real checkpoint's
-on-disk layout. `build()` caches the result under the cache folder, keyed by the recipe's hash.
+`</s>`) mixed with plain stdlib source (what CodeLlama was pretrained on), GPTQ-quantized with
+gptqmodel on the CPU, and written in exactly the real checkpoint's on-disk layout. `build()`
+caches the result under the cache folder, keyed by the recipe's hash.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ WEIGHTS_FILE = "gptq_model-4bit-64g.bin"
 EOS_ID = 2
 
 # Bump when the build code changes what it produces, so old caches are not reused.
-BUILD_CODE_VERSION = 4
+BUILD_CODE_VERSION = 5
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,12 @@ class DemoRecipe:
     heldout_share: float = 0.05
     block_tokens: int = 256  # training sequence length
     batch_size: int = 8
-    train_steps: int = 200  # fixed, so the build is reproducible; sized for <= 3 min on 2 cores
+    train_steps: int = 250  # fixed, so the build is reproducible; sized for <= 3 min of training on 2 cores
+    # Share of training rows that are plain stdlib source (no role tags, no </s> after a
+    # function), as CodeLlama read before CodeFuse's fine-tuning: without it a bare header looks
+    # like the start of a trained answer and ends with </s> as readily as a templated one.
+    raw_source_share: float = 0.2
+    raw_window_chars: int = 1024  # source is cut at line ends into windows of at most this many chars
     learning_rate: float = 3e-3
     warmup_steps: int = 20
     bits: int = 4
@@ -72,6 +78,10 @@ class DemoRecipe:
             raise ConfigError(f"num_heads={self.num_heads} must be a multiple of num_kv_heads={self.num_kv_heads}")
         if self.intermediate_size % 64:
             raise ConfigError(f"intermediate_size={self.intermediate_size} must be a multiple of 64")
+        if not 0 <= self.raw_source_share < 1:
+            raise ConfigError(f"raw_source_share={self.raw_source_share} must be in [0, 1)")
+        if self.raw_window_chars < 1:
+            raise ConfigError(f"raw_window_chars={self.raw_window_chars} must be at least 1")
         if self.bits != 4 or self.group_size not in (32, 64, 128):
             raise ConfigError(f"bits={self.bits}, group_size={self.group_size}: the demo is 4-bit, group 32/64/128")
 
@@ -138,10 +148,12 @@ def _build_into(out: Path, recipe: DemoRecipe, log) -> None:
     sp = spm.SentencePieceProcessor(model_file=str(sp_path))
     train_ids = [encode_conversation(sp, c) for c in train]
     heldout_ids = [encode_conversation(sp, c) for c in heldout]
+    raw_ids = encode_source_windows(sp, source_windows(heldout, recipe), recipe)
+    log(f"plain source: {len(raw_ids)} windows, {sum(len(ids) for ids, _ in raw_ids)} tokens")
 
     t0 = time.perf_counter()
     model = make_model(recipe)
-    losses = train_model(model, train_ids, recipe, log)
+    losses = train_model(model, train_ids, raw_ids, recipe, log)
     train_s = time.perf_counter() - t0
     heldout_loss_fp32 = mean_loss(model, heldout_ids)
     log(f"trained {recipe.train_steps} steps in {train_s:.0f} s; held-out loss {heldout_loss_fp32:.3f}")
@@ -169,6 +181,7 @@ def _build_into(out: Path, recipe: DemoRecipe, log) -> None:
         "torch": torch.__version__,
         "train_conversations": len(train),
         "heldout_conversations": len(heldout),
+        "raw_source_windows": len(raw_ids),
         "train_loss_last": round(sum(losses[-20:]) / len(losses[-20:]), 4),
         "heldout_loss_fp32": round(heldout_loss_fp32, 4),
         **quality,
@@ -229,6 +242,57 @@ def split_corpus(convs: list[Conversation], recipe: DemoRecipe):
         h = int(hashlib.sha256(c.name.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
         (heldout if h < recipe.heldout_share else train).append(c)
     return train, heldout
+
+
+def source_windows(heldout: list[Conversation], recipe: DemoRecipe) -> list[str]:
+    """The stdlib's source as plain text, cut at line ends into windows of at most
+    raw_window_chars, with every held-out function (and its decorators) taken out, so the model
+    never reads code it is evaluated on."""
+    root = Path(sysconfig.get_paths()["stdlib"])
+    dropped: dict[str, set[int]] = {}  # module -> 0-based line numbers of held-out functions
+    for c in heldout:
+        module, _, lineno = c.name.rsplit(":", 2)
+        start = int(lineno) - 1
+        dropped.setdefault(module, set()).update(range(start, start + c.bot.count("\n")))
+    windows = []
+    for path in stdlib_files():
+        module = path.relative_to(root).with_suffix("").as_posix().replace("/", ".")
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines(keepends=True)
+        skip = set(dropped.get(module, ()))
+        for i in sorted(skip):
+            j = i - 1
+            while j >= 0 and j not in skip and lines[j].lstrip().startswith("@"):
+                skip.add(j)
+                j -= 1
+        window = ""
+        for i, line in enumerate(lines):
+            if i in skip:
+                continue
+            if window and len(window) + len(line) > recipe.raw_window_chars:
+                windows.append(window)
+                window = ""
+            window += line[: recipe.raw_window_chars]
+        if window.strip():
+            windows.append(window)
+    return windows
+
+
+def encode_source_windows(sp, windows: list[str], recipe: DemoRecipe) -> list[tuple[list[int], list[int]]]:
+    """A seeded sample of windows, just enough for raw_source_share of the training rows (each
+    is read at most once, as in pretraining). Every token is a target; nothing ends with </s>."""
+    if not recipe.raw_source_share:
+        return []
+    need = recipe.raw_source_share * recipe.train_steps * recipe.batch_size * recipe.block_tokens
+    order = list(range(len(windows)))
+    random.Random(recipe.seed + 2).shuffle(order)
+    out, total = [], 0
+    for i in order:
+        if total >= need + recipe.batch_size * recipe.block_tokens:  # a batch spare: rows round up
+            break
+        ids = sp.encode(windows[i])
+        out.append((ids, list(ids)))
+        total += len(ids)
+    return out
 
 
 # --- tokenizer ------------------------------------------------------------------------------
@@ -307,26 +371,52 @@ def make_model(recipe: DemoRecipe):
     return LlamaForCausalLM(config)
 
 
-def _batches(examples: list[tuple[list[int], list[int]]], recipe: DemoRecipe, rng: random.Random):
-    """Endless packed blocks: shuffled conversations concatenated and cut to block_tokens."""
-    import torch
-
-    ids: list[int] = []
-    labels: list[int] = []
-    need = recipe.batch_size * recipe.block_tokens
-    shape = (recipe.batch_size, recipe.block_tokens)
+def _shuffled_forever(examples: list, rng: random.Random):
     while True:
         order = list(range(len(examples)))
         rng.shuffle(order)
         for i in order:
-            ids.extend(examples[i][0])
-            labels.extend(examples[i][1])
-            if len(ids) >= need:
-                yield torch.tensor(ids[:need]).view(shape), torch.tensor(labels[:need]).view(shape)  # [B, T]
-                ids, labels = ids[need:], labels[need:]
+            yield examples[i]
 
 
-def train_model(model, train_ids: list[tuple[list[int], list[int]]], recipe: DemoRecipe, log) -> list[float]:
+def _rows(examples: list[tuple[list[int], list[int]]], recipe: DemoRecipe, rng: random.Random,
+          whole_starts: bool):
+    """Endless rows of block_tokens: shuffled examples concatenated and cut. With whole_starts
+    every row begins at an example's start (the cut end of a row's last example is dropped)."""
+    ids: list[int] = []
+    labels: list[int] = []
+    for seq, seq_labels in _shuffled_forever(examples, rng):
+        ids.extend(seq)
+        labels.extend(seq_labels)
+        while len(ids) >= recipe.block_tokens:
+            yield ids[: recipe.block_tokens], labels[: recipe.block_tokens]
+            ids, labels = ([], []) if whole_starts else (ids[recipe.block_tokens:], labels[recipe.block_tokens:])
+
+
+def _batches(conversations: list[tuple[list[int], list[int]]], raw: list[tuple[list[int], list[int]]],
+             recipe: DemoRecipe, rng: random.Random):
+    """Endless batches of packed rows. A row is all conversations or all plain source, never
+    both, as CodeLlama's pretraining never saw a role tag; and a conversation row starts with a
+    conversation's role tag, so every </s> the model learns has the template in view and a
+    context without tags looks like raw source. A raw row comes next whenever raw rows are below
+    raw_source_share so far, so the mix holds in every stretch of training."""
+    import torch
+
+    streams = _rows(conversations, recipe, rng, whole_starts=True), _rows(raw, recipe, rng, whole_starts=False)
+    made = [0, 0]  # rows of conversations, of raw source
+    while True:
+        ids, labels = [], []
+        for _ in range(recipe.batch_size):
+            pick = int(bool(raw) and made[1] < recipe.raw_source_share * sum(made))
+            row_ids, row_labels = next(streams[pick])
+            made[pick] += 1
+            ids.append(row_ids)
+            labels.append(row_labels)
+        yield torch.tensor(ids), torch.tensor(labels)  # [B, T]
+
+
+def train_model(model, train_ids: list[tuple[list[int], list[int]]], raw_ids: list[tuple[list[int], list[int]]],
+                recipe: DemoRecipe, log) -> list[float]:
     import torch
 
     model.train()
@@ -339,7 +429,7 @@ def train_model(model, train_ids: list[tuple[list[int], list[int]]], recipe: Dem
         return recipe.learning_rate * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
 
     losses = []
-    batches = _batches(train_ids, recipe, random.Random(recipe.seed))
+    batches = _batches(train_ids, raw_ids, recipe, random.Random(recipe.seed))
     for step in range(recipe.train_steps):
         for group in opt.param_groups:
             group["lr"] = lr_at(step)

@@ -188,3 +188,19 @@ def test_breakdown_attributes_kernels_by_annotation_and_by_name_in_graphs():
     graph = _split(_trace(graph=True), "cuda", shares)  # no annotations inside a replay: by name
     assert math.isclose(graph["qgemm_ms"], 0.2) and math.isclose(graph["attention_ms"], 0.1)
     assert graph["kernel_counts"] == eager["kernel_counts"]
+
+
+def test_bench_modes_prints_each_mode_with_its_proof(demo_model_path, tmp_path, capsys):
+    import json
+
+    from workbench.decodestudy import main
+
+    out = tmp_path / "modes.json"
+    assert main(["--model", str(demo_model_path), "--device", "cpu", "--kernels", "torch_fused", "--contexts", "16",
+                 "--new-tokens", "4", "--repeats", "1", "--prove-steps", "4", "--out", str(out)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    static = next(line for line in lines if " static " in line)
+    assert static.split()[-1] == "yes"  # proven against eager
+    assert "needs a CUDA device" in next(line for line in lines if " graph " in line)
+    saved = json.loads(out.read_text())
+    assert {r["mode_requested"] for r in saved["rows"]} == {"eager", "static", "graph"}

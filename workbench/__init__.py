@@ -55,6 +55,8 @@ from .generation import (
     records_frame,
     save_records,
 )
+from .decode import DECODE_MODES, ModeEquality, prove_equal
+from .breakdown import StepBreakdown, profile_decode
 from .measure import Latency
 from .humaneval import (
     CARD_PASS_AT_1,
@@ -68,6 +70,6 @@ from .humaneval import (
 )
 from .humaneval import run as run_humaneval
 from .sandbox import SandboxError, SandboxLimits, SandboxResult, run_python
-from . import analysis, notebook, plots, study, widgets  # noqa: E402  (submodules used as wb.plots, ...)
+from . import analysis, decodestudy, notebook, plots, study, widgets  # noqa: E402  (submodules used as wb.plots, ...)
 
 __version__ = "0.1.0"

@@ -13,6 +13,7 @@ import sys
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "demo": ("workbench.demo", "main", "build (or reuse) the embedded demo model and print its folder"),
     "bench-overhead": ("workbench.bench", "main", "measure what instrumented generation costs against model.generate"),
+    "bench-modes": ("workbench.decodestudy", "main", "ms/token per kernel and decode mode beside the floor, with proofs"),
     "kernels": ("workbench.kernels", "main", "list the GPTQ kernels, their constraints and which can run here"),
     "verify": ("workbench.checkpoint", "main", "check a checkpoint's files against the card's or its SHA256SUMS"),
     "synthetic": ("workbench.synthetic", "main", "write a random GPTQ checkpoint of a Llama shape (not a trained model)"),

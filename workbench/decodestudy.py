@@ -96,3 +96,56 @@ def compare_attention(loaded, attentions, context_tokens: int = 128, decode_toke
                                  if k.endswith("_ms") and k != "wall_ms" and v is not None and not math.isnan(v)}})
     set_attention(loaded, "sdpa")
     return rows
+
+
+def main(argv=None) -> int:
+    """`python -m workbench bench-modes`: ms/token per kernel, mode and context beside the floor,
+    each fast mode with its proof."""
+    import argparse
+
+    from .kernels import load_model, resolve_device
+    from .measure import measure_copy_bandwidth_gbps
+    from .notebook import quiet, resolve_model
+    from .study import release
+
+    parser = argparse.ArgumentParser(prog="python -m workbench bench-modes", description=main.__doc__)
+    parser.add_argument("--model", default="demo", help="a checkpoint folder, or 'demo'")
+    parser.add_argument("--kernels", nargs="+", default=["auto"])
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--modes", nargs="+", default=["eager", "static", "graph"])
+    parser.add_argument("--contexts", nargs="+", type=int, default=[128, 2048])
+    parser.add_argument("--new-tokens", type=int, default=32, help="decode steps timed per run")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--prove-steps", type=int, default=64, help="0 skips the proof")
+    parser.add_argument("--out", help="also write the rows as JSON here")
+    args = parser.parse_args(argv)
+
+    quiet()
+    device = resolve_device(args.device)
+    path = resolve_model(args.model)
+    bandwidth = measure_copy_bandwidth_gbps(device)
+    rows, proofs = [], []
+    for kernel in args.kernels:
+        loaded = load_model(path, kernel=kernel, device=device)
+        rows += measure_modes(loaded, args.modes, args.contexts, args.new_tokens, args.repeats, bandwidth)
+        if args.prove_steps:
+            proofs += prove_modes(loaded, args.modes, args.contexts[0], args.prove_steps)
+        release(loaded)
+    proven = {(p["kernel"], p.get("mode_requested")): p.get("passed") for p in proofs}
+    print(f"{path.name} on {device}" + (f" · copy bandwidth {bandwidth:.0f} GB/s" if bandwidth else ""))
+    print(f"{'kernel':<12} {'mode':<16} {'context':>7} {'p50 ms':>8} {'p90 ms':>8} {'floor':>6} {'proven':>6}")
+    for r in rows:
+        mode = r["mode_requested"] if r.get("mode") in (None, r["mode_requested"]) else f"{r['mode_requested']}->{r['mode']}"
+        if "why_not" in r:
+            print(f"{r['kernel']:<12} {mode:<16} {r['context_tokens']:>7}  {r['why_not'][:60]}")
+            continue
+        share = f"{r['floor_share']:.0%}" if r.get("floor_share") else "-"
+        ok = proven.get((r["kernel"], r["mode_requested"]))
+        print(f"{r['kernel']:<12} {mode:<16} {r['context_tokens']:>7} {r['decode_ms_p50']:>8.2f} "
+              f"{r['decode_ms_p90']:>8.2f} {share:>6} {'-' if ok is None else 'yes' if ok else 'NO':>6}")
+    if args.out:
+        from .cache import atomic_write_json
+
+        atomic_write_json(args.out, {"model": str(path), "device": device, "bandwidth_gbps": bandwidth,
+                                     "rows": rows, "proofs": proofs})
+    return 0

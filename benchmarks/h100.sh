@@ -3,7 +3,9 @@
 #   bash benchmarks/h100.sh PHASE...
 # phases: check modes synthetic kernels curves overhead (see the case below)
 # Needs .wheelhouse and .gpu/kit (../shared/gpu-kit) and .gpu/demo (the demo model) beside it;
-# .gpu/ext.tar.gz, when there, holds kernels built by an earlier call (this script packs them).
+# .gpu/ext.tar.gz, when there, holds kernels built by an earlier call (this script packs them;
+# on 2026-11-26 the exllamav2 + marlin .so files packed to more than the 16 MiB a returned file may
+# have, so every call rebuilt them: about 170 s in the background on the H100).
 # Writes everything under $OUT. Data lives in /tmp/wb-data, which a machine still warm keeps.
 # Knobs: KERNELS_04 (space-separated), REFERENCE_04, ATTENTION_KERNELS_04, CURVES_KERNEL, BUDGET_S.
 set -uo pipefail

@@ -8,7 +8,6 @@ with the checkpoint dequantized into a dense float32 model).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 

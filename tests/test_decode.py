@@ -13,7 +13,7 @@ import torch
 from workbench.decode import (CACHE_LENGTH_STEP, StaticDecoder, cache_length, graph_mismatch,
                               prove_equal, tolerance)
 from workbench.errors import ConfigError
-from workbench.generation import DecodeConfig, GenerationRecord, generate, generate_ids
+from workbench.generation import DecodeConfig, GenerationRecord, generate
 
 PROMPTS = ['def add(a, b):\n    """Return the sum of a and b."""',
            'def is_even(n):\n    """True when n is even."""\n    return']

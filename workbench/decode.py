@@ -14,6 +14,7 @@ does not match the same step run eagerly, is not used: the loop goes on in "stat
 
 from __future__ import annotations
 
+import functools
 import inspect
 import time
 from contextlib import contextmanager
@@ -47,6 +48,7 @@ def grouped_sdpa(module, query, key, value, attention_mask, scaling=None, dropou
     return out.reshape(b, heads, 1, dim).transpose(1, 2).contiguous(), None  # [B, 1, H, D]
 
 
+@functools.cache
 def _register_grouped_sdpa() -> None:
     from transformers import AttentionInterface
     from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
@@ -273,19 +275,15 @@ def decoder_for(loaded, batch: int, length: int, mode: str) -> StaticDecoder:
     current = getattr(loaded, "_decoder", None)
     if current is not None and current[0] == key:
         return current[1]
-    loaded._decoder = None
+    release_decoder(loaded)  # before the new cache is allocated
     decoder = StaticDecoder(loaded.model, batch, length, graph=mode == "graph")
     loaded._decoder = (key, decoder)
     return decoder
 
 
 def release_decoder(loaded) -> None:
-    """Drop the kept decoder (its cache and graph) and give the memory back."""
-    if getattr(loaded, "_decoder", None) is not None:
-        loaded._decoder = None
-        import gc
-
-        gc.collect()
+    """Drop the kept decoder: its cache and its graph's memory pool go with the last reference."""
+    loaded._decoder = None
 
 
 # --- the loop ---------------------------------------------------------------------------------
@@ -397,8 +395,6 @@ def prove_equal(loaded, mode: str = "graph", context_tokens: int = 128, steps: i
     activations through a deep model allow between two attention kernels that add in a different
     order; NaN or infinity never pass."""
     import math
-
-    import torch
 
     from .generation import DecodeConfig, _run_transformers, left_pad
     from .measure import Clock

@@ -199,7 +199,9 @@ def release(loaded) -> None:
     """Drop a loaded model and give its memory back before the next kernel loads."""
     import torch
 
-    loaded._decoder = None  # a static cache and its CUDA graph (decode.py)
+    from .decode import release_decoder
+
+    release_decoder(loaded)  # a static cache and its CUDA graph
     loaded.model = None
     loaded.engine_handle = None
     gc.collect()

@@ -55,6 +55,7 @@ from .generation import (
     records_frame,
     save_records,
 )
+from .attention import ATTENTION_CHOICES, DEFAULT_ATTENTION, attention_in_use, set_attention
 from .decode import DECODE_MODES, ModeEquality, prove_equal
 from .breakdown import StepBreakdown, profile_decode
 from .measure import Latency

@@ -215,6 +215,7 @@ def load_autogptq(path, spec, kernel_requested: str, device: str, torch_dtype, v
     Called by `kernels.load_model`, which has already checked the kernel against this machine and
     the checkpoint. Returns the same LoadedModel and LoadRecord as every other engine.
     """
+    from .attention import attention_in_use
     from .checkpoint import checkpoint_hash, detect_layout, is_synthetic, read_gptq_settings, verify_checkpoint
     from .environment import collect_env
     from .kernels import LoadedModel, LoadRecord, _first_forward_s
@@ -265,8 +266,9 @@ def load_autogptq(path, spec, kernel_requested: str, device: str, torch_dtype, v
         verify_source=verified.source if verified else None,
         verify_s=round(verified.seconds, 3) if verified else None, convert_s=None,
         load_s=round(load_s, 3), first_forward_s=round(first_forward_s, 3),
-        memory=memory_snapshot(primary).to_dict(), env=env,
+        memory=memory_snapshot(primary).to_dict(), env=env, attention=attention_in_use(model),
     )
     return LoadedModel(model=model, tokenizer=load_tokenizer(path), kernel=ran.kernel, kernel_requested=kernel_requested,
-                       device=device, dtype=torch_dtype, path=path, load_record=record, engine_handle=handle)
+                       device=device, dtype=torch_dtype, path=path, load_record=record, engine_handle=handle,
+                       attention=record.attention)
 

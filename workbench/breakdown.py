@@ -22,6 +22,8 @@ from collections import Counter, defaultdict
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 
+from .attention import DEFAULT_ATTENTION, set_attention
+
 QGEMM, ATTENTION, OTHER = "wb::qgemm", "wb::attention", "other"
 STEP_MARKS = ("wb::step", "wb::forward")  # static/graph steps; transformers' forward passes
 
@@ -97,11 +99,10 @@ def annotated(model):
 
 
 def profile_decode(loaded, context_tokens: int = 128, steps: int = 16, decode_mode: str = "eager",
-                   attention: str = "sdpa", warmup: int = 1) -> StepBreakdown:
+                   attention: str = DEFAULT_ATTENTION, warmup: int = 1) -> StepBreakdown:
     """Profile `steps` greedy decode steps after a prompt of `context_tokens` and split their time."""
     from .decode import check_mode
     from .generation import input_device
-    from .study import set_attention
 
     check_mode(decode_mode)
     set_attention(loaded, attention)
@@ -242,13 +243,12 @@ def _name_shares(trace) -> dict:
     return {name: {cat: v / sum(c.values()) for cat, v in c.items()} for name, c in by_name.items()}
 
 
-def graph_kernel_check(loaded, context_tokens: int = 128, steps: int = 4, attention: str = "sdpa") -> dict:
+def graph_kernel_check(loaded, context_tokens: int = 128, steps: int = 4, attention: str = DEFAULT_ATTENTION) -> dict:
     """Does a replayed graph step launch the same kernels as the same step run eagerly (static)?
 
     Counts every kernel name per step in both profiles; `missing` lists names the graph launches
     fewer times (a graph that lost its GEMMs shows them here), `qgemm_launches` the launches that
     the static profile attributes to quantized linears, in both."""
-    from .study import set_attention
 
     set_attention(loaded, attention)
     static_trace = _profile(loaded, context_tokens, steps, "static", 1)[0]

@@ -311,13 +311,14 @@ def logits_processors(config, tokenizer, prompt_width: int, device="cpu"):
 
 
 def static_generate(loaded, input_ids, attention_mask, config, clock, mode: str, streamer=None,
-                    stop_check=None, cache_new_tokens: int | None = None) -> DecodeResult:
+                    stop_check=None, cache_new_tokens: int | None = None, keep_logits: bool = True) -> DecodeResult:
     """Greedy or sampled decoding of a left-padded batch through a `StaticDecoder`.
 
     `clock` gets a mark at the end of the prefill and one when each token exists. The host
     reads the new tokens once per step (to stop at eos, as transformers does), which is also
     when `streamer` and `stop_check(new_ids)` see them. `cache_new_tokens` sizes the cache for
-    more tokens than this call makes (warm-up runs share the main run's cache and graph)."""
+    more tokens than this call makes (warm-up runs share the main run's cache and graph).
+    `keep_logits=False` keeps no per-step logits (`DecodeResult.logits` is then empty)."""
     import torch
 
     if config.num_beams > 1:
@@ -338,7 +339,8 @@ def static_generate(loaded, input_ids, attention_mask, config, clock, mode: str,
         logits = decoder.prefill(input_ids, attention_mask)
         prefill_mark = clock.mark()
         for i in range(config.max_new_tokens):
-            logits_seen.append(logits.clone())
+            if keep_logits:
+                logits_seen.append(logits.clone())
             scores = procs(all_ids[:, : t + i], logits)
             if config.do_sample:
                 nxt = torch.multinomial(torch.softmax(scores, dim=-1), num_samples=1).squeeze(1)

@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import math
 
+from .attention import DEFAULT_ATTENTION, set_attention
 from .errors import ConfigError, WorkbenchError
 from .generation import DecodeConfig, generate_ids
 from .measure import Latency
-from .study import (decode_bytes_per_token, floor_ms, kv_bytes_per_token, prompt_ids_of_length,
-                    set_attention)
+from .study import decode_bytes_per_token, floor_ms, kv_bytes_per_token, prompt_ids_of_length
 
 
 def measure_modes(loaded, modes=("eager",), contexts=(128,), decode_tokens: int = 32, repeats: int = 3,
-                  bandwidth_gbps: float | None = None, attention: str = "sdpa") -> list[dict]:
+                  bandwidth_gbps: float | None = None, attention: str = DEFAULT_ATTENTION) -> list[dict]:
     """One row per (context, mode): ms/token p50 and p90, tokens/s, the floor and its share. A mode
     that cannot run here gives a row with `why_not` instead of numbers."""
     set_attention(loaded, attention)
@@ -49,7 +49,7 @@ def measure_modes(loaded, modes=("eager",), contexts=(128,), decode_tokens: int 
     return rows
 
 
-def prove_modes(loaded, modes, context_tokens: int = 128, steps: int = 64, attention: str = "sdpa") -> list[dict]:
+def prove_modes(loaded, modes, context_tokens: int = 128, steps: int = 64, attention: str = DEFAULT_ATTENTION) -> list[dict]:
     """`prove_equal` for every fast mode, plus the graph kernel check on a GPU."""
     from .breakdown import graph_kernel_check
     from .decode import prove_equal
@@ -72,7 +72,7 @@ def prove_modes(loaded, modes, context_tokens: int = 128, steps: int = 64, atten
     return rows
 
 
-def breakdowns(loaded, modes, context_tokens: int = 128, steps: int = 16, attention: str = "sdpa") -> list[dict]:
+def breakdowns(loaded, modes, context_tokens: int = 128, steps: int = 16, attention: str = DEFAULT_ATTENTION) -> list[dict]:
     """`profile_decode` for every mode that can run: where each step's time goes."""
     from .breakdown import profile_decode
 
@@ -88,13 +88,14 @@ def breakdowns(loaded, modes, context_tokens: int = 128, steps: int = 16, attent
 def compare_attention(loaded, attentions, context_tokens: int = 128, decode_tokens: int = 32, repeats: int = 3,
                       steps: int = 16, bandwidth_gbps: float | None = None, mode: str = "eager") -> list[dict]:
     """For one kernel and mode, each attention implementation: decode speed and the step's split."""
+    previous = getattr(loaded, "attention", DEFAULT_ATTENTION)
     rows = []
     for attention in attentions:
         speed = measure_modes(loaded, (mode,), (context_tokens,), decode_tokens, repeats, bandwidth_gbps, attention)[0]
         split = breakdowns(loaded, (mode,), context_tokens, steps, attention)[0] if "why_not" not in speed else {}
         rows.append({**speed, **{f"split_{k}": v for k, v in split.items()
                                  if k.endswith("_ms") and k != "wall_ms" and v is not None and not math.isnan(v)}})
-    set_attention(loaded, "sdpa")
+    set_attention(loaded, previous)
     return rows
 
 

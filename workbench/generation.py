@@ -146,6 +146,7 @@ class GenerationRecord:
     decode_mode: str = "eager"  # what ran: eager (transformers' generate), static or graph (decode.py)
     decode_mode_requested: str = "eager"
     decode_note: str = ""  # why decode_mode differs from the request, what the graph cost
+    attention: str = ""  # the attention that ran (workbench.attention.attention_in_use); "" in older records
     memory: dict = field(default_factory=dict)  # {"load": {...}, "generation": {...}} in GB
     env: dict = field(default_factory=dict)
     model: str | None = None
@@ -195,7 +196,7 @@ def records_frame(records: Sequence[GenerationRecord]):
             "kernel": r.kernel, "format": r.format, "batch_size": r.batch_size, "batch_index": r.batch_index,
             "prompt_tokens": r.prompt_tokens, "new_tokens": r.new_tokens, "ttft_s": r.ttft_s,
             "prefill_s": r.prefill_s, "decode_tokens_per_s": r.decode_tokens_per_s,
-            "stop_reason": r.stop_reason,
+            "stop_reason": r.stop_reason, "decode_mode": r.decode_mode, "attention": r.attention,
             "mean_logprob": sum(r.logprobs) / len(r.logprobs) if r.logprobs else None,
             "device": r.env.get("device_name"),
         }
@@ -354,6 +355,7 @@ def _run(loaded, encoded: list[list[int]], config: DecodeConfig, on_token, want_
          top_k: int, decode_mode: str = "eager", cache_for: int | None = None) -> list[GenerationRecord]:
     import torch
 
+    from .attention import attention_in_use
     from .environment import collect_env
 
     model, tok = loaded.model, loaded.tokenizer
@@ -363,6 +365,7 @@ def _run(loaded, encoded: list[list[int]], config: DecodeConfig, on_token, want_
     beams = config.num_beams > 1
     if config.seed is not None:
         torch.manual_seed(config.seed)
+    attention = attention_in_use(model)  # the static path swaps in grouped SDPA, which obeys the same switches
     clock = Clock(device)
     streamer = _Streamer(tok, on_token) if on_token else None
     reset_peak_memory(device)
@@ -376,10 +379,10 @@ def _run(loaded, encoded: list[list[int]], config: DecodeConfig, on_token, want_
 
         stop_check = _stop_check(tok, config) if config.stop else None
         result = static_generate(loaded, input_ids, mask, config, clock, decode_mode, streamer, stop_check,
-                                 cache_new_tokens=cache_for)
-        sequences, logits, step_marks, prefill_mark = result.sequences, result.logits, result.token_marks, result.prefill_mark
+                                 cache_new_tokens=cache_for, keep_logits=want_logprobs)
+        sequences, step_marks, prefill_mark = result.sequences, result.token_marks, result.prefill_mark
+        logits = result.logits if want_logprobs else None
         ran, note = result.mode, result.note
-        logits = logits if want_logprobs else None
     seconds = clock.seconds()  # the one synchronization
     gen_memory = memory_snapshot(device).to_dict()
     load_record = getattr(loaded, "load_record", None)
@@ -406,7 +409,7 @@ def _run(loaded, encoded: list[list[int]], config: DecodeConfig, on_token, want_
             logprobs=lps, top_logprobs=tops, stop_reason=reason,
             kernel=getattr(loaded, "kernel", None), kernel_requested=getattr(loaded, "kernel_requested", None),
             config=config, format="", batch_size=len(encoded), batch_index=b,
-            decode_mode=ran, decode_mode_requested=decode_mode, decode_note=note,
+            decode_mode=ran, decode_mode_requested=decode_mode, decode_note=note, attention=attention,
             memory={"load": load_dict.get("memory"), "generation": gen_memory}, env=env,
             model=str(getattr(loaded, "path", "")) or None, checkpoint_hash=env["checkpoint_hash"],
             created=created,

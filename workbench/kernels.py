@@ -19,6 +19,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .attention import DEFAULT_ATTENTION, apply_attention
 from .checkpoint import (GPTQSettings, checkpoint_hash, conversion_seconds, converted_folder, dequantize_gptq_v1,
                          detect_layout, gptq_module_names, is_synthetic, prepare_checkpoint, read_gptq_settings,
                          read_state_dict, verify_checkpoint)
@@ -150,6 +151,7 @@ class LoadRecord:
     first_forward_s: float  # one-token forward right after loading: includes kernel builds/compiles
     memory: dict  # after load and the first forward, in GB (see workbench.measure.MemorySnapshot)
     env: dict
+    attention: str = ""  # the attention set at load (workbench.attention); "" in records older than it
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -166,6 +168,7 @@ class LoadedModel:
     path: Path
     load_record: LoadRecord
     engine_handle: object = field(default=None, repr=False)  # gptqmodel's wrapper, kept alive with the model
+    attention: str = ""  # the attention chosen last (load_model's, then set_attention's)
 
 
 # --- availability -----------------------------------------------------------------------------
@@ -414,12 +417,14 @@ def kernel_in_use(model) -> str:
     return _BY_QLINEAR.get(classes[0], classes[0])
 
 
-def load_model(path, kernel: str = AUTO, device: str = AUTO, dtype=None, verify: bool = True) -> LoadedModel:
+def load_model(path, kernel: str = AUTO, device: str = AUTO, dtype=None, verify: bool = True,
+               attention: str = DEFAULT_ATTENTION) -> LoadedModel:
     """Load a GPTQ checkpoint with the named kernel (see KERNELS) and record what ran.
 
     device: 'auto' (a GPU if there is one; gptqmodel spreads the layers over every visible GPU),
     'cpu', 'cuda' or 'cuda:N'. dtype: activations; None = float16 on a GPU, float32 on the CPU where the kernel has it. verify: check SHA256s
     first (cached after the first time). A pickled checkpoint is converted once to safetensors.
+    attention: see workbench.attention (default: SDPA without cuDNN; AutoGPTQ's loader keeps its own).
     """
     from .engine import import_gptqmodel
     from .environment import collect_env
@@ -459,6 +464,7 @@ def load_model(path, kernel: str = AUTO, device: str = AUTO, dtype=None, verify:
     in_use = kernel_in_use(model)
     if in_use != spec.name:
         raise KernelUnavailable(f"asked for kernel {spec.name!r} but gptqmodel loaded {in_use!r}; refusing a silent fallback")
+    apply_attention(model, attention)  # before the first forward, which it times
     first_forward_s = _first_forward_s(model, device, timed_s)
     devices = sorted({str(p.device) for p in model.parameters()} | {str(b.device) for b in model.buffers()})
     primary = str(model.get_input_embeddings().weight.device)
@@ -472,10 +478,11 @@ def load_model(path, kernel: str = AUTO, device: str = AUTO, dtype=None, verify:
         verified=verified is not None, verify_source=verified.source if verified else None,
         verify_s=round(verified.seconds, 3) if verified else None, convert_s=convert_s,
         load_s=round(load_s, 3), first_forward_s=round(first_forward_s, 3),
-        memory=memory, env=collect_env(primary),
+        memory=memory, env=collect_env(primary), attention=attention,
     )
     return LoadedModel(model=model, tokenizer=load_tokenizer(path), kernel=in_use, kernel_requested=kernel,
-                       device=device, dtype=torch_dtype, path=path, load_record=record, engine_handle=handle)
+                       device=device, dtype=torch_dtype, path=path, load_record=record, engine_handle=handle,
+                       attention=attention)
 
 
 def _first_forward_s(model, device: str, timed_s) -> float:

@@ -80,6 +80,20 @@ class Clock:
         return [t - self.marks[0] for t in self.marks]
 
 
+class NullClock:
+    """A `Clock` that records nothing: the uninstrumented baseline that bench-overhead compares with."""
+
+    def __init__(self):
+        self.count = 0
+
+    def mark(self) -> int:
+        self.count += 1
+        return self.count - 1
+
+    def seconds(self) -> list[float]:
+        return [0.0] * self.count
+
+
 @dataclass(frozen=True)
 class MemorySnapshot:
     """Memory in GB: CUDA allocator statistics on a GPU, the process's RSS on the CPU."""

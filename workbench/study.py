@@ -11,6 +11,7 @@ import gc
 import math
 from dataclasses import asdict, dataclass, field
 
+from .attention import DEFAULT_ATTENTION, set_attention
 from .generation import DecodeConfig, generate_ids
 from .measure import Latency, memory_snapshot, reset_peak_memory, timed_s
 
@@ -289,29 +290,6 @@ def card_memory_cells(loaded) -> list[dict]:
     return rows
 
 
-# --- attention --------------------------------------------------------------------------------
-
-ATTENTION_CHOICES = ("sdpa", "sdpa-cudnn", "sdpa-flash", "sdpa-efficient", "sdpa-math", "eager")
-
-
-def set_attention(loaded, attention: str = "sdpa") -> str:
-    """Choose the attention implementation: transformers' eager code, or SDPA with all of its
-    backends ("sdpa") or only one of them. The SDPA backend switches are process-wide."""
-    import torch
-
-    if attention not in ATTENTION_CHOICES:
-        from .errors import ConfigError
-
-        raise ConfigError(f"attention={attention!r}: allowed {', '.join(ATTENTION_CHOICES)}")
-    loaded.model.set_attn_implementation("eager" if attention == "eager" else "sdpa")
-    only = attention.removeprefix("sdpa-") if attention.startswith("sdpa-") else None
-    switches = {"cudnn": torch.backends.cuda.enable_cudnn_sdp, "flash": torch.backends.cuda.enable_flash_sdp,
-                "efficient": torch.backends.cuda.enable_mem_efficient_sdp, "math": torch.backends.cuda.enable_math_sdp}
-    for name, enable in switches.items():
-        enable(only is None or name == only)
-    return attention
-
-
 # --- the whole kernel comparison --------------------------------------------------------------
 
 @dataclass
@@ -363,7 +341,7 @@ class KernelStudy:
 
 
 def run_kernel_study(model_path, kernels, device: str, reference: str = "torch", *, dtype=None,
-                     attention: str = "sdpa", n_prompts: int = 4, prompt_tokens: int = 48,
+                     attention: str = DEFAULT_ATTENTION, n_prompts: int = 4, prompt_tokens: int = 48,
                      greedy_tokens: int = 16, prefill_tokens: int = 128, decode_tokens: int = 32,
                      repeats: int = 3, float_reference: bool = False, decode_modes=("eager",),
                      decode_contexts=None, prove_steps: int = 64, breakdown_steps: int = 0,

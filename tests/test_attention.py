@@ -1,0 +1,55 @@
+"""Attention choices (workbench.attention): set by name, read back into every record, restored
+after a comparison. Which backend is faster is a GPU question (results/h100/first_lengths/)."""
+
+import pytest
+
+from workbench.attention import ATTENTION_CHOICES, DEFAULT_ATTENTION, attention_in_use, set_attention
+from workbench.errors import ConfigError
+from workbench.generation import DecodeConfig, GenerationRecord, generate
+
+
+@pytest.fixture
+def restore_attention(demo_loaded):
+    yield demo_loaded
+    set_attention(demo_loaded, DEFAULT_ATTENTION)  # the SDPA switches are process-wide
+
+
+def test_a_load_sets_the_default_and_records_it(demo_loaded):
+    assert DEFAULT_ATTENTION == "sdpa-no-cudnn"
+    assert demo_loaded.attention == demo_loaded.load_record.attention == DEFAULT_ATTENTION
+    assert attention_in_use(demo_loaded.model) == DEFAULT_ATTENTION
+
+
+@pytest.mark.parametrize("choice", ATTENTION_CHOICES)
+def test_each_choice_reads_back_as_itself(restore_attention, choice):
+    assert set_attention(restore_attention, choice) == choice
+    assert attention_in_use(restore_attention.model) == choice
+    assert restore_attention.attention == choice
+
+
+def test_an_unknown_choice_names_the_known_ones(demo_loaded):
+    with pytest.raises(ConfigError, match="sdpa-no-cudnn"):
+        set_attention(demo_loaded, "cudnn")
+    assert attention_in_use(demo_loaded.model) == DEFAULT_ATTENTION  # nothing changed
+
+
+def test_records_say_which_attention_ran(restore_attention):
+    config = DecodeConfig.greedy(max_new_tokens=4)
+    for choice, mode in (("eager", "eager"), ("sdpa-math", "static"), (DEFAULT_ATTENTION, "eager")):
+        set_attention(restore_attention, choice)
+        rec = generate(restore_attention, "def f():", config, decode_mode=mode)
+        assert rec.attention == choice
+        assert GenerationRecord.from_dict(rec.to_dict()).attention == choice
+    old = rec.to_dict()
+    del old["attention"]  # a record written before the field existed still loads
+    assert GenerationRecord.from_dict(old).attention == ""
+
+
+def test_the_attention_comparison_restores_the_choice_it_found(restore_attention):
+    from workbench.decodestudy import compare_attention
+
+    set_attention(restore_attention, "sdpa-math")
+    rows = compare_attention(restore_attention, ["eager", "sdpa"], context_tokens=16, decode_tokens=3, repeats=1, steps=2)
+    assert [r["attention"] for r in rows] == ["eager", "sdpa"]
+    assert all(r["decode_ms_p50"] > 0 for r in rows)
+    assert attention_in_use(restore_attention.model) == "sdpa-math" == restore_attention.attention

@@ -1,0 +1,63 @@
+"""`python -m workbench bench-overhead` and the load-path benchmark on the CPU: the numbers are
+the GPU's business (results/h100/); here, that the comparisons are like with like and complete."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from workbench.bench import VARIANTS, format_overhead, marking_cost_us, measure_overhead
+from workbench.errors import ConfigError
+from workbench.measure import NullClock
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_the_null_clock_counts_marks_and_records_no_time():
+    clock = NullClock()
+    assert [clock.mark() for _ in range(3)] == [0, 1, 2]
+    assert clock.seconds() == [0.0, 0.0, 0.0]
+
+
+@pytest.mark.parametrize("mode", ["eager", "static"])
+def test_overhead_compares_runs_that_made_the_same_tokens(demo_loaded, mode):
+    result = measure_overhead(demo_loaded, prompt_tokens=16, new_tokens=6, rounds=2, decode_mode=mode)
+    assert result["decode_mode"] == mode and result["rounds"] == 2
+    assert all(len(result["runs_s"][v]) == 2 and min(result["runs_s"][v]) > 0 for v in VARIANTS)
+    # CPU greedy decoding is deterministic: every variant made the plain run's tokens
+    assert result["same_tokens_as_first_plain_run"] == {v: "2/2" for v in VARIANTS}
+    for key in ("timing_only_call", "with_logprobs_call", "timing_only_loop", "with_logprobs_loop"):
+        q = result["overhead_pct"][key]
+        assert q["q1"] <= q["median"] <= q["q3"]
+    assert 0 < result["marking_us_per_token"] < 1000
+    result["env"] = {"device_name": "test CPU"}
+    text = format_overhead(result)
+    assert "plain again (A/A noise)" in text and f"decode_mode {mode}" in text
+
+
+def test_overhead_refuses_a_single_round(demo_loaded):
+    with pytest.raises(ConfigError, match="rounds"):
+        measure_overhead(demo_loaded, new_tokens=2, rounds=1)
+
+
+def test_marking_costs_microseconds_on_the_cpu():
+    assert 0 < marking_cost_us("cpu", "eager", steps=200) < 1000
+    assert 0 < marking_cost_us("cpu", "graph", steps=200) < 1000
+
+
+def test_the_load_path_benchmark_converts_once_then_loads_and_cleans_up(tmp_path):
+    folder, out = tmp_path / "tiny-bin", tmp_path / "load.json"
+    cmd = [sys.executable, str(REPO / "benchmarks" / "load_path.py"), str(folder), "--arch", "tiny", "--device", "cpu",
+           "--kernels", "torch", "torch", "--keep-page-cache", "--cleanup", "--out", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert result["layout"] == "autogptq_bin" and result["synthetic"] is True
+    assert result["write"]["weights_gb"] > 0
+    first, second = result["loads"]
+    assert first["convert_s"] is not None and first["convert_s"] >= 0  # converted here, timed
+    assert second["convert_s"] is None  # the converted copy is reused
+    assert first["kernel"] == second["kernel"] == "torch" and first["page_cache_dropped"] is False
+    assert not folder.exists() and not Path(first["loaded_from"]).exists()  # --cleanup removed both

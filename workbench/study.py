@@ -79,6 +79,13 @@ def floor_ms(bytes_per_step: float, bandwidth_gbps: float | None) -> float | Non
     return bytes_per_step / (bandwidth_gbps * 1e9) * 1e3
 
 
+def step_floor_ms(loaded, context_tokens: float, batch: int = 1, bandwidth_gbps: float | None = None) -> float | None:
+    """The floor of one decode step: the weights read once, plus every sequence's KV cache at
+    `context_tokens`. None without a bandwidth (on the CPU)."""
+    kv = kv_bytes_per_token(loaded.model.config)
+    return floor_ms(decode_bytes_per_token(loaded) + batch * kv * context_tokens, bandwidth_gbps)
+
+
 # --- one kernel -------------------------------------------------------------------------------
 
 @dataclass
@@ -233,16 +240,19 @@ def long_generation(loaded, prompt_tokens: int, new_tokens: int, decode_mode: st
 
 
 def batch_curve(loaded, batch_sizes: list[int], prompt_tokens: int = 64, new_tokens: int = 32,
-                decode_mode: str = "eager") -> list[dict]:
-    """Decode ms per step and tokens/s against batch size."""
+                decode_mode: str = "eager", bandwidth_gbps: float | None = None) -> list[dict]:
+    """Decode ms per step and tokens/s against batch size, and the step's floor (the cache
+    midway through the run) with the share of it reached, when a bandwidth is given."""
     ids = prompt_ids_of_length(loaded.tokenizer, prompt_tokens)
     config = DecodeConfig.greedy(max_new_tokens=new_tokens, min_new_tokens=new_tokens)
     rows = []
     for b in batch_sizes:
         rec = generate_ids(loaded, [ids] * b, config, warmup=1, logprobs=False, decode_mode=decode_mode)[0]
         step_ms = rec.itl.p50_ms if rec.itl else float("nan")
+        floor = step_floor_ms(loaded, prompt_tokens + new_tokens / 2, b, bandwidth_gbps)
         rows.append({"batch_size": b, "mode": rec.decode_mode, "decode_ms_per_step": step_ms, "tokens_per_s": b * 1e3 / step_ms,
-                     "itl_p90_ms": rec.itl.p90_ms if rec.itl else None})
+                     "itl_p90_ms": rec.itl.p90_ms if rec.itl else None, "floor_ms": floor,
+                     "floor_share": floor / step_ms if floor and step_ms == step_ms else None})
     return rows
 
 

@@ -249,7 +249,6 @@ def graph_kernel_check(loaded, context_tokens: int = 128, steps: int = 4, attent
     Counts every kernel name per step in both profiles; `missing` lists names the graph launches
     fewer times (a graph that lost its GEMMs shows them here), `qgemm_launches` the launches that
     the static profile attributes to quantized linears, in both."""
-
     set_attention(loaded, attention)
     static_trace = _profile(loaded, context_tokens, steps, "static", 1)[0]
     graph_trace, ran, note, _ = _profile(loaded, context_tokens, steps, "graph", 1)

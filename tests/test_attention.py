@@ -33,6 +33,13 @@ def test_an_unknown_choice_names_the_known_ones(demo_loaded):
     assert attention_in_use(demo_loaded.model) == DEFAULT_ATTENTION  # nothing changed
 
 
+def test_load_model_refuses_an_unknown_attention_before_loading(demo_model_path):
+    from workbench.kernels import load_model
+
+    with pytest.raises(ConfigError, match="attention='flash'"):
+        load_model(demo_model_path, kernel="torch", device="cpu", attention="flash")
+
+
 def test_records_say_which_attention_ran(restore_attention):
     config = DecodeConfig.greedy(max_new_tokens=4)
     for choice, mode in (("eager", "eager"), ("sdpa-math", "static"), (DEFAULT_ATTENTION, "eager")):

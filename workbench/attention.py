@@ -15,25 +15,31 @@ from __future__ import annotations
 
 ATTENTION_CHOICES = ("sdpa", "sdpa-no-cudnn", "sdpa-cudnn", "sdpa-flash", "sdpa-efficient", "sdpa-math", "eager")
 DEFAULT_ATTENTION = "sdpa-no-cudnn"
-_BACKENDS = ("cudnn", "flash", "efficient", "math")
+# SDPA backend -> the stem of torch.backends.cuda's switches for it (`enable_<stem>`, `<stem>_enabled`)
+_SDPA_SWITCHES = {"cudnn": "cudnn_sdp", "flash": "flash_sdp", "efficient": "mem_efficient_sdp", "math": "math_sdp"}
 
 
 def _switches():
     import torch
 
     cuda = torch.backends.cuda
-    names = {"cudnn": "cudnn_sdp", "flash": "flash_sdp", "efficient": "mem_efficient_sdp", "math": "math_sdp"}
     # an older torch (AutoGPTQ's environment) may lack a backend's switches: it has no such backend
     return {name: (getattr(cuda, f"{fn}_enabled"), getattr(cuda, f"enable_{fn}"))
-            for name, fn in names.items() if hasattr(cuda, f"enable_{fn}")}
+            for name, fn in _SDPA_SWITCHES.items() if hasattr(cuda, f"enable_{fn}")}
 
 
-def apply_attention(model, attention: str = DEFAULT_ATTENTION) -> str:
-    """Make a transformers model attend with `attention` (one of ATTENTION_CHOICES)."""
+def check_attention(attention: str) -> str:
+    """`attention` if it is one of ATTENTION_CHOICES, else a ConfigError naming them."""
     if attention not in ATTENTION_CHOICES:
         from .errors import ConfigError
 
         raise ConfigError(f"attention={attention!r}: allowed {', '.join(ATTENTION_CHOICES)}")
+    return attention
+
+
+def apply_attention(model, attention: str = DEFAULT_ATTENTION) -> str:
+    """Make a transformers model attend with `attention` (one of ATTENTION_CHOICES)."""
+    check_attention(attention)
     model.set_attn_implementation("eager" if attention == "eager" else "sdpa")
     for name, (_, enable) in _switches().items():
         if attention == "sdpa-no-cudnn":
@@ -55,10 +61,11 @@ def attention_in_use(model) -> str:
     impl = getattr(model.config, "_attn_implementation", None) or "unknown"
     if impl != "sdpa":
         return impl
-    on = [name for name, (enabled, _) in _switches().items() if enabled()]
-    if len(on) == len(_switches()):
+    switches = _switches()
+    on = [name for name, (enabled, _) in switches.items() if enabled()]
+    if len(on) == len(switches):
         return "sdpa"
-    if on == [b for b in _BACKENDS if b != "cudnn"]:
+    if set(on) == set(switches) - {"cudnn"}:
         return "sdpa-no-cudnn"
     if len(on) == 1:
         return f"sdpa-{on[0]}"

@@ -15,7 +15,7 @@ from .attention import DEFAULT_ATTENTION, set_attention
 from .errors import ConfigError, WorkbenchError
 from .generation import DecodeConfig, generate_ids
 from .measure import Latency
-from .study import decode_bytes_per_token, floor_ms, kv_bytes_per_token, prompt_ids_of_length
+from .study import prompt_ids_of_length, step_floor_ms
 
 
 def measure_modes(loaded, modes=("eager",), contexts=(128,), decode_tokens: int = 32, repeats: int = 3,
@@ -23,13 +23,11 @@ def measure_modes(loaded, modes=("eager",), contexts=(128,), decode_tokens: int 
     """One row per (context, mode): ms/token p50 and p90, tokens/s, the floor and its share. A mode
     that cannot run here gives a row with `why_not` instead of numbers."""
     set_attention(loaded, attention)
-    weights = decode_bytes_per_token(loaded)
-    kv = kv_bytes_per_token(loaded.model.config)
     config = DecodeConfig.greedy(max_new_tokens=decode_tokens, min_new_tokens=decode_tokens)
     rows = []
     for ctx in contexts:
         ids = prompt_ids_of_length(loaded.tokenizer, ctx)
-        floor = floor_ms(weights + kv * (ctx + decode_tokens // 2), bandwidth_gbps)  # the cache midway
+        floor = step_floor_ms(loaded, ctx + decode_tokens // 2, 1, bandwidth_gbps)  # the cache midway
         for mode in modes:
             row = {"kernel": loaded.kernel, "attention": attention, "mode_requested": mode, "context_tokens": ctx,
                    "floor_ms": floor}

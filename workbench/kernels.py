@@ -19,7 +19,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .attention import ATTENTION_CHOICES, DEFAULT_ATTENTION, apply_attention
+from .attention import DEFAULT_ATTENTION, apply_attention, check_attention
 from .checkpoint import (GPTQSettings, checkpoint_hash, conversion_seconds, converted_folder, dequantize_gptq_v1,
                          detect_layout, gptq_module_names, is_synthetic, prepare_checkpoint, read_gptq_settings,
                          read_state_dict, verify_checkpoint)
@@ -432,8 +432,7 @@ def load_model(path, kernel: str = AUTO, device: str = AUTO, dtype=None, verify:
     from .prompts import load_tokenizer  # the card's settings and chat template live there
 
     path = Path(path).expanduser()
-    if attention not in ATTENTION_CHOICES:  # before minutes of loading, not after
-        raise ConfigError(f"attention={attention!r}: allowed {', '.join(ATTENTION_CHOICES)}")
+    check_attention(attention)  # before minutes of loading, not after
     device = resolve_device(device)
     layout = detect_layout(path)
     settings = read_gptq_settings(path)

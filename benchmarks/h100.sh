@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # The GPU study, run from the repository root on an offline CUDA machine (the device tool's H100):
 #   bash benchmarks/h100.sh PHASE...
-# phases: check modes loadpath synthetic kernels curves overhead firstlengths attncheck (see the case below)
+# phases: check modes loadpath synthetic kernels curves overhead firstlengths attncheck prefill (see the case below)
 # Needs .wheelhouse and .gpu/kit (../shared/gpu-kit) and .gpu/demo (the demo model) beside it;
 # .gpu/ext.tar.gz, when there, holds kernels built by an earlier call (this script packs them;
 # on 2026-11-26 the exllamav2 + marlin .so files packed to more than the 16 MiB a returned file may
 # have, so every call rebuilt them: about 170 s in the background on the H100).
 # Writes everything under $OUT. Data lives in /tmp/wb-data, which a machine still warm keeps.
 # Knobs: KERNELS_04 (space-separated), REFERENCE_04, ATTENTION_KERNELS_04, CURVES_KERNELS (space-separated),
-# LOAD_KERNELS, OVERHEAD_RUNS (kernel:mode pairs), OVERHEAD_ROUNDS, PREBUILD (kernels to build first), BUDGET_S.
+# LOAD_KERNELS, OVERHEAD_RUNS (kernel:mode pairs), OVERHEAD_ROUNDS, PREFILL_KERNELS, PREFILL_ATTENTIONS,
+# PREBUILD (kernels to build first), BUDGET_S.
 set -uo pipefail
 : "${OUT:?set OUT to a folder for the results}"
 start=$(date +%s)
@@ -116,6 +117,13 @@ for phase in "$@"; do
       python3 benchmarks/attention_check.py "$syn" --kernel "${ATTN_CHECK_KERNEL:-torch}" --steps 32 \
         --attentions ${ATTN_CHECK:-sdpa-no-cudnn sdpa-flash eager} --out "$OUT/attention_check_34b.json" 2>&1 \
         | grep '^{\|^sdpa\|^eager' | cut -c1-600 | tee "$OUT/attention_check_34b.txt" ;;
+    prefill)  # TTFT per length with every sample kept, lengths revisited, one prefill profiled per length
+      settle
+      for conf in ${PREFILL_ATTENTIONS:-sdpa-no-cudnn sdpa}; do
+        python3 benchmarks/prefill_profile.py "$syn" --kernels ${PREFILL_KERNELS:-torch triton} --attention "$conf" \
+          --lengths 128 512 2048 128 --out "$OUT/prefill_34b_$conf.json" 2>&1 | grep "^[a-z]" | sed "s/^/$conf /" \
+          | cut -c1-400 | tee -a "$OUT/prefill_34b.txt"
+      done ;;
     *) say "unknown phase $phase" ;;
   esac
 done

@@ -1,0 +1,89 @@
+"""Time to first token against prompt length, every sample kept, and where one prefill's GPU time goes.
+
+05's TTFT column is a median of three runs after one warm-up. When a shorter prompt comes out
+slower than a longer one, a median cannot say why; this script keeps every sample, goes over the
+lengths in the order given (so a length can come again at the end, to see whether only its
+first pass is slow) and profiles one prefill per distinct length: GPU busy time and the CUDA
+kernels that took most of it.
+
+    python benchmarks/prefill_profile.py MODEL --kernels torch triton --lengths 128 512 2048 128 --out FILE
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import defaultdict
+
+
+def profile_prefill(loaded, ids, top: int = 8) -> dict:
+    """Profile one prefill (one new token): its TTFT under the profiler, the GPU kernels' total ms
+    and the top CUDA kernels by time (both empty on the CPU)."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    from workbench.generation import DecodeConfig, generate_ids
+    from workbench.measure import synchronize
+
+    config = DecodeConfig.greedy(max_new_tokens=1)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if str(loaded.device).startswith("cuda") else [])
+    with profile(activities=activities) as prof:
+        rec = generate_ids(loaded, [ids], config, logprobs=False)[0]
+        synchronize(loaded.device)
+    by_name = defaultdict(float)
+    for e in prof.key_averages():
+        if e.device_type == torch.autograd.DeviceType.CUDA and e.self_device_time_total > 0:
+            by_name[e.key] += e.self_device_time_total / 1e3
+    kernels = sorted(by_name.items(), key=lambda kv: -kv[1])
+    return {"profiled_ttft_ms": rec.ttft_s * 1e3, "gpu_kernel_ms": sum(by_name.values()),
+            "top_kernels_ms": [[name[:120], round(ms, 3)] for name, ms in kernels[:top]]}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model")
+    parser.add_argument("--kernels", nargs="+", default=["torch"])
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--lengths", nargs="+", type=int, default=[128, 512, 2048, 128])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--attention", default=None, help="an attention setting (default: the workbench's)")
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args(argv)
+
+    from workbench.attention import set_attention
+    from workbench.cache import atomic_write_json
+    from workbench.environment import collect_env
+    from workbench.generation import DecodeConfig, generate_ids
+    from workbench.notebook import setup
+    from workbench.study import prompt_ids_of_length, release
+
+    config = DecodeConfig.greedy(max_new_tokens=1)
+    results = []
+    for kernel in args.kernels:
+        loaded = setup(args.model, kernel, args.device)
+        if args.attention:
+            set_attention(loaded, args.attention)
+        passes = []
+        for i, n in enumerate(args.lengths):
+            ids = prompt_ids_of_length(loaded.tokenizer, n)
+            recs = [generate_ids(loaded, [ids], config, warmup=1 if r == 0 else 0, logprobs=False)[0]
+                    for r in range(args.repeats)]
+            samples = [round(r.ttft_s * 1e3, 2) for r in recs]
+            passes.append({"pass": i, "prompt_tokens": n, "ttft_ms": samples,
+                           "ttft_ms_median": sorted(samples)[len(samples) // 2]})
+            print(kernel, passes[-1], flush=True)
+        profiles = {}
+        for n in dict.fromkeys(args.lengths):
+            profiles[n] = profile_prefill(loaded, prompt_ids_of_length(loaded.tokenizer, n))
+            print(kernel, n, {k: v for k, v in profiles[n].items() if k != "top_kernels_ms"},
+                  profiles[n]["top_kernels_ms"][:3], flush=True)
+        results.append({"kernel": loaded.kernel, "attention": loaded.attention, "passes": passes,
+                        "profiles": profiles})
+        release(loaded)
+    atomic_write_json(args.out, {"model": args.model, "repeats": args.repeats, "lengths": args.lengths,
+                                 "results": results, "env": collect_env(args.device)})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

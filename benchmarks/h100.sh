@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU study, run from the repository root on an offline CUDA machine (the device tool's H100):
 #   bash benchmarks/h100.sh PHASE...
-# phases: check modes loadpath synthetic kernels curves overhead firstlengths attncheck prefill (see the case below)
+# phases: check modes loadpath synthetic kernels curves overhead firstlengths attncheck prefill ttfthost (see the case below)
 # Needs .wheelhouse and .gpu/kit (../shared/gpu-kit) and .gpu/demo (the demo model) beside it;
 # .gpu/ext.tar.gz, when there, holds kernels built by an earlier call (this script packs them;
 # on 2026-11-26 the exllamav2 + marlin .so files packed to more than the 16 MiB a returned file may
@@ -124,6 +124,10 @@ for phase in "$@"; do
           --lengths 128 512 2048 128 --out "$OUT/prefill_34b_$conf.json" 2>&1 | grep "^[a-z]" | sed "s/^/$conf /" \
           | cut -c1-400 | tee -a "$OUT/prefill_34b.txt"
       done ;;
+    ttfthost)  # one short prefill repeated: the collector's time, CPU time and switches per sample, gc on and off
+      settle
+      python3 benchmarks/ttft_host.py "$syn" --kernels ${PREFILL_KERNELS:-torch triton} --prompt-tokens 128 --samples 16 \
+        --out "$OUT/ttft_host_34b.json" 2>&1 | grep "^[a-z]" | cut -c1-700 | tee "$OUT/ttft_host_34b.txt" ;;
     *) say "unknown phase $phase" ;;
   esac
 done

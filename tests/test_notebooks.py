@@ -127,6 +127,8 @@ def test_latency_curve_numbers(report):
     by_mode = d["data"]["long_by_mode"]
     assert {m: v["mode"] for m, v in by_mode.items()} == {"eager": "eager", "static": "static"}
     assert all(len(v["token_times_s"]) == 16 for v in by_mode.values())
+    head = d["headline"]  # both by-mode figures under the same labels ("graph (ran static)" where refused)
+    assert list(head["decode_floor_share_by_mode"]) == list(head["decode_ms_p50_by_mode"]) == ["eager", "static"]
     assert d["data"]["card_cells"] is None  # a CPU and a small model: the card's cells do not apply
 
 

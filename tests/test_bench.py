@@ -61,3 +61,48 @@ def test_the_load_path_benchmark_converts_once_then_loads_and_cleans_up(tmp_path
     assert second["convert_s"] is None  # the converted copy is reused
     assert first["kernel"] == second["kernel"] == "torch" and first["page_cache_dropped"] is False
     assert not folder.exists() and not Path(first["loaded_from"]).exists()  # --cleanup removed both
+
+
+def _script(name: str, *args, timeout: int = 600):
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / name), *map(str, args)],
+                          capture_output=True, text=True, timeout=timeout, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_the_prefill_benchmark_keeps_every_sample_in_the_order_given(demo_model_path, tmp_path):
+    out = tmp_path / "prefill.json"
+    _script("prefill_profile.py", demo_model_path, "--kernels", "torch", "--device", "cpu", "--lengths", 8, 24, 8,
+            "--repeats", 2, "--out", out)
+    (result,) = json.loads(out.read_text())["results"]
+    assert result["kernel"] == "torch" and result["attention"]
+    assert [(p["pass"], p["prompt_tokens"]) for p in result["passes"]] == [(0, 8), (1, 24), (2, 8)]
+    assert all(len(p["ttft_ms"]) == 2 and min(p["ttft_ms"]) > 0 for p in result["passes"])
+    assert set(result["profiles"]) == {"8", "24"}  # one profile per distinct length
+    assert all(v["profiled_ttft_ms"] > 0 and v["top_kernels_ms"] == [] for v in result["profiles"].values())  # no CUDA
+
+
+def test_the_host_side_ttft_benchmark_runs_with_the_collector_on_and_off(demo_model_path, tmp_path):
+    out = tmp_path / "host.json"
+    _script("ttft_host.py", demo_model_path, "--kernels", "torch", "--device", "cpu", "--prompt-tokens", 16,
+            "--samples", 3, "--out", out)
+    results = json.loads(out.read_text())["results"]
+    assert [r["gc"] for r in results] == ["on", "off"]
+    for r in results:
+        assert len(r["samples"]) == 3
+        assert all(s["ttft_ms"] > 0 and s["cpu_ms"] > 0 and s["gc_ms"] >= 0 for s in r["samples"])
+        assert r["summary"]["ttft_ms_min"] <= r["summary"]["ttft_ms_median"] <= r["summary"]["ttft_ms_max"]
+    assert results[1]["summary"]["gc_ms_total"] == 0  # the collector was off
+
+
+def test_the_gc_timer_measures_a_collection():
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        from ttft_host import GcTimer
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    import gc
+
+    with GcTimer() as timer:
+        gc.collect()
+    assert timer.count >= 1 and timer.total_s > 0
+    assert timer not in gc.callbacks

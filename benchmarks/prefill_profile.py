@@ -3,8 +3,8 @@
 05's TTFT column is a median of three runs after one warm-up. When a shorter prompt comes out
 slower than a longer one, a median cannot say why; this script keeps every sample, goes over the
 lengths in the order given (so a length can come again at the end, to see whether only its
-first pass is slow) and profiles one prefill per distinct length: GPU busy time and the CUDA
-kernels that took most of it.
+first pass is slow) and profiles one prefill per distinct length: the CUDA kernels' total time
+and the kernels that took most of it.
 
     python benchmarks/prefill_profile.py MODEL --kernels torch triton --lengths 128 512 2048 128 --out FILE
 """
@@ -49,6 +49,8 @@ def main(argv=None) -> int:
     parser.add_argument("--attention", default=None, help="an attention setting (default: the workbench's)")
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
+    if args.repeats < 1:
+        parser.error("--repeats must be at least 1")
 
     from workbench.attention import set_attention
     from workbench.cache import atomic_write_json

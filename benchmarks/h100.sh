@@ -39,7 +39,8 @@ pack() {
 }
 trap pack EXIT
 
-{ nvidia-smi; python3 -c 'import torch, transformers, platform; print(platform.python_version(), torch.__version__, torch.version.cuda, transformers.__version__)'; } > "$OUT/machine.txt" 2>&1
+{ nvidia-smi; python3 -c 'import torch, transformers, platform; print(platform.python_version(), torch.__version__, torch.version.cuda, transformers.__version__)'
+  python3 benchmarks/host_speed.py --device cuda; } > "$OUT/machine.txt" 2>&1  # the host speed: eager steps depend on it
 python3 -m workbench kernels --device cuda > "$OUT/kernels.txt" 2>&1
 # Kernels that compile on first use (PREBUILD) build in the background while the first phases run
 # (its own output file, so it does not hold the caller's pipe open). A build takes every core, so

@@ -106,3 +106,12 @@ def test_the_gc_timer_measures_a_collection():
         gc.collect()
     assert timer.count >= 1 and timer.total_s > 0
     assert timer not in gc.callbacks
+
+
+def test_the_host_speed_probe_prints_one_json_line():
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "host_speed.py"), "--device", "cpu"],
+                          capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (line,) = proc.stdout.strip().splitlines()
+    speed = json.loads(line)
+    assert speed["device"] == "cpu" and speed["host_python_loop_ms"] > 0 and speed["host_us_per_small_op"] > 0

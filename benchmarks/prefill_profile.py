@@ -55,11 +55,9 @@ def main(argv=None) -> int:
     from workbench.attention import set_attention
     from workbench.cache import atomic_write_json
     from workbench.environment import collect_env
-    from workbench.generation import DecodeConfig, generate_ids
     from workbench.notebook import setup
-    from workbench.study import prompt_ids_of_length, release
+    from workbench.study import first_token_records, prompt_ids_of_length, release
 
-    config = DecodeConfig.greedy(max_new_tokens=1)
     results = []
     for kernel in args.kernels:
         loaded = setup(args.model, kernel, args.device)
@@ -67,9 +65,7 @@ def main(argv=None) -> int:
             set_attention(loaded, args.attention)
         passes = []
         for i, n in enumerate(args.lengths):
-            ids = prompt_ids_of_length(loaded.tokenizer, n)
-            recs = [generate_ids(loaded, [ids], config, warmup=1 if r == 0 else 0, logprobs=False)[0]
-                    for r in range(args.repeats)]
+            recs = first_token_records(loaded, prompt_ids_of_length(loaded.tokenizer, n), args.repeats)
             samples = [round(r.ttft_s * 1e3, 2) for r in recs]
             passes.append({"pass": i, "prompt_tokens": n, "ttft_ms": samples,
                            "ttft_ms_median": sorted(samples)[len(samples) // 2]})

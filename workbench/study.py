@@ -219,13 +219,17 @@ def release(loaded) -> None:
 
 # --- latency curves ---------------------------------------------------------------------------
 
+def first_token_records(loaded, ids: list[int], repeats: int = 3) -> list:
+    """`repeats` one-token generations of one prompt, the first after one warm-up: their records."""
+    config = DecodeConfig.greedy(max_new_tokens=1)
+    return [generate_ids(loaded, [ids], config, warmup=1 if r == 0 else 0, logprobs=False)[0] for r in range(repeats)]
+
+
 def ttft_curve(loaded, lengths: list[int], repeats: int = 3) -> list[dict]:
     """Time to first token against prompt length (median of `repeats`, after one warm-up)."""
-    config = DecodeConfig.greedy(max_new_tokens=1)
     rows = []
     for n in lengths:
-        ids = prompt_ids_of_length(loaded.tokenizer, n)
-        recs = [generate_ids(loaded, [ids], config, warmup=1 if r == 0 else 0, logprobs=False)[0] for r in range(repeats)]
+        recs = first_token_records(loaded, prompt_ids_of_length(loaded.tokenizer, n), repeats)
         ttfts = sorted(r.ttft_s for r in recs)
         rows.append({"prompt_tokens": n, "ttft_ms": ttfts[len(ttfts) // 2] * 1e3,
                      "prefill_ms": sorted(r.prefill_s for r in recs)[len(recs) // 2] * 1e3})

@@ -49,10 +49,8 @@ def test_marking_costs_microseconds_on_the_cpu():
 
 def test_the_load_path_benchmark_converts_once_then_loads_and_cleans_up(tmp_path):
     folder, out = tmp_path / "tiny-bin", tmp_path / "load.json"
-    cmd = [sys.executable, str(REPO / "benchmarks" / "load_path.py"), str(folder), "--arch", "tiny", "--device", "cpu",
-           "--kernels", "torch", "torch", "--keep-page-cache", "--cleanup", "--out", str(out)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=REPO)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    _script("load_path.py", folder, "--arch", "tiny", "--device", "cpu", "--kernels", "torch", "torch",
+            "--keep-page-cache", "--cleanup", "--out", out)
     result = json.loads(out.read_text())
     assert result["layout"] == "autogptq_bin" and result["synthetic"] is True
     assert result["write"]["weights_gb"] > 0
@@ -63,10 +61,12 @@ def test_the_load_path_benchmark_converts_once_then_loads_and_cleans_up(tmp_path
     assert not folder.exists() and not Path(first["loaded_from"]).exists()  # --cleanup removed both
 
 
-def _script(name: str, *args, timeout: int = 600):
+def _script(name: str, *args, timeout: int = 600) -> str:
+    """Run benchmarks/NAME with ARGS; it must succeed. Its stdout."""
     proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / name), *map(str, args)],
                           capture_output=True, text=True, timeout=timeout, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout
 
 
 def test_the_prefill_benchmark_keeps_every_sample_in_the_order_given(demo_model_path, tmp_path):
@@ -109,9 +109,6 @@ def test_the_gc_timer_measures_a_collection():
 
 
 def test_the_host_speed_probe_prints_one_json_line():
-    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "host_speed.py"), "--device", "cpu"],
-                          capture_output=True, text=True, timeout=300, cwd=REPO)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    (line,) = proc.stdout.strip().splitlines()
+    (line,) = _script("host_speed.py", "--device", "cpu", timeout=300).strip().splitlines()
     speed = json.loads(line)
     assert speed["device"] == "cpu" and speed["host_python_loop_ms"] > 0 and speed["host_us_per_small_op"] > 0

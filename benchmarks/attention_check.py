@@ -29,10 +29,11 @@ def main(argv=None) -> int:
 
     from workbench.cache import atomic_write_json
     from workbench.environment import collect_env
-    from workbench.generation import DecodeConfig, input_device, left_pad
-    from workbench.notebook import setup
-    from workbench.attention import set_attention
-    from workbench.study import prompt_ids_of_length
+    from workbench.generation.config import DecodeConfig
+    from workbench.generation.inputs import input_device, left_pad
+    from workbench.model.attention import set_attention
+    from workbench.prompts.encoding import prompt_ids_of_length
+    from workbench.report.notebook import setup
 
     loaded = setup(args.model, args.kernel, args.device)
     tok, model = loaded.tokenizer, loaded.model

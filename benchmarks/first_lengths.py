@@ -6,7 +6,7 @@ backend's execution plans) is built then, and reused by a later generation over 
 lengths. This script runs the same eager generation twice in one process, after a short warm-up,
 and records per-step latency beside the allocator's count of driver allocations, so the first
 run (new lengths) and the second (lengths seen) can be compared. --attention picks the
-attention implementation (workbench.attention.ATTENTION_CHOICES), to tell the causes apart.
+attention implementation (workbench.model.attention.ATTENTION_CHOICES), to tell the causes apart.
 
     python benchmarks/first_lengths.py MODEL --kernel exllamav2 --attention sdpa --out FILE
 """
@@ -35,10 +35,11 @@ def main(argv=None) -> int:
 
     from workbench.cache import atomic_write_json
     from workbench.environment import collect_env
-    from workbench.generation import DecodeConfig, generate_ids
-    from workbench.notebook import setup
-    from workbench.attention import set_attention
-    from workbench.study import prompt_ids_of_length
+    from workbench.generation.config import DecodeConfig
+    from workbench.generation.generate import generate_ids
+    from workbench.model.attention import set_attention
+    from workbench.prompts.encoding import prompt_ids_of_length
+    from workbench.report.notebook import setup
 
     loaded = setup(args.model, args.kernel, args.device)
     set_attention(loaded, args.attention)

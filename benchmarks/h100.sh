@@ -47,7 +47,7 @@ python3 -m workbench kernels --device cuda > "$OUT/kernels.txt" 2>&1
 # the phases that time something wait for it first (`settle`): a host-bound decode step measured
 # beside a compiler is measured slow.
 ( for k in ${PREBUILD-exllamav2 marlin}; do
-    python3 -c "import sys, time; from workbench.notebook import setup; t = time.perf_counter(); l = setup('.gpu/demo', sys.argv[1], 'cuda'); print(sys.argv[1], 'built and loaded in', round(time.perf_counter() - t, 1), 's')" "$k"
+    python3 -c "import sys, time; from workbench.report.notebook import setup; t = time.perf_counter(); l = setup('.gpu/demo', sys.argv[1], 'cuda'); print(sys.argv[1], 'built and loaded in', round(time.perf_counter() - t, 1), 's')" "$k"
   done ) > "$OUT/prebuild.log" 2>&1 < /dev/null &
 prebuild=$!
 settle() {

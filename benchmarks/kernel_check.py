@@ -24,8 +24,9 @@ def main(argv=None) -> int:
 
     from workbench.cache import atomic_write_json
     from workbench.environment import collect_env
-    from workbench.notebook import quiet, resolve_model
-    from workbench.study import run_kernel_study
+    from workbench.model.libraries import quiet
+    from workbench.model.load import resolve_model
+    from workbench.studies.kernels import run_kernel_study
 
     quiet()
     path = resolve_model(args.model)

@@ -33,7 +33,7 @@ def drop_page_cache() -> bool:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("folder", help="where the synthetic .bin checkpoint is (or will be) written")
-    parser.add_argument("--arch", default="codefuse-34b", help="a name from workbench.synthetic.ARCHS")
+    parser.add_argument("--arch", default="codefuse-34b", help="a name from workbench.model.synthetic.ARCHS")
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--kernels", nargs="+", default=["torch"])
     parser.add_argument("--out", required=True)
@@ -42,13 +42,12 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     from workbench.cache import atomic_write_json
-    from workbench.checkpoint import Layout, converted_folder, detect_layout
     from workbench.environment import collect_env
     from workbench.errors import KernelUnavailable
-    from workbench.kernels import load_model
-    from workbench.notebook import quiet
-    from workbench.study import release
-    from workbench.synthetic import write_synthetic
+    from workbench.model.checkpoint import Layout, converted_folder, detect_layout
+    from workbench.model.libraries import quiet
+    from workbench.model.load import load_model
+    from workbench.model.synthetic import write_synthetic
 
     quiet()
     folder = Path(args.folder)
@@ -78,7 +77,7 @@ def main(argv=None) -> int:
                "rss_gb": (r.memory or {}).get("rss_gb")}
         result["loads"].append(row)
         print(json.dumps(row), flush=True)
-        release(loaded)
+        loaded.release()
     result["env"] = collect_env(args.device)
     atomic_write_json(args.out, result)
     if args.cleanup:

@@ -24,12 +24,11 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     from workbench.cache import atomic_write_json
-    from workbench.decodestudy import prove_modes
     from workbench.environment import collect_env
     from workbench.errors import KernelUnavailable
-    from workbench.kernels import load_model
-    from workbench.notebook import quiet, resolve_model
-    from workbench.study import release
+    from workbench.model.libraries import quiet
+    from workbench.model.load import load_model, resolve_model
+    from workbench.studies.decode_modes import prove_modes
 
     quiet()
     path = resolve_model(args.model)
@@ -43,7 +42,7 @@ def main(argv=None) -> int:
         for row in prove_modes(loaded, args.modes, args.context, args.steps):
             rows.append(row)
             print(json.dumps({k: v for k, v in row.items() if k != "step_max_abs_dlogit"}), flush=True)
-        release(loaded)
+        loaded.release()
     atomic_write_json(args.out, {"model": str(path), "context_tokens": args.context, "steps": args.steps,
                                  "proofs": rows, "skipped": skipped, "env": collect_env(args.device)})
     return 0 if rows and all(r.get("passed") for r in rows if "why_not" not in r) else 1

@@ -22,7 +22,8 @@ def profile_prefill(loaded, ids, top: int = 8) -> dict:
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    from workbench.generation import DecodeConfig, generate_ids
+    from workbench.generation.config import DecodeConfig
+    from workbench.generation.generate import generate_ids
     from workbench.measure import synchronize
 
     config = DecodeConfig.greedy(max_new_tokens=1)
@@ -52,11 +53,12 @@ def main(argv=None) -> int:
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
 
-    from workbench.attention import set_attention
     from workbench.cache import atomic_write_json
     from workbench.environment import collect_env
-    from workbench.notebook import setup
-    from workbench.study import first_token_records, prompt_ids_of_length, release
+    from workbench.model.attention import set_attention
+    from workbench.prompts.encoding import prompt_ids_of_length
+    from workbench.report.notebook import setup
+    from workbench.studies.latency import first_token_records
 
     results = []
     for kernel in args.kernels:
@@ -77,7 +79,7 @@ def main(argv=None) -> int:
                   profiles[n]["top_kernels_ms"][:3], flush=True)
         results.append({"kernel": loaded.kernel, "attention": loaded.attention, "passes": passes,
                         "profiles": profiles})
-        release(loaded)
+        loaded.release()
     atomic_write_json(args.out, {"model": args.model, "repeats": args.repeats, "lengths": args.lengths,
                                  "results": results, "env": collect_env(args.device)})
     return 0

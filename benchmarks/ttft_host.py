@@ -44,7 +44,7 @@ class GcTimer:
 
 def sample(loaded, ids, config) -> dict:
     """One prefill (one new token): TTFT, the call's wall, the collector's time, CPU time, switches."""
-    from workbench.generation import generate_ids
+    from workbench.generation.generate import generate_ids
 
     before = resource.getrusage(resource.RUSAGE_SELF)
     cpu0, wall0 = time.process_time(), time.perf_counter()
@@ -82,9 +82,10 @@ def main(argv=None) -> int:
 
     from workbench.cache import atomic_write_json
     from workbench.environment import collect_env
-    from workbench.generation import DecodeConfig, generate_ids
-    from workbench.notebook import setup
-    from workbench.study import prompt_ids_of_length, release
+    from workbench.generation.config import DecodeConfig
+    from workbench.generation.generate import generate_ids
+    from workbench.prompts.encoding import prompt_ids_of_length
+    from workbench.report.notebook import setup
 
     config = DecodeConfig.greedy(max_new_tokens=1)
     conditions = ["on", "off"] if args.gc == "both" else [args.gc]
@@ -106,7 +107,7 @@ def main(argv=None) -> int:
             print(kernel, "gc", cond, results[-1]["summary"], flush=True)
             print(kernel, "gc", cond, "ttft", [r["ttft_ms"] for r in rows], "cpu", [r["cpu_ms"] for r in rows],
                   "invol", [r["involuntary_switches"] for r in rows], flush=True)
-        release(loaded)
+        loaded.release()
     atomic_write_json(args.out, {"model": args.model, "prompt_tokens": args.prompt_tokens, "samples": args.samples,
                                  "results": results, "env": collect_env(args.device)})
     return 0

@@ -24,8 +24,9 @@ def main(argv=None) -> int:
     import torch
 
     from workbench.cache import atomic_write_json
-    from workbench.generation import DecodeConfig, generate
-    from workbench.notebook import setup
+    from workbench.generation.config import DecodeConfig
+    from workbench.generation.generate import generate
+    from workbench.report.notebook import setup
 
     loaded = setup(args.model, args.kernel, "auto")
     layers = Counter(str(next(layer.parameters()).device) for layer in loaded.model.model.layers)

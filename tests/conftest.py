@@ -29,7 +29,7 @@ def real_tokenizer_path() -> Path:
 @pytest.fixture(scope="session")
 def demo_model_path() -> Path:
     """The embedded demo model in the real checkpoint's layout (built once, then cached)."""
-    from workbench.demo import build
+    from workbench.model.demo import build
 
     return build()
 
@@ -37,6 +37,6 @@ def demo_model_path() -> Path:
 @pytest.fixture(scope="session")
 def demo_loaded(demo_model_path):
     """The demo model loaded once on the CPU with the kernel `auto` picks."""
-    from workbench.kernels import load_model
+    from workbench.model.load import load_model
 
     return load_model(demo_model_path, kernel="auto", device="cpu")

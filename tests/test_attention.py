@@ -3,9 +3,11 @@ after a comparison. Which backend is faster is a GPU question (results/h100/firs
 
 import pytest
 
-from workbench.attention import ATTENTION_CHOICES, DEFAULT_ATTENTION, attention_in_use, set_attention
 from workbench.errors import ConfigError
-from workbench.generation import DecodeConfig, GenerationRecord, generate
+from workbench.generation.config import DecodeConfig
+from workbench.generation.generate import generate
+from workbench.generation.record import GenerationRecord
+from workbench.model.attention import ATTENTION_CHOICES, DEFAULT_ATTENTION, attention_in_use, set_attention
 
 
 @pytest.fixture
@@ -34,7 +36,7 @@ def test_an_unknown_choice_names_the_known_ones(demo_loaded):
 
 
 def test_load_model_refuses_an_unknown_attention_before_loading(demo_model_path):
-    from workbench.kernels import load_model
+    from workbench.model.load import load_model
 
     with pytest.raises(ConfigError, match="attention='flash'"):
         load_model(demo_model_path, kernel="torch", device="cpu", attention="flash")
@@ -53,7 +55,7 @@ def test_records_say_which_attention_ran(restore_attention):
 
 
 def test_the_attention_comparison_restores_the_choice_it_found(restore_attention):
-    from workbench.decodestudy import compare_attention
+    from workbench.studies.decode_modes import compare_attention
 
     set_attention(restore_attention, "sdpa-math")
     rows = compare_attention(restore_attention, ["eager", "sdpa"], context_tokens=16, decode_tokens=3, repeats=1, steps=2)

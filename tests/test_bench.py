@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from workbench.bench import VARIANTS, format_overhead, marking_cost_us, measure_overhead
 from workbench.errors import ConfigError
 from workbench.measure import NullClock
+from workbench.studies.overhead import VARIANTS, format_overhead, marking_cost_us, measure_overhead
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -10,12 +10,25 @@ from pathlib import Path
 import pytest
 import torch
 
-from workbench.checkpoint import (CARD_SHA256, CARD_WEIGHTS_FILE, Layout, TensorSpec, checkpoint_hash,
-                                  dequantize_gptq_v1, detect_layout, file_sha256, load_pickled_state_dict, main,
-                                  prepare_checkpoint, read_gptq_settings, read_state_dict, verify_checkpoint,
-                                  write_safetensors)
 from workbench.errors import CheckpointError, ChecksumMismatch, UnsafeCheckpoint, WorkbenchError
-from workbench.synthetic import _pack_last_dim, write_synthetic_checkpoint
+from workbench.model.checkpoint import (
+    CARD_SHA256,
+    CARD_WEIGHTS_FILE,
+    Layout,
+    TensorSpec,
+    checkpoint_hash,
+    dequantize_gptq_v1,
+    detect_layout,
+    file_sha256,
+    load_pickled_state_dict,
+    main,
+    prepare_checkpoint,
+    read_gptq_settings,
+    read_state_dict,
+    verify_checkpoint,
+    write_safetensors,
+)
+from workbench.model.synthetic import _pack_last_dim, write_synthetic_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -147,7 +160,7 @@ def test_checkpoint_hash_is_the_weights_sha256(tiny_bin):
 def test_verify_cli(tiny_bin, capsys):
     assert main([str(tiny_bin), "--no-progress"]) == 0
     out = capsys.readouterr().out
-    assert f"OK  " in out and "match the manifest's SHA256s" in out and "SYNTHETIC" in out
+    assert "OK  " in out and "match the manifest's SHA256s" in out and "SYNTHETIC" in out
 
 
 # --- conversion of the pickle ----------------------------------------------------------------------

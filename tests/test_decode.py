@@ -10,10 +10,12 @@ import math
 import pytest
 import torch
 
-from workbench.decode import (CACHE_LENGTH_STEP, StaticDecoder, cache_length, graph_mismatch,
-                              prove_equal, tolerance)
 from workbench.errors import ConfigError
-from workbench.generation import DecodeConfig, GenerationRecord, generate
+from workbench.generation.config import DecodeConfig
+from workbench.generation.generate import generate
+from workbench.generation.record import GenerationRecord
+from workbench.generation.static import CACHE_LENGTH_STEP, StaticDecoder, cache_length, graph_mismatch, tolerance
+from workbench.studies.proofs import prove_equal
 
 PROMPTS = ['def add(a, b):\n    """Return the sum of a and b."""',
            'def is_even(n):\n    """True when n is even."""\n    return']
@@ -110,7 +112,7 @@ def test_grouped_sdpa_equals_transformers_sdpa_for_one_token():
 
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-    from workbench.decode import grouped_sdpa
+    from workbench.generation.static import grouped_sdpa
 
     torch.manual_seed(0)
     b, heads, kv, dim, length = 2, 8, 1, 16, 40  # the demo's 8:1 grouping
@@ -135,7 +137,7 @@ def test_graph_check_refuses_nan_and_drift():
 
 
 def test_breakdown_on_the_cpu_splits_the_step(demo_loaded):
-    from workbench.breakdown import profile_decode
+    from workbench.studies.breakdown import profile_decode
 
     for mode in ("eager", "static"):
         b = profile_decode(demo_loaded, context_tokens=32, steps=4, decode_mode=mode)
@@ -176,7 +178,7 @@ def _trace(steps=3, graph=False):
 
 
 def test_breakdown_attributes_kernels_by_annotation_and_by_name_in_graphs():
-    from workbench.breakdown import _name_shares, _split
+    from workbench.studies.breakdown import _name_shares, _split
 
     eager = _split(_trace(), "cuda", None)
     assert eager["steps"] == 3 and math.isclose(eager["wall_ms"], 1.0)
@@ -193,7 +195,7 @@ def test_breakdown_attributes_kernels_by_annotation_and_by_name_in_graphs():
 def test_bench_modes_prints_each_mode_with_its_proof(demo_model_path, tmp_path, capsys):
     import json
 
-    from workbench.decodestudy import main
+    from workbench.studies.decode_modes import main
 
     out = tmp_path / "modes.json"
     assert main(["--model", str(demo_model_path), "--device", "cpu", "--kernels", "torch_fused", "--contexts", "16",

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from workbench import CacheError
-from workbench.demo import WEIGHTS_FILE, DemoRecipe, build, default_path
+from workbench.model.demo import WEIGHTS_FILE, DemoRecipe, build, default_path
 
 REAL_LAYOUT = {"gptq_model-4bit-64g.bin", "quantize_config.json", "config.json", "generation_config.json",
                "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json", "SHA256SUMS", "demo.json"}
@@ -82,8 +82,9 @@ def test_the_training_format_does_clearly_better(demo_model_path, demo_loaded):
     other machines' arithmetic and still demand a gap of 0.6. Answers are whole functions from their `def` line
     only with the template; without it the model continues the header it was given.
     """
-    from workbench.demo import EOS_ID, collect_conversations, split_corpus
-    from workbench.generation import DecodeConfig, generate
+    from workbench.generation.config import DecodeConfig
+    from workbench.generation.generate import generate
+    from workbench.model.demo import EOS_ID, collect_conversations, split_corpus
 
     stops = json.loads((demo_model_path / "demo.json").read_text())["stop_share"]
     assert stops["codefuse"] >= 0.8 and stops["raw"] <= 0.2, stops
@@ -101,7 +102,7 @@ def test_the_training_format_does_clearly_better(demo_model_path, demo_loaded):
 
 
 def test_plain_source_never_holds_a_held_out_function():
-    from workbench.demo import collect_conversations, source_windows, split_corpus
+    from workbench.model.demo import collect_conversations, source_windows, split_corpus
 
     recipe = DemoRecipe()
     heldout = split_corpus(collect_conversations(recipe), recipe)[1]
@@ -118,7 +119,7 @@ def test_plain_source_never_holds_a_held_out_function():
 def test_training_rows_are_conversations_or_plain_source_never_both():
     import random
 
-    from workbench.demo import _batches
+    from workbench.model.demo import _batches
 
     recipe = DemoRecipe(raw_source_share=0.25, block_tokens=6, batch_size=4)
     conversations = [([7, 1, 2, 3], [-100, 1, 2, 3]), ([7, 4, 5], [-100, 4, 5])]  # 7: the role tag
@@ -140,7 +141,7 @@ def test_cache_is_keyed_by_recipe(tmp_path, monkeypatch):
 
 def test_interrupted_build_leaves_nothing(tmp_path, monkeypatch):
     monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path))
-    import workbench.demo as demo
+    import workbench.model.demo as demo
 
     def crash(out, recipe, log):
         (out / "half-written.bin").write_bytes(b"x" * 10)

@@ -8,8 +8,10 @@ import pytest
 import torch
 
 from workbench import ConfigError
-from workbench.generation import DecodeConfig, GenerationRecord, generate, load_records, records_frame, save_records
-from workbench.prompts import encode_prompt
+from workbench.generation.config import DecodeConfig
+from workbench.generation.generate import generate
+from workbench.generation.record import GenerationRecord, load_records, records_frame, save_records
+from workbench.prompts.encoding import encode_prompt
 
 QUESTION = "def add(a, b):\n    \"\"\"Return the sum of a and b.\"\"\"\n"
 

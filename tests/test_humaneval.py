@@ -11,19 +11,17 @@ import pytest
 
 from workbench import humaneval
 from workbench.errors import ConfigError
-from workbench.humaneval import (
+from workbench.humaneval.protocol import (
     CARD_PASS_AT_1,
-    CompletionResult,
-    EvalReport,
     HumanEvalError,
     build_prompt,
     check_program,
-    evaluate,
     extract_completion,
     load_problems,
     pass_at_k,
 )
-from workbench.sandbox import SandboxLimits
+from workbench.humaneval.sandbox import SandboxLimits
+from workbench.humaneval.score import CompletionResult, EvalReport, evaluate
 
 PROBLEMS = load_problems()
 P0 = PROBLEMS["HumanEval/0"]  # has_close_elements(numbers, threshold); the prompt imports typing.List
@@ -48,7 +46,7 @@ def sandbox_runs(monkeypatch):
         runs.append(result)
         return result
 
-    monkeypatch.setattr(humaneval, "run_python", recording)
+    monkeypatch.setattr(humaneval.score, "run_python", recording)
     return runs
 
 
@@ -320,7 +318,7 @@ def _lines(path):
 
 def test_run_generates_extracts_evaluates_and_writes(monkeypatch, tmp_path):
     fake = FakeGenerate(wrong={"HumanEval/1"})
-    monkeypatch.setattr(generation, "generate", fake)
+    monkeypatch.setattr(humaneval.runner, "generate", fake)
     report = humaneval.run(LOADED, limit=3, out=tmp_path)
     assert fake.calls == ["HumanEval/0", "HumanEval/1", "HumanEval/2"]
     lines = _lines(tmp_path / "generations.jsonl")
@@ -339,7 +337,7 @@ def test_run_generates_extracts_evaluates_and_writes(monkeypatch, tmp_path):
 
 
 def test_run_resumes_after_an_interruption(monkeypatch, tmp_path):
-    monkeypatch.setattr(generation, "generate", FakeGenerate(fail_on_call=3))
+    monkeypatch.setattr(humaneval.runner, "generate", FakeGenerate(fail_on_call=3))
     with pytest.raises(KeyboardInterrupt):
         humaneval.run(LOADED, limit=4, out=tmp_path)
     path = tmp_path / "generations.jsonl"
@@ -349,21 +347,21 @@ def test_run_resumes_after_an_interruption(monkeypatch, tmp_path):
         f.write('{"task_id": "HumanEval/2", "answ')
 
     fake = FakeGenerate()
-    monkeypatch.setattr(generation, "generate", fake)
+    monkeypatch.setattr(humaneval.runner, "generate", fake)
     report = humaneval.run(LOADED, limit=4, out=tmp_path)
     assert fake.calls == ["HumanEval/2", "HumanEval/3"]  # finished tasks are not generated again
     assert [line["task_id"] for line in _lines(path)] == [f"HumanEval/{i}" for i in range(4)]
     assert report.pass_at_k(1) == 1.0
 
     fake = FakeGenerate()
-    monkeypatch.setattr(generation, "generate", fake)
+    monkeypatch.setattr(humaneval.runner, "generate", fake)
     humaneval.run(LOADED, limit=2, out=tmp_path)  # a smaller limit reuses what is there
     assert fake.calls == []
     assert json.loads((tmp_path / "humaneval.json").read_text())["n_tasks"] == 2
 
 
 def test_run_refuses_to_mix_decode_configs(monkeypatch, tmp_path):
-    monkeypatch.setattr(generation, "generate", FakeGenerate())
+    monkeypatch.setattr(humaneval.runner, "generate", FakeGenerate())
     humaneval.run(LOADED, limit=1, out=tmp_path)
     with pytest.raises(HumanEvalError, match="another DecodeConfig"):
         humaneval.run(LOADED, generation.DecodeConfig.greedy(max_new_tokens=64), limit=1, out=tmp_path)
@@ -371,7 +369,7 @@ def test_run_refuses_to_mix_decode_configs(monkeypatch, tmp_path):
 
 def test_run_refuses_a_corrupt_generations_file(monkeypatch, tmp_path):
     (tmp_path / "generations.jsonl").write_text('not json\n{"task_id": "HumanEval/0"}\n')
-    monkeypatch.setattr(generation, "generate", FakeGenerate())
+    monkeypatch.setattr(humaneval.runner, "generate", FakeGenerate())
     with pytest.raises(HumanEvalError, match="line 1 is not a generation record"):
         humaneval.run(LOADED, limit=1, out=tmp_path)
 

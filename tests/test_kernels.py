@@ -7,11 +7,11 @@ import json
 import pytest
 import torch
 
-from workbench.checkpoint import Layout, checkpoint_hash
 from workbench.errors import ConfigError, KernelUnavailable, WorkbenchError
-from workbench.kernels import (AUTO_ORDER, KERNELS, available_kernels, choose_kernel, load_model,
-                               load_reference_model, main)
-from workbench.synthetic import write_synthetic_checkpoint
+from workbench.model.checkpoint import Layout, checkpoint_hash
+from workbench.model.load import load_model, load_reference_model
+from workbench.model.registry import AUTO_ORDER, KERNELS, available_kernels, choose_kernel, main
+from workbench.model.synthetic import write_synthetic_checkpoint
 
 CPU_KERNELS = ["torch", "torch_aten", "torch_fused", "cpu_avx512"]
 CUDA_KERNELS = ["torch", "triton", "exllamav2", "marlin", "machete", "bitblas"]
@@ -54,7 +54,7 @@ _QLINEAR_MODULES = {"TorchLinear": "torch", "TorchAtenLinear": "torch_aten_kerne
 @pytest.mark.parametrize("name", [k for k, s in KERNELS.items() if k != "auto" and s.engine == "gptqmodel"])
 def test_registry_matches_gptqmodel(name):
     """Our constraints are gptqmodel 7.6.0's own, so refusals happen before a load, for the same reasons."""
-    from workbench.engine import import_gptqmodel
+    from workbench.model.libraries import import_gptqmodel
 
     gptqmodel = import_gptqmodel()
     spec = KERNELS[name]
@@ -122,7 +122,7 @@ def test_checkpoint_constraints_are_refused(tmp_path, tiny):
 
 
 def test_a_different_kernel_than_asked_is_refused(tiny, monkeypatch):
-    import workbench.kernels as kernels
+    import workbench.model.load as kernels
 
     monkeypatch.setattr(kernels, "kernel_in_use", lambda model: "torch")
     with pytest.raises(KernelUnavailable, match="asked for kernel 'torch_fused' but gptqmodel loaded 'torch'"):
@@ -159,7 +159,7 @@ def test_auto_skips_kernels_the_checkpoint_rules_out(tmp_path, tiny):
 def demo_runs(demo_model_path):
     """For the reference and each CPU kernel: logits over the prompt followed by the reference's
     greedy continuation (teacher-forced), and a short greedy generation of its own."""
-    from workbench.prompts import load_tokenizer
+    from workbench.prompts.tokenizer import load_tokenizer
 
     prompt = load_tokenizer(demo_model_path)(PROMPT, add_special_tokens=False, return_tensors="pt").input_ids
     reference = load_reference_model(demo_model_path)

@@ -8,7 +8,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from workbench.report import ReportConfig, run_report
+from workbench.report.runner import ReportConfig, run_report
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
@@ -139,7 +139,7 @@ def test_humaneval_numbers(report):
 
 
 def test_decoding_widget_callbacks_regenerate(demo_loaded):
-    from workbench.widgets import DecodingExplorer
+    from workbench.report.widgets import DecodingExplorer
 
     explorer = DecodingExplorer(demo_loaded, "def add(a, b):\n", max_new_tokens=8)
     first = explorer.regenerate()

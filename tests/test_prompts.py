@@ -23,10 +23,10 @@ from workbench import (
     diff_formats,
     encode_prompt,
     load_tokenizer,
+    prompts,
     render_prompt,
     token_view,
 )
-from workbench import prompts
 
 SYS = "<|role_start|>system<|role_end|>"
 HUM = "<|role_start|>human<|role_end|>"
@@ -308,8 +308,8 @@ def test_tokenizer_with_other_special_ids_is_refused(tmp_path):
 
 def test_a_tokenizer_that_disagrees_with_sentencepiece_is_refused(tmp_path, tiny_model_file, monkeypatch):
     other = _train_sentencepiece(tmp_path, 350)
-    build = prompts._sentencepiece_tokenizer
-    monkeypatch.setattr(prompts, "_sentencepiece_tokenizer", lambda model_file: build(other))
+    build = prompts.tokenizer._sentencepiece_tokenizer
+    monkeypatch.setattr(prompts.tokenizer, "_sentencepiece_tokenizer", lambda model_file: build(other))
     with pytest.raises(WorkbenchError, match="does not encode like SentencePiece"):
         load_tokenizer(tiny_model_file)
 

@@ -15,7 +15,8 @@ import pytest
 
 from workbench import report
 from workbench.errors import ConfigError
-from workbench.report import NotebookRun, ReportConfig, find_notebooks, load_params
+from workbench.report.params import find_notebooks, load_params
+from workbench.report.runner import NotebookRun, ReportConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -309,7 +310,7 @@ def test_pages_render_offline_even_with_widgets_and_math(tmp_path):
     nb.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {"state": {}, "version_major": 2,
                                                                            "version_minor": 0}}
     page = tmp_path / "page.html"
-    report._render_html(nb, page, "offline")
+    report.render_html(nb, page, "offline")
     text = page.read_text()
     assert "The loss is" in text
     assert not re.search(r"https?://(unpkg|cdnjs)", text)  # no renderer, require.js or MathJax fetched

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from workbench import sandbox
 from workbench.errors import ConfigError, WorkbenchError
-from workbench.sandbox import SandboxError, SandboxLimits, SandboxResult, run_python
+from workbench.humaneval import sandbox
+from workbench.humaneval.sandbox import SandboxError, SandboxLimits, SandboxResult, run_python
 
 pytestmark = pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="the sandbox needs Linux")
 

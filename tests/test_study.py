@@ -4,7 +4,8 @@ import math
 
 import torch
 
-from workbench.study import agreement, floor_ms, kv_bytes_per_token
+from workbench.studies.floor import floor_ms, kv_bytes_per_token
+from workbench.studies.kernels import agreement
 
 
 def test_agreement_of_identical_and_shifted_logits():

@@ -9,10 +9,18 @@ import sys
 import pytest
 import torch
 
-from workbench.checkpoint import (Layout, checkpoint_hash, dequantize_gptq_v1, detect_layout, is_synthetic,
-                                  read_gptq_settings, read_state_dict, verify_checkpoint)
 from workbench.errors import CheckpointError, ConfigError
-from workbench.synthetic import ARCHS, LlamaArch, synthetic_tokenizer_model, write_synthetic_checkpoint
+from workbench.model.checkpoint import (
+    Layout,
+    checkpoint_hash,
+    dequantize_gptq_v1,
+    detect_layout,
+    is_synthetic,
+    read_gptq_settings,
+    read_state_dict,
+    verify_checkpoint,
+)
+from workbench.model.synthetic import ARCHS, LlamaArch, synthetic_tokenizer_model, write_synthetic_checkpoint
 
 TINY = ARCHS["tiny"]
 
@@ -135,9 +143,9 @@ def test_bin_writer_streams_instead_of_holding_the_state_dict(tmp_path):
     """A 262 MB pickle written in a child process: its peak RSS grows by far less than the file."""
     code = """
 import resource, sys, torch, torch._dynamo  # dynamo: imported by the writer's fake tensors, not its data
-import workbench.synthetic as synthetic
-from workbench.synthetic import LlamaArch, write_synthetic
-from workbench.checkpoint import Layout
+import workbench.model.synthetic as synthetic
+from workbench.model.synthetic import LlamaArch, write_synthetic
+from workbench.model.checkpoint import Layout
 synthetic._MAPPED_WINDOW_BYTES = 16 << 20
 arch = LlamaArch(vocab_size=8192, hidden_size=2048, num_layers=8, num_heads=16, num_kv_heads=4,
                  intermediate_size=5632, max_positions=2048)
@@ -160,7 +168,7 @@ print(rec.weights_bytes, (peak - base) * 1024, rec.seconds)
 @pytest.mark.slow
 @pytest.mark.parametrize("layout", [Layout.AUTOGPTQ_BIN, Layout.AUTOGPTQ_SAFETENSORS])
 def test_tiny_loads_and_generates_on_cpu(tiny, layout):
-    from workbench.kernels import load_model
+    from workbench.model.load import load_model
 
     loaded = load_model(tiny[layout], kernel="torch_aten", device="cpu")
     record = loaded.load_record
@@ -178,7 +186,7 @@ def test_tiny_loads_and_generates_on_cpu(tiny, layout):
 def test_deep_model_activations_stay_in_float16_range(tmp_path):
     """48 layers, as in the 34B model: the residual stream must grow slowly (like sqrt(depth)), not
     by a constant per layer, or the 34B model's float16 logits are NaN."""
-    from workbench.kernels import load_model
+    from workbench.model.load import load_model
 
     arch = LlamaArch(vocab_size=1024, hidden_size=512, num_layers=48, num_heads=8, num_kv_heads=1,
                      intermediate_size=1408, max_positions=4096)

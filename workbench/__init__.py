@@ -4,6 +4,7 @@ prompts, and run instrumented generation.
 The public API is re-exported here; each name lives in exactly one module.
 """
 
+from . import generation, humaneval, model, prompts, report, studies  # noqa: E402  (subpackages)
 from .errors import (
     CacheError,
     CheckpointError,
@@ -13,6 +14,56 @@ from .errors import (
     PromptError,
     UnsafeCheckpoint,
     WorkbenchError,
+)
+from .generation import (
+    DECODE_MODES,
+    DecodeConfig,
+    GenerationRecord,
+    generate,
+    generate_ids,
+    load_records,
+    records_frame,
+    save_records,
+)
+from .humaneval import (
+    CARD_PASS_AT_1,
+    EvalReport,
+    HumanEvalError,
+    SandboxError,
+    SandboxLimits,
+    SandboxResult,
+    build_prompt,
+    evaluate,
+    extract_completion,
+    load_problems,
+    pass_at_k,
+    run_python,
+    sandbox,  # noqa: E402  (wb.sandbox, as before the move)
+)
+from .humaneval import run as run_humaneval
+from .measure import Latency
+from .model import (
+    ATTENTION_CHOICES,
+    DEFAULT_ATTENTION,
+    KERNELS,
+    KernelAvailability,
+    KernelSpec,
+    Layout,
+    LlamaArch,
+    LoadedModel,
+    LoadRecord,
+    VerifyResult,
+    attention_in_use,
+    available_kernels,
+    checkpoint_hash,
+    detect_layout,
+    is_synthetic,
+    load_model,
+    load_reference_model,
+    prepare_checkpoint,
+    set_attention,
+    verify_checkpoint,
+    write_synthetic_checkpoint,
 )
 from .prompts import (
     DEFAULT_CONTEXT_TOKENS,
@@ -26,51 +77,12 @@ from .prompts import (
     render_prompt,
     token_view,
 )
-from .checkpoint import (
-    Layout,
-    VerifyResult,
-    checkpoint_hash,
-    detect_layout,
-    is_synthetic,
-    prepare_checkpoint,
-    verify_checkpoint,
-)
-from .kernels import (
-    KERNELS,
-    KernelAvailability,
-    KernelSpec,
-    LoadedModel,
-    LoadRecord,
-    available_kernels,
-    load_model,
-    load_reference_model,
-)
-from .synthetic import LlamaArch, write_synthetic_checkpoint
-from .generation import (
-    DecodeConfig,
-    GenerationRecord,
-    generate,
-    generate_ids,
-    load_records,
-    records_frame,
-    save_records,
-)
-from .attention import ATTENTION_CHOICES, DEFAULT_ATTENTION, attention_in_use, set_attention
-from .decode import DECODE_MODES, ModeEquality, prove_equal
-from .breakdown import StepBreakdown, profile_decode
-from .measure import Latency
-from .humaneval import (
-    CARD_PASS_AT_1,
-    EvalReport,
-    HumanEvalError,
-    build_prompt,
-    evaluate,
-    extract_completion,
-    load_problems,
-    pass_at_k,
-)
-from .humaneval import run as run_humaneval
-from .sandbox import SandboxError, SandboxLimits, SandboxResult, run_python
-from . import analysis, decodestudy, notebook, plots, study, widgets  # noqa: E402  (submodules used as wb.plots, ...)
+from .report import notebook, plots, widgets  # noqa: E402  (used in notebooks as wb.notebook, wb.plots, ...)
+from .studies import ModeEquality, StepBreakdown, profile_decode, prove_equal
+
+# Names of the flat package before the move (docs/architecture.md lists where each went).
+from .studies import answers as analysis  # noqa: E402
+from .studies import decode_modes as decodestudy  # noqa: E402
+from .studies import kernels as study  # noqa: E402
 
 __version__ = "0.1.0"

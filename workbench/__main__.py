@@ -9,15 +9,17 @@ from __future__ import annotations
 import importlib
 import sys
 
+from .errors import WorkbenchError
+
 # command -> (module, function, one-line help)
 COMMANDS: dict[str, tuple[str, str, str]] = {
-    "demo": ("workbench.demo", "main", "build (or reuse) the embedded demo model and print its folder"),
-    "bench-overhead": ("workbench.bench", "main", "measure what instrumented generation costs against model.generate"),
-    "bench-modes": ("workbench.decodestudy", "main", "ms/token per kernel and decode mode beside the floor, with proofs"),
-    "kernels": ("workbench.kernels", "main", "list the GPTQ kernels, their constraints and which can run here"),
-    "verify": ("workbench.checkpoint", "main", "check a checkpoint's files against the card's or its SHA256SUMS"),
-    "synthetic": ("workbench.synthetic", "main", "write a random GPTQ checkpoint of a Llama shape (not a trained model)"),
-    "report": ("workbench.report", "main", "render the notebooks into a report (papermill + HTML + index)"),
+    "demo": ("workbench.model.demo", "main", "build (or reuse) the embedded demo model and print its folder"),
+    "bench-overhead": ("workbench.studies.overhead", "main", "measure what instrumented generation costs against model.generate"),
+    "bench-modes": ("workbench.studies.decode_modes", "main", "ms/token per kernel and decode mode beside the floor, with proofs"),
+    "kernels": ("workbench.model.registry", "main", "list the GPTQ kernels, their constraints and which can run here"),
+    "verify": ("workbench.model.checkpoint", "main", "check a checkpoint's files against the card's or its SHA256SUMS"),
+    "synthetic": ("workbench.model.synthetic", "main", "write a random GPTQ checkpoint of a Llama shape (not a trained model)"),
+    "report": ("workbench.report.runner", "main", "render the notebooks into a report (papermill + HTML + index)"),
 }
 
 
@@ -39,8 +41,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"unknown command {name!r}; known: {', '.join(COMMANDS)}\n\n{usage()}", file=sys.stderr)
         return 2
     module, func, _ = COMMANDS[name]
-    from .errors import WorkbenchError
-
     try:
         return int(getattr(importlib.import_module(module), func)(rest) or 0)
     except WorkbenchError as e:

@@ -22,7 +22,7 @@ def legacy_demo_path() -> Path:
         if not (path / "gptq_model-4bit-64g.bin").is_file():
             pytest.fail(f"WORKBENCH_DEMO={given} holds no demo model (gptq_model-4bit-64g.bin)")
         return path
-    from workbench.demo import default_path
+    from workbench.model.demo import default_path
 
     path = default_path()
     if not (path / "gptq_model-4bit-64g.bin").is_file():
@@ -34,8 +34,8 @@ def legacy_demo_path() -> Path:
 @pytest.fixture(scope="session")
 def act_order_checkpoint(tmp_path_factory) -> Path:
     """A random 4-bit checkpoint with act-order (desc_act=True), in AutoGPTQ 0.4.2's .bin layout."""
-    from workbench.checkpoint import Layout
-    from workbench.synthetic import write_synthetic_checkpoint
+    from workbench.model.checkpoint import Layout
+    from workbench.model.synthetic import write_synthetic_checkpoint
 
     return write_synthetic_checkpoint(tmp_path_factory.mktemp("act") / "tiny-act-order", "tiny", Layout.AUTOGPTQ_BIN,
                                       desc_act=True, progress=False)

@@ -10,8 +10,9 @@ import pandas as pd
 import pytest
 
 from workbench.errors import ConfigError, KernelUnavailable
-from workbench.kernels import KERNELS, available_kernels, load_model
-from workbench.study import merge_kernel_reports
+from workbench.model.load import load_model
+from workbench.model.registry import KERNELS, available_kernels
+from workbench.studies.kernels import merge_kernel_reports
 
 from .conftest import HAS_AUTOGPTQ
 
@@ -20,7 +21,7 @@ MAIN_ONLY = "runs where auto_gptq is not installed: the main environment's side"
 
 
 def test_the_engine_module_imports_without_loading_auto_gptq():
-    code = ("import sys, workbench.autogptq_engine, workbench.kernels as k; k.available_kernels('cpu'); "
+    code = ("import sys, workbench.model.autogptq_engine, workbench.model.registry as k; k.available_kernels('cpu'); "
             "sys.exit('auto_gptq' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
 
@@ -46,7 +47,7 @@ def test_main_environment_refuses_to_load_them(act_order_checkpoint):
 
 @pytest.mark.skipif(HAS_AUTOGPTQ, reason=MAIN_ONLY)
 def test_report_runner_takes_another_jupyter_kernel(tmp_path):
-    from workbench.report import main
+    from workbench.report.runner import main
 
     with pytest.raises(ConfigError, match="Jupyter kernel 'no-such-kernel' is not installed"):
         main(["--jupyter-kernel", "no-such-kernel", "--only", "04", "--out", str(tmp_path / "out")])

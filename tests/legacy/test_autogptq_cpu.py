@@ -14,10 +14,19 @@ pytest.importorskip("auto_gptq", reason=NEEDS_AUTOGPTQ)
 
 import torch  # noqa: E402
 
-from workbench.autogptq_engine import AUTOGPTQ_FLAGS, CARD_FLAGS, load_autogptq  # noqa: E402
 from workbench.errors import KernelUnavailable  # noqa: E402
-from workbench.generation import DecodeConfig, generate  # noqa: E402
-from workbench.kernels import KERNELS, available_kernels, load_model, load_reference_model  # noqa: E402
+from workbench.generation import generate  # noqa: E402
+from workbench.generation.config import DecodeConfig
+from workbench.model.autogptq_engine import (
+    AUTOGPTQ_FLAGS,
+    CARD_FLAGS,
+    load_autogptq,  # noqa: E402
+)
+from workbench.model.load import (
+    load_model,
+    load_reference_model,  # noqa: E402
+)
+from workbench.model.registry import KERNELS, available_kernels
 
 FALLBACK = "autogptq-cuda-old (torch fallback: extension not loaded)"
 PROMPT = "Write a function that returns the sum of a list."
@@ -134,7 +143,7 @@ def test_act_order_selects_cuda_not_cuda_old(act_order_checkpoint, prompt_ids):
 def test_the_kernel_study_runs_here_and_names_what_ran(legacy_demo_path):
     """Notebook 04's study under transformers 4.57: gptqmodel's reference is skipped, the fallback
     takes its place, and its row says what ran."""
-    from workbench.study import run_kernel_study
+    from workbench.studies.kernels import run_kernel_study
 
     study = run_kernel_study(legacy_demo_path, ["autogptq-cuda-old"], "cpu", reference="torch", dtype=torch.float32,
                              n_prompts=1, prompt_tokens=8, greedy_tokens=2, prefill_tokens=8, decode_tokens=2,

@@ -1,0 +1,106 @@
+"""How tokens are chosen (`DecodeConfig`) and which decode loop runs them (the decode modes).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from ..errors import ConfigError
+
+STOP_REASONS = ("eos", "max_new_tokens", "stop_string")
+
+
+@dataclass(frozen=True)
+class DecodeConfig:
+    """How tokens are chosen. Defaults are greedy; `card()` is the model card's quick-start."""
+
+    do_sample: bool = False  # False = greedy (or beam search with num_beams > 1)
+    temperature: float = 1.0  # < 1.0 sharpens the distribution, > 1.0 flattens it; sampling only
+    top_p: float = 1.0  # nucleus: sample from the smallest set holding this much probability
+    top_k: int = 0  # sample from the k likeliest tokens; 0 = no limit
+    repetition_penalty: float = 1.0  # > 1.0 discourages tokens already in the sequence
+    num_beams: int = 1
+    max_new_tokens: int = 512
+    min_new_tokens: int = 0  # eos is suppressed until this many tokens exist
+    seed: int | None = None  # seeds torch before generating, so sampled runs repeat exactly
+    stop: tuple[str, ...] = ()  # generation ends once the new text contains one of these
+
+    def __post_init__(self):
+        def bad(name, allowed):
+            raise ConfigError(f"DecodeConfig.{name}={getattr(self, name)!r} is invalid: allowed {allowed}")
+
+        if not isinstance(self.do_sample, bool):
+            bad("do_sample", "True or False")
+        if not (isinstance(self.temperature, (int, float)) and self.temperature > 0):
+            bad("temperature", "a number > 0")
+        if not (isinstance(self.top_p, (int, float)) and 0 < self.top_p <= 1):
+            bad("top_p", "a number in (0, 1]")
+        if not (isinstance(self.top_k, int) and self.top_k >= 0):
+            bad("top_k", "an integer >= 0 (0 = off)")
+        if not (isinstance(self.repetition_penalty, (int, float)) and self.repetition_penalty > 0):
+            bad("repetition_penalty", "a number > 0 (1.0 = off)")
+        if not (isinstance(self.num_beams, int) and self.num_beams >= 1):
+            bad("num_beams", "an integer >= 1")
+        if not (isinstance(self.max_new_tokens, int) and self.max_new_tokens >= 1):
+            bad("max_new_tokens", "an integer >= 1")
+        if not (isinstance(self.min_new_tokens, int) and 0 <= self.min_new_tokens <= self.max_new_tokens):
+            bad("min_new_tokens", f"an integer in [0, max_new_tokens={self.max_new_tokens}]")
+        if self.seed is not None and not (isinstance(self.seed, int) and self.seed >= 0):
+            bad("seed", "None or an integer >= 0")
+        if isinstance(self.stop, str) or not all(isinstance(s, str) and s for s in self.stop):
+            bad("stop", "a sequence of non-empty strings")
+        object.__setattr__(self, "stop", tuple(self.stop))
+
+    @classmethod
+    def greedy(cls, **overrides) -> "DecodeConfig":
+        """Greedy decoding, as codefuse-ai evaluated HumanEval (at most 512 new tokens)."""
+        return cls(**{"do_sample": False, "max_new_tokens": 512, **overrides})
+
+    @classmethod
+    def card(cls, **overrides) -> "DecodeConfig":
+        """The model card's quick-start settings."""
+        return cls(**{"do_sample": True, "top_p": 0.95, "temperature": 0.1, "max_new_tokens": 512, **overrides})
+
+    def replace(self, **changes) -> "DecodeConfig":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["stop"] = list(self.stop)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "DecodeConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ConfigError(f"unknown DecodeConfig fields {sorted(unknown)}; known: {sorted(known)}")
+        return cls(**{**d, "stop": tuple(d.get("stop", ()))})
+
+    def generation_config(self, tokenizer):
+        """The transformers GenerationConfig that means the same thing."""
+        from transformers import GenerationConfig
+
+        kwargs = dict(
+            do_sample=self.do_sample, num_beams=self.num_beams, max_new_tokens=self.max_new_tokens,
+            min_new_tokens=self.min_new_tokens, repetition_penalty=self.repetition_penalty,
+            eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+            bos_token_id=tokenizer.bos_token_id,
+        )
+        if self.do_sample:
+            kwargs.update(temperature=self.temperature, top_p=self.top_p, top_k=self.top_k or None)
+        else:  # transformers warns when sampling knobs are set for greedy decoding
+            kwargs.update(temperature=None, top_p=None, top_k=None)
+        if self.stop:
+            kwargs["stop_strings"] = list(self.stop)
+        return GenerationConfig(**kwargs)
+
+
+DECODE_MODES = ("eager", "static", "graph")
+
+
+def check_mode(mode: str) -> str:
+    if mode not in DECODE_MODES:
+        raise ConfigError(f"decode_mode={mode!r}: allowed {', '.join(DECODE_MODES)}")
+    return mode

@@ -1,0 +1,114 @@
+"""`GenerationRecord`: everything measured about one generated sequence, and saving many of them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from ..cache import atomic_write_json
+from ..measure import Latency
+from .config import DecodeConfig
+
+
+@dataclass(frozen=True)
+class TopToken:
+    """One of the likeliest alternatives at a step."""
+
+    id: int
+    piece: str
+    logprob: float
+
+
+@dataclass
+class GenerationRecord:
+    """Everything measured about one generated sequence, with the context to trust it later."""
+
+    text: str  # the new text, without the prompt, cut before a stop string
+    prompt_text: str
+    prompt_tokens: int
+    token_ids: list[int]  # new tokens, the final eos included when there is one
+    new_tokens: int
+    token_times_s: list[float]  # when each new token existed, from the start of generation
+    ttft_s: float  # time to first token (= token_times_s[0]): prefill plus the first choice
+    prefill_s: float  # start to the end of the first forward pass
+    itl: Latency | None  # inter-token latencies (the gaps between token_times_s)
+    decode_tokens_per_s: float | None  # tokens after the first over the time they took
+    logprobs: list[float]  # log-probability of each new token under the model
+    top_logprobs: list[list[TopToken]]
+    stop_reason: str
+    kernel: str | None
+    kernel_requested: str | None
+    config: DecodeConfig
+    format: str
+    batch_size: int = 1
+    batch_index: int = 0
+    warmup_runs: int = 0
+    decode_mode: str = "eager"  # what ran: eager (transformers' generate), static or graph (static.py)
+    decode_mode_requested: str = "eager"
+    decode_note: str = ""  # why decode_mode differs from the request, what the graph cost
+    attention: str = ""  # the attention that ran (workbench.attention.attention_in_use); "" in older records
+    memory: dict = field(default_factory=dict)  # {"load": {...}, "generation": {...}} in GB
+    env: dict = field(default_factory=dict)
+    model: str | None = None
+    checkpoint_hash: str | None = None
+    created: str = ""
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["config"] = self.config.to_dict()
+        d["itl"] = self.itl.to_dict() if self.itl else None
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "GenerationRecord":
+        d = dict(d)
+        d["config"] = DecodeConfig.from_dict(d["config"])
+        d["itl"] = Latency(**d["itl"]) if d.get("itl") else None
+        d["top_logprobs"] = [[TopToken(**t) for t in step] for step in d.get("top_logprobs", [])]
+        return cls(**d)
+
+    def save(self, path) -> Path:
+        """Write this record as JSON, atomically."""
+        atomic_write_json(Path(path), self.to_dict())
+        return Path(path)
+
+    @classmethod
+    def load(cls, path) -> "GenerationRecord":
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+def save_records(path, records: Sequence[GenerationRecord]) -> Path:
+    atomic_write_json(Path(path), [r.to_dict() for r in records])
+    return Path(path)
+
+
+def load_records(path) -> list[GenerationRecord]:
+    return [GenerationRecord.from_dict(d) for d in json.loads(Path(path).read_text())]
+
+
+def records_frame(records: Sequence[GenerationRecord]):
+    """One row per record with its scalar measurements and settings: for tables and plots."""
+    import pandas as pd
+
+    rows = []
+    for r in records:
+        row = {
+            "kernel": r.kernel, "format": r.format, "batch_size": r.batch_size, "batch_index": r.batch_index,
+            "prompt_tokens": r.prompt_tokens, "new_tokens": r.new_tokens, "ttft_s": r.ttft_s,
+            "prefill_s": r.prefill_s, "decode_tokens_per_s": r.decode_tokens_per_s,
+            "stop_reason": r.stop_reason, "decode_mode": r.decode_mode, "attention": r.attention,
+            "mean_logprob": sum(r.logprobs) / len(r.logprobs) if r.logprobs else None,
+            "device": r.env.get("device_name"),
+        }
+        if r.itl:
+            row.update({f"itl_{k}": v for k, v in r.itl.to_dict().items() if k != "n"})
+        row.update({f"cfg_{k}": v for k, v in r.config.to_dict().items() if k != "stop"})
+        gen_mem = r.memory.get("generation", {})
+        row["peak_allocated_gb"] = gen_mem.get("peak_allocated_gb")
+        row["peak_rss_gb"] = gen_mem.get("peak_rss_gb")
+        rows.append(row)
+    return pd.DataFrame(rows)

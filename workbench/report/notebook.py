@@ -1,0 +1,95 @@
+"""What every notebook does first and last: resolve and load the model, save its results.
+
+Notebooks stay thin; the steps they share live here, where they are tested.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+from ..cache import atomic_write_json
+from ..model.libraries import quiet
+from ..model.load import load_model, resolve_model
+
+
+def setup(model="demo", kernel="auto", device="auto", dtype=None, verify=True):
+    """Quiet the libraries, resolve MODEL and load it with KERNEL on DEVICE."""
+    quiet()
+    return load_model(resolve_model(model), kernel=kernel, device=device, dtype=dtype, verify=verify)
+
+
+def describe(loaded) -> str:
+    """One line saying what is loaded, for the top of a notebook's output."""
+    rec = loaded.load_record
+    what = "SYNTHETIC checkpoint (random weights): speed and memory only" if rec.synthetic else \
+        "demo model (not CodeFuse-34B)" if _is_demo(loaded.path) else "checkpoint"
+    return (f"{what}: {loaded.path.name} | kernel {loaded.kernel} (asked: {loaded.kernel_requested}) | "
+            f"{rec.env.get('device_name')} | {rec.dtype} | load {rec.load_s:.1f} s")
+
+
+def _is_demo(path: Path) -> bool:
+    try:
+        return bool(json.loads((Path(path) / "config.json").read_text()).get("workbench_demo"))
+    except (OSError, ValueError):
+        return False
+
+
+def printer(end="", file=None):
+    """An `on_token` callback that prints each new piece of text as it arrives."""
+    out = file or sys.stdout
+
+    def on_token(token_id: int, text: str) -> None:
+        out.write(text)
+        out.flush()
+
+    return on_token
+
+
+def save_results(output_dir, name: str, *, headline: dict, loaded=None, records=(), data=None) -> Path:
+    """Write OUTPUT_DIR/<name>.json: the headline numbers, the records, the figures' data and
+    the context (what was loaded, where, when)."""
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "notebook": name,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "headline": headline,
+        "load": loaded.load_record.to_dict() if loaded is not None else None,
+        "records": [r.to_dict() for r in records],
+        "data": data or {},
+    }
+    path = out / f"{name}.json"
+    atomic_write_json(path, payload)
+    return path
+
+
+def summary(record):
+    """The record's measurements as a two-column table."""
+    import pandas as pd
+
+    gen = record.memory.get("generation") or {}
+    rows = {
+        "kernel (asked)": f"{record.kernel} ({record.kernel_requested})",
+        "device": record.env.get("device_name"),
+        "prompt tokens": record.prompt_tokens,
+        "new tokens": record.new_tokens,
+        "stop reason": record.stop_reason,
+        "time to first token (ms)": round(record.ttft_s * 1e3, 2),
+        "prefill (ms)": round(record.prefill_s * 1e3, 2),
+        "decode tokens/s": round(record.decode_tokens_per_s, 1) if record.decode_tokens_per_s else None,
+        "inter-token p50 / p90 / p99 (ms)": (f"{record.itl.p50_ms:.2f} / {record.itl.p90_ms:.2f} / {record.itl.p99_ms:.2f}"
+                                             if record.itl else None),
+        "mean log-prob": round(sum(record.logprobs) / len(record.logprobs), 3) if record.logprobs else None,
+        "warm-up runs": record.warmup_runs,
+        "decode mode (asked)": f"{record.decode_mode} ({record.decode_mode_requested})",
+    }
+    if record.decode_note:
+        rows["decode mode note"] = record.decode_note
+    if gen.get("peak_allocated_gb") is not None:
+        rows["GPU peak allocated / reserved (GB)"] = f"{gen['peak_allocated_gb']:.2f} / {gen['peak_reserved_gb']:.2f}"
+    else:
+        rows["process RSS / peak (GB)"] = f"{gen.get('rss_gb', 0):.2f} / {gen.get('peak_rss_gb', 0):.2f}"
+    return pd.DataFrame({"value": rows})

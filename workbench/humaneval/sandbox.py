@@ -60,7 +60,7 @@ class SandboxError(WorkbenchError):
 
 @dataclass(frozen=True)
 class SandboxLimits:
-    """What one program may use. Every limit applies to each of its processes separately."""
+    """What one program may use. The rlimits apply to each of its processes separately."""
 
     cpu_s: float = 10.0  # CPU time (RLIMIT_CPU, rounded up to whole seconds); SIGXCPU, then SIGKILL 1 s later
     memory_mb: int = 1024  # address space (RLIMIT_AS); the interpreter needs ~60 MB before the program starts
@@ -194,7 +194,7 @@ def _run_once(program: bytes, timeout_s: float, limits: SandboxLimits, namespace
     user = _sandbox_user(limits)
     marker = _MARKER_PREFIX + _new_nonce()
     if namespaces:
-        workdir = Path(tempfile.gettempdir(), f"workbench-sandbox-{secrets.token_hex(8)}")
+        workdir = Path("/tmp", f"workbench-sandbox-{secrets.token_hex(8)}")  # in its private /tmp, whatever TMPDIR says
     else:
         workdir = Path(tempfile.mkdtemp(prefix="workbench-sandbox-"))
         if user is not None:

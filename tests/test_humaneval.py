@@ -158,7 +158,7 @@ def test_failures_of_every_kind_are_scored_quickly_and_leave_nothing_behind(sand
         "    while True:\n        pass\n",  # 4 infinite loop
         "    import sys\n    sys.exit(0)\n",  # 5 exits with status 0 when check calls it
         "    pass\nimport os\nos._exit(0)\n",  # 6 exits with status 0 before check runs
-        f"    import os\n    if os.fork() == 0:\n        open('/proc/self/comm', 'w').write({child_name!r})\n"
+        f"    import ctypes, os\n    if os.fork() == 0:\n        ctypes.CDLL(None).prctl(15, {child_name.encode()!r})\n"
         "        import time; time.sleep(60)\n    while True:\n        pass\n",  # 7 a child that would outlive it
         f"    open({str(escape)!r}, 'w').write('out')\n    return True\n",  # 8 writes outside its folder
         "    x = bytearray(8 << 30)\n",  # 9 outgrows its memory

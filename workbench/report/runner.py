@@ -85,8 +85,9 @@ SOURCE_HEAD_LINES = 3  # lines of the failing cell shown in the index
 # The child process: papermill writes the output notebook as each cell starts and ends, so a
 # failed or killed run still leaves the cells that ran. The error itself is in that notebook;
 # the exit message only feeds the log. On Linux the child asks to be killed when the runner dies:
-# a runner killed outright cannot end it, and it would finish the notebook as an orphan with no
-# time limit; its kernel follows it, since ipykernel exits when its parent changes.
+# a runner killed outright (SIGKILL, the out-of-memory killer, a sweep's Ray worker that died)
+# cannot end it, and it would finish the notebook as an orphan; its kernel follows it, since
+# ipykernel exits when its parent changes.
 _CHILD_SCRIPT = """\
 import json, sys
 spec = json.loads(sys.argv[1])

@@ -1,8 +1,9 @@
 """Run a command as the unprivileged user `nobody`, from root: `python tests/as_nobody.py -- CMD ...`.
 
 CI runs the tests as root, but the sandbox must also hold for a user without privileges (how
-JupyterLab is usually run). This helper runs CMD as nobody (uid 65534, no groups) in a private
-mount namespace of its own, where:
+JupyterLab is usually run). This helper runs CMD as uid and gid 65534 (nobody on Debian; the ids
+are used directly, so no passwd entry is needed and no user is created) with no supplementary
+groups, in a private mount namespace of its own, where:
 
 - folders nobody cannot enter on the way to the interpreter, the virtual environment, the
   repository and PYTHONPATH (a pyenv under a 0700 /root) are replaced by an empty tmpfs that
@@ -16,13 +17,13 @@ Linux (unshare, mount); stdlib only.
 
 import ctypes
 import os
-import pwd
 import sys
 from pathlib import Path
 
 CLONE_NEWNS = 0x00020000
 MS_BIND, MS_REC, MS_PRIVATE = 4096, 0x4000, 1 << 18
 FAKE_KEY = "-----FAKE KEY FOR THE SANDBOX TESTS-----\n"
+NOBODY = 65534  # uid and gid
 
 libc = ctypes.CDLL(None, use_errno=True)
 
@@ -78,7 +79,6 @@ def main(argv: list[str]) -> None:
     if os.geteuid() != 0 or "--" not in argv:
         sys.exit("usage (as root): python tests/as_nobody.py -- CMD [ARGS...]")
     command = argv[argv.index("--") + 1 :]
-    nobody = pwd.getpwnam("nobody")
     check(libc.unshare(CLONE_NEWNS), "unshare(CLONE_NEWNS)")
     mount(None, "/", None, MS_REC | MS_PRIVATE)
     for folder, keep in sorted(blocked_folders(needed_paths()).items(), key=lambda item: len(item[0].parts)):
@@ -87,11 +87,11 @@ def main(argv: list[str]) -> None:
     ssh.mkdir(mode=0o700)
     (ssh / "id_ed25519").write_text(FAKE_KEY)
     for path in (ssh, ssh / "id_ed25519"):
-        os.chown(path, nobody.pw_uid, nobody.pw_gid)
+        os.chown(path, NOBODY, NOBODY)
     os.chmod(ssh / "id_ed25519", 0o600)
     os.setgroups([])
-    os.setgid(nobody.pw_gid)
-    os.setuid(nobody.pw_uid)
+    os.setgid(NOBODY)
+    os.setuid(NOBODY)
     os.environ.update(HOME="/root", USER="nobody", LOGNAME="nobody")
     os.execvp(command[0], command)
 

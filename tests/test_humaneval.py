@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import time
 from types import SimpleNamespace
 
@@ -21,7 +22,7 @@ from workbench.humaneval.protocol import (
     pass_at_k,
 )
 from workbench.humaneval.sandbox import SandboxLimits
-from workbench.humaneval.score import CompletionResult, EvalReport, evaluate
+from workbench.humaneval.score import CompletionResult, EvalReport, common_isolation, evaluate
 
 PROBLEMS = load_problems()
 P0 = PROBLEMS["HumanEval/0"]  # has_close_elements(numbers, threshold); the prompt imports typing.List
@@ -33,6 +34,14 @@ def alive(pid: int) -> bool:
             return f.read().rpartition(b")")[2].split()[0] != b"Z"
     except FileNotFoundError:
         return False
+
+
+def _comm(pid: str) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
 
 
 @pytest.fixture
@@ -140,6 +149,7 @@ def test_extract_refuses_what_is_not_text():
 
 def test_failures_of_every_kind_are_scored_quickly_and_leave_nothing_behind(sandbox_runs, tmp_path):
     escape = tmp_path / "escaped.txt"
+    child_name = "wbt" + secrets.token_hex(6)  # found by name: its pid inside the sandbox means nothing here
     completions = [
         P0.canonical_solution,  # 0 passes
         "    pass\n",  # 1 returns None
@@ -148,8 +158,8 @@ def test_failures_of_every_kind_are_scored_quickly_and_leave_nothing_behind(sand
         "    while True:\n        pass\n",  # 4 infinite loop
         "    import sys\n    sys.exit(0)\n",  # 5 exits with status 0 when check calls it
         "    pass\nimport os\nos._exit(0)\n",  # 6 exits with status 0 before check runs
-        "    import os\n    pid = os.fork()\n    if pid == 0:\n        import time; time.sleep(60)\n"
-        "    print(pid, flush=True)\n    while True:\n        pass\n",  # 7 a child that would outlive it
+        f"    import ctypes, os\n    if os.fork() == 0:\n        ctypes.CDLL(None).prctl(15, {child_name.encode()!r})\n"
+        "        import time; time.sleep(60)\n    while True:\n        pass\n",  # 7 a child that would outlive it
         f"    open({str(escape)!r}, 'w').write('out')\n    return True\n",  # 8 writes outside its folder
         "    x = bytearray(8 << 30)\n",  # 9 outgrows its memory
         "    open('big', 'wb').write(b'x' * (64 << 20))\n",  # 10 outgrows the file-size limit
@@ -173,10 +183,10 @@ def test_failures_of_every_kind_are_scored_quickly_and_leave_nothing_behind(sand
     assert "SyntaxError" in report.results[3].output_tail
     assert "MemoryError" in report.results[9].output_tail
     assert "File too large" in report.results[10].output_tail
-    assert not alive(int(report.results[7].output_tail.split()[0]))
-    if os.geteuid() == 0:  # as root the program runs as nobody, who cannot write in a root-only folder
-        assert statuses[8] == "failed" and "PermissionError" in report.results[8].output_tail
-        assert not escape.exists()
+    assert not any(alive(int(p)) for p in os.listdir("/proc") if p.isdigit() and _comm(p) == child_name)
+    # its /tmp is its own: the host's folder is not there, and nothing lands in it
+    assert statuses[8] == "failed" and "FileNotFoundError" in report.results[8].output_tail
+    assert not escape.exists()
     assert elapsed < 10  # two timeouts of 1 s, the rest a fraction of a second each
     assert len(sandbox_runs) == len(completions)
     assert not any(os.path.exists(run.workdir) for run in sandbox_runs)
@@ -194,6 +204,20 @@ def test_all_164_canonical_solutions_pass(sandbox_runs):
     assert report.counts() == {"passed": 164, "failed": 0, "timeout": 0, "error": 0}
     assert not any(os.path.exists(run.workdir) for run in sandbox_runs)
     assert elapsed < 60
+
+
+def test_a_completion_holding_a_lone_surrogate_fails_without_stopping_the_evaluation():
+    # A model can emit one (a byte-level token decoded alone); it used to crash evaluate().
+    report = evaluate({"HumanEval/0": ["    return '\ud800'\n", P0.canonical_solution]}, problems=PROBLEMS)
+    assert [r.status for r in report.results] == ["failed", "passed"]
+    assert "SyntaxError" in report.results[0].output_tail
+
+
+def test_the_reports_isolation_is_what_held_for_every_run():
+    runs = [{"pid_ns": True, "net_ns": True, "uid": 65534, "hidden": ["/root"]},
+            {"pid_ns": True, "net_ns": False, "uid": 65534, "hidden": ["/root", "/home"]}]
+    assert common_isolation(runs) == {"pid_ns": True, "net_ns": False, "uid": 65534,
+                                      "hidden": [["/root"], ["/root", "/home"]]}
 
 
 def test_evaluate_refuses_bad_input():
@@ -245,7 +269,7 @@ def _report(outcomes: dict[str, list[str]]) -> EvalReport:
         for task_id, statuses in outcomes.items()
         for i, status in enumerate(statuses)
     )
-    return EvalReport(results, 10.0, 2, SandboxLimits(), ("session",), 1.0, {"python": "3"})
+    return EvalReport(results, 10.0, 2, SandboxLimits(), {"pid_ns": True}, 1.0, {"python": "3"})
 
 
 def test_the_report_averages_pass_at_k_over_tasks():

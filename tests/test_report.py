@@ -4,6 +4,8 @@ one that sleeps past its time limit; plus the config, params-file and index rule
 import json
 import os
 import re
+import signal
+import socket
 import subprocess
 import sys
 import time
@@ -13,9 +15,11 @@ import nbformat
 import psutil
 import pytest
 
-from workbench import report
+from workbench.__main__ import main as workbench_main
 from workbench.errors import ConfigError
-from workbench.report.params import find_notebooks, load_params
+from workbench.report import html, runner
+from workbench.report.lock import LOCK_NAME, Holder, folder_lock
+from workbench.report.params import default_notebooks_dir, find_notebooks, load_params
 from workbench.report.runner import NotebookRun, ReportConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -75,7 +79,7 @@ def suite(tmp_path_factory):
     params.write_text("GREETING: from the params file\n01_ok:\n  EXTRA: 7\n")
     out = root / "out"
     started = time.perf_counter()
-    code = report.main(["--notebooks", str(folder), "--out", str(out), "--params", str(params),
+    code = runner.main(["--notebooks", str(folder), "--out", str(out), "--params", str(params),
                         "--kernel", "torch", "--device", "cpu", "--timeout", "120"])
     return {"out": out, "exit_code": code, "seconds": time.perf_counter() - started,
             "report": json.loads((out / "report.json").read_text()),
@@ -161,8 +165,8 @@ def test_a_notebook_past_its_time_limit_ends_as_timeout_with_its_kernel(tmp_path
     nb = write_notebook(tmp_path / "notebooks" / "01_sleeps.ipynb", SLEEPS_BODY)
     config = ReportConfig(notebooks=(nb,), out=tmp_path / "out", timeout_s=5)
     started = time.perf_counter()
-    run = report.run_notebook(config, nb)
-    assert time.perf_counter() - started < 5 + report.KILL_WAIT_S + 5
+    run = runner.run_notebook(config, nb)
+    assert time.perf_counter() - started < 5 + runner.KILL_WAIT_S + 5
     assert run.status == "timeout" and run.error.name == "Timeout"
     assert "5 s" in run.error.message
     pid_file = config.out / "kernel.pid"
@@ -181,12 +185,135 @@ def test_ending_a_run_also_ends_what_runs_in_a_session_of_its_own():
                   "time.sleep(60)")
     child = subprocess.Popen([sys.executable, "-c", grandchild], stdout=subprocess.PIPE, text=True)
     pid = int(child.stdout.readline())
-    report._end_process_tree(child)
+    runner._end_process_tree(child)
     assert child.returncode is not None
     deadline = time.monotonic() + 5
     while not _gone(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert _gone(pid)
+
+
+# --- stopping the runner, and one runner per folder ----------------------------------------------
+
+def _start_runner(notebooks: Path, out: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "workbench", "report", "--notebooks", str(notebooks),
+                             "--out", str(out), "--timeout", "300"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _family_once_the_kernel_sleeps(proc: subprocess.Popen, out: Path) -> list[psutil.Process]:
+    """The runner's papermill process and kernel, once the kernel runs the sleeping cell."""
+    deadline = time.monotonic() + 120
+    while not (out / "kernel.pid").exists():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read() if proc.poll() else "slow"
+        time.sleep(0.2)
+    family = psutil.Process(proc.pid).children(recursive=True)
+    kernel = int((out / "kernel.pid").read_text())
+    assert kernel in [p.pid for p in family]
+    return family
+
+
+def _all_gone(family: list[psutil.Process], within_s: float) -> bool:
+    deadline = time.monotonic() + within_s
+    while any(not _gone(p.pid) for p in family) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return all(_gone(p.pid) for p in family)
+
+
+@pytest.mark.slow
+def test_sigterm_ends_papermill_and_its_kernel_and_a_second_runner_is_refused(tmp_path):
+    write_notebook(tmp_path / "notebooks" / "01_sleeps.ipynb", SLEEPS_BODY)
+    out = tmp_path / "out"
+    first = _start_runner(tmp_path / "notebooks", out)
+    try:
+        family = _family_once_the_kernel_sleeps(first, out)
+        # a second runner into the same folder stops before it writes anything, naming the first
+        config = ReportConfig(notebooks=(tmp_path / "notebooks" / "01_sleeps.ipynb",), out=out)
+        with pytest.raises(ConfigError, match=f"another report runner is writing there: pid {first.pid} on "
+                                              f"{re.escape(socket.gethostname())}"):
+            runner.run_report(config)
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(timeout=runner.KILL_WAIT_S + 20) == 128 + signal.SIGTERM
+    finally:
+        first.kill()
+    assert _all_gone(family, within_s=5)
+    data = json.loads((out / "report.json").read_text())
+    assert data["state"] == "interrupted" and data["notebooks"][0]["status"] == "interrupted"
+    assert html.REFRESH_TAG not in (out / "index.html").read_text()  # the page stops reloading
+    assert not (out / LOCK_NAME).exists()
+
+
+@pytest.mark.slow
+def test_a_runner_killed_outright_takes_papermill_and_its_kernel_with_it(tmp_path):
+    write_notebook(tmp_path / "notebooks" / "01_sleeps.ipynb", SLEEPS_BODY)
+    out = tmp_path / "out"
+    doomed = _start_runner(tmp_path / "notebooks", out)
+    try:
+        family = _family_once_the_kernel_sleeps(doomed, out)
+        doomed.kill()  # SIGKILL: the runner can clean nothing up itself
+        doomed.wait()
+    finally:
+        doomed.kill()
+    # papermill gets SIGKILL from the kernel (parent-death signal); ipykernel polls its parent each second
+    assert _all_gone(family, within_s=10)
+    index = (out / "index.html").read_text()
+    assert html.REFRESH_TAG in index  # what the killed runner left: "running", reloading
+    messages = []
+    with runner.hold_out(out, progress=messages.append):  # what the next runner does first
+        pass
+    assert f"left by pid {doomed.pid}" in messages[0] and "taking it over" in messages[0]
+    assert "marked it interrupted" in messages[1]
+    assert json.loads((out / "report.json").read_text())["state"] == "interrupted"
+    assert html.REFRESH_TAG not in (out / "index.html").read_text()
+
+
+def test_one_runner_per_folder_and_the_error_names_the_holder(notebooks_dir, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c",
+                               "import sys, time; from pathlib import Path\n"
+                               "from workbench.report.lock import folder_lock\n"
+                               "with folder_lock(Path(sys.argv[1])):\n"
+                               "    print('held', flush=True)\n"
+                               "    time.sleep(60)", str(out)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        config = ReportConfig(notebooks=find_notebooks(notebooks_dir), out=out)
+        with pytest.raises(ConfigError, match=rf"out={re.escape(str(out))}: another report runner is writing "
+                                              rf"there: pid {holder.pid} on {re.escape(socket.gethostname())}, "
+                                              r"started \d{4}-.*\(-c "):
+            runner.run_report(config)
+        assert not (out / "report.json").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    with folder_lock(out) as previous:  # the holder died: its lock is taken over, its name read
+        assert previous.pid == holder.pid
+        assert json.loads((out / LOCK_NAME).read_text())["pid"] == os.getpid()
+    assert not (out / LOCK_NAME).exists()
+
+
+def test_a_report_left_running_is_marked_interrupted_at_the_next_start(notebooks_dir, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    config = ReportConfig(notebooks=find_notebooks(notebooks_dir), out=out)
+    summary = runner._summary(config, {"given": "demo", "folder": None, "kind": "demo"}, {}, [],
+                              "2024-01-01T00:00:00+00:00", 6.0, "running")
+    (out / "report.json").write_text(json.dumps(summary))
+    (out / "index.html").write_text(html.render_index(summary))
+    (out / LOCK_NAME).write_text(json.dumps(Holder(pid=2**22 + 1, host=socket.gethostname(),
+                                                   started_at="2024-01-01T00:00:00+00:00", command="gone").__dict__))
+    (tmp_path / "typo.yaml").write_text("GREETNG: hi\n")
+    # even a start that then refuses its parameters marks it
+    with pytest.raises(ConfigError, match="GREETNG is a parameter of no notebook"):
+        runner.main(["--notebooks", str(notebooks_dir), "--out", str(out), "--params", str(tmp_path / "typo.yaml")])
+    data = json.loads((out / "report.json").read_text())
+    assert data["state"] == "interrupted" and data["notebooks"][0]["status"] == "interrupted"
+    assert "stopped before it finished" in data["note"]
+    index = (out / "index.html").read_text()
+    assert html.REFRESH_TAG not in index and 'class="status interrupted">interrupted<' in index
+    assert "stopped before it finished" in index
+    assert not (out / LOCK_NAME).exists()  # released
 
 
 # --- without a kernel ---------------------------------------------------------------------------
@@ -209,11 +336,48 @@ def test_params_file_json_or_yaml(tmp_path):
 
 def test_parameters_merge_global_then_the_notebooks_section(notebooks_dir, tmp_path):
     config = ReportConfig(notebooks=find_notebooks(notebooks_dir), out=tmp_path / "out",
-                          params={"N": 1, "LABEL": "all", "01_ok": {"N": 2}}, kernel="torch")
+                          params={"EXTRA": 1, "GREETING": "all", "01_ok": {"EXTRA": 2}}, kernel="torch")
     assert config.parameters_for("01_ok") == {"MODEL": "demo", "KERNEL": "torch", "DEVICE": "auto",
                                               "OUTPUT_DIR": str((tmp_path / "out").absolute()),
-                                              "N": 2, "LABEL": "all"}
-    assert config.parameters_for("02_fails")["N"] == 1
+                                              "EXTRA": 2, "GREETING": "all"}
+    assert config.parameters_for("02_fails")["EXTRA"] == 1
+
+
+def test_a_global_parameter_reaches_only_the_notebooks_that_define_it(notebooks_dir, tmp_path):
+    write_notebook(notebooks_dir / "03_other.ipynb", ["pass"], parameters='MODEL = "demo"\nOUTPUT_DIR = "."\nOTHER = 1')
+    config = ReportConfig(notebooks=find_notebooks(notebooks_dir), out=tmp_path / "out",
+                          params={"GREETING": "hi", "OTHER": 2})
+    assert config.parameters_for("01_ok")["GREETING"] == "hi" and "OTHER" not in config.parameters_for("01_ok")
+    assert config.parameters_for("03_other")["OTHER"] == 2 and "GREETING" not in config.parameters_for("03_other")
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"GREETNG": "x"}, r"params: GREETNG is a parameter of no notebook; the notebooks run here take EXTRA, GREETING$"),
+    ({"01_ok": {"EXTRA": 1, "EXTAR": 2}}, r"params\['01_ok'\]: EXTAR is not a parameter of 01_ok; "
+                                          r"its parameters cell defines EXTRA, GREETING$"),
+])
+def test_a_name_no_parameters_cell_defines_is_refused_with_the_allowed_ones(notebooks_dir, tmp_path, params, message):
+    with pytest.raises(ConfigError, match=message):
+        ReportConfig(notebooks=find_notebooks(notebooks_dir), out=tmp_path / "out", params=params)
+
+
+def test_a_typo_in_the_params_file_stops_the_command_before_any_notebook(notebooks_dir, tmp_path, capsys):
+    (tmp_path / "p.yaml").write_text("MAX_NEW_TOKEN: 8\n")  # the notebooks take no such name
+    code = workbench_main(["report", "--notebooks", str(notebooks_dir), "--out", str(tmp_path / "out"),
+                           "--params", str(tmp_path / "p.yaml")])
+    printed = capsys.readouterr()
+    assert code == 1 and printed.out == ""
+    assert printed.err.startswith("error: params: MAX_NEW_TOKEN is a parameter of no notebook")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("where", ["a file in the way", "a file below a file"])
+def test_an_unwritable_out_is_an_error_line_not_a_traceback(notebooks_dir, tmp_path, capsys, where):
+    (tmp_path / "file").write_text("x")
+    out = tmp_path / "file" if where == "a file in the way" else tmp_path / "file" / "report"
+    code = workbench_main(["report", "--notebooks", str(notebooks_dir), "--out", str(out)])
+    assert code == 1
+    assert capsys.readouterr().err.startswith(f"error: out={out}: cannot create the report folder there")
 
 
 @pytest.mark.parametrize("params, message", [
@@ -222,7 +386,7 @@ def test_parameters_merge_global_then_the_notebooks_section(notebooks_dir, tmp_p
     ({"01_ok": {"OUTPUT_DIR": "x"}}, "use --out"),
     ({"class": 1}, "not a valid parameter name"),
     ({"01_ok": 3}, "must map NAME: value"),
-    ({"N": {1, 2}}, "every value must be"),
+    ({"EXTRA": {1, 2}}, "every value must be"),
 ])
 def test_bad_params_are_refused_with_the_reason(notebooks_dir, tmp_path, params, message):
     with pytest.raises(ConfigError, match=message):
@@ -252,13 +416,13 @@ def test_find_notebooks_by_pattern_name_or_number(notebooks_dir):
 
 
 def test_default_notebooks_folder_is_the_repositorys():
-    assert report.default_notebooks_dir() == REPO_ROOT / "notebooks"
+    assert default_notebooks_dir() == REPO_ROOT / "notebooks"
 
 
 def test_default_jupyter_kernel_is_this_interpreter():
-    assert report.kernel_python("python3") == sys.executable
+    assert runner.kernel_python("python3") == sys.executable
     with pytest.raises(ConfigError, match="not installed"):
-        report.kernel_python("no-such-kernel-here")
+        runner.kernel_python("no-such-kernel-here")
 
 
 def test_model_kind_for_the_banner(tmp_path):
@@ -268,21 +432,21 @@ def test_model_kind_for_the_banner(tmp_path):
         (folder / "config.json").write_text(json.dumps(config))
         return str(folder)
 
-    assert report.describe_model(checkpoint("syn", {"workbench_synthetic": True}))["kind"] == "synthetic"
-    assert report.describe_model(checkpoint("demo", {"workbench_demo": True}))["kind"] == "demo"
-    assert report.describe_model(checkpoint("real", {"model_type": "llama"}))["kind"] == "checkpoint"
-    assert report.describe_model("demo")["kind"] == "demo"
+    assert runner.describe_model(checkpoint("syn", {"workbench_synthetic": True}))["kind"] == "synthetic"
+    assert runner.describe_model(checkpoint("demo", {"workbench_demo": True}))["kind"] == "demo"
+    assert runner.describe_model(checkpoint("real", {"model_type": "llama"}))["kind"] == "checkpoint"
+    assert runner.describe_model("demo")["kind"] == "demo"
 
 
 def test_index_shows_timeouts_pending_runs_and_missing_headlines(notebooks_dir, tmp_path):
     config = ReportConfig(notebooks=find_notebooks(notebooks_dir), out=tmp_path / "out", timeout_s=5)
     run = NotebookRun(name="01_ok", notebook=config.notebooks[0], status="timeout", duration_s=5.2,
                       parameters={}, ipynb_path=None, html_path=None, json_path=None, log_path=None,
-                      error=report.NotebookError("Timeout", "stopped after its time limit of 5 s"),
+                      error=runner.NotebookError("Timeout", "stopped after its time limit of 5 s"),
                       notes=("the notebook wrote no 01_ok.json",))
-    summary = report._summary(config, {"given": "demo", "folder": None, "kind": "synthetic"}, {}, [run],
+    summary = runner._summary(config, {"given": "demo", "folder": None, "kind": "synthetic"}, {}, [run],
                               "2024-01-01T00:00:00+00:00", 6.0, "running")
-    page = report.render_index(summary)
+    page = html.render_index(summary)
     assert page.splitlines()  # a page, with the banner before the title
     assert page.index("SYNTHETIC CHECKPOINT") < page.index("<h1>")
     assert 'class="status timeout">timeout<' in page and "stopped after its time limit" in page
@@ -293,12 +457,12 @@ def test_index_shows_timeouts_pending_runs_and_missing_headlines(notebooks_dir, 
 
 
 def test_headline_values_are_shown_readably():
-    assert report.format_value(123.456) == "123.5"
-    assert report.format_value(0.000123456) == "0.0001235"
-    assert report.format_value(123456.7) == "123457"
-    assert report.format_value(42) == "42"
-    assert report.format_value("torch") == "torch"
-    assert report.format_value([1, 2]) == "[1, 2]"
+    assert html.format_value(123.456) == "123.5"
+    assert html.format_value(0.000123456) == "0.0001235"
+    assert html.format_value(123456.7) == "123457"
+    assert html.format_value(42) == "42"
+    assert html.format_value("torch") == "torch"
+    assert html.format_value([1, 2]) == "[1, 2]"
 
 
 def test_pages_render_offline_even_with_widgets_and_math(tmp_path):
@@ -310,7 +474,7 @@ def test_pages_render_offline_even_with_widgets_and_math(tmp_path):
     nb.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {"state": {}, "version_major": 2,
                                                                            "version_minor": 0}}
     page = tmp_path / "page.html"
-    report.render_html(nb, page, "offline")
+    html.render_html(nb, page, "offline")
     text = page.read_text()
     assert "The loss is" in text
     assert not re.search(r"https?://(unpkg|cdnjs)", text)  # no renderer, require.js or MathJax fetched

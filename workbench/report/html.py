@@ -42,6 +42,8 @@ def render_html(nb, path: Path, title: str) -> None:
 
 # --- index.html ---------------------------------------------------------------------------------
 
+REFRESH_TAG = '<meta http-equiv="refresh" content="10">'  # only while the report's state is "running"
+
 def format_value(value) -> str:
     """A headline value as the index shows it: floats to 4 significant digits, others as written."""
     if isinstance(value, float) and math.isfinite(value):
@@ -75,6 +77,7 @@ table.meta th { width: 11em; }
 pre { margin: 0; white-space: pre-wrap; max-width: 60em; font-size: .9em; }
 .kv { white-space: nowrap; } .kv b { font-weight: 600; }
 .notes { color: #666; font-size: .9em; }
+.note { color: #c62828; font-weight: bold; }
 """
 
 
@@ -85,11 +88,13 @@ def render_index(summary: dict) -> str:
     head = ['<!doctype html>', '<html lang="en"><head><meta charset="utf-8">',
             f"<title>{e(summary['title'])}</title>", f"<style>{_INDEX_CSS}</style>"]
     if summary["state"] == "running":  # watch a long run: the page reloads until it is done
-        head.append('<meta http-equiv="refresh" content="10">')
+        head.append(REFRESH_TAG)
     body = ["</head><body>"]
     if summary.get("banner"):
         body.append(f'<p class="banner">{e(summary["banner"])}</p>')
     body.append(f"<h1>{e(summary['title'])}</h1>")
+    if summary.get("note"):  # e.g. why a report says interrupted
+        body.append(f'<p class="note">{e(summary["note"])}</p>')
     counts = ", ".join(f"{n} {s}" for s, n in summary["counts"].items())
     model_text = config["model"] + (f" ({model['folder']})" if model.get("folder") and model["folder"] != config["model"] else "")
     meta = [("model", model_text), ("kernel", config["kernel"]), ("device", config["device"]),

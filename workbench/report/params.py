@@ -1,4 +1,6 @@
-"""Which notebooks a report renders and the parameters each is given, checked before anything runs.
+"""Which notebooks a report renders and the parameters each is given, checked before anything runs:
+the params file's shape (`checked_params`), then every name against the notebooks' own parameters
+cells as papermill reads them (`notebook_parameters`, `check_declared`).
 """
 
 from __future__ import annotations
@@ -7,7 +9,7 @@ import json
 import keyword
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -107,3 +109,66 @@ def checked_params(params: Mapping, notebook_names: set[str]) -> Mapping[str, An
         raise ConfigError(f"params: every value must be a string, number, boolean, null, list or "
                           f"mapping ({e})") from None
     return MappingProxyType(clean)
+
+
+def notebook_parameters(notebook: str | os.PathLike) -> dict[str, dict]:
+    """The names `notebook`'s parameters cell defines, read by papermill's own `inspect_notebook`:
+    name -> {"name", "inferred_type_name", "default", "help"}; empty without a parameters cell."""
+    try:
+        import papermill
+    except ImportError:
+        raise ConfigError("papermill is not installed, so the notebooks' parameters cannot be checked; "
+                          "install the notebooks extra: pip install -e '.[notebooks]'") from None
+    try:
+        return dict(papermill.inspect_notebook(str(notebook)))
+    except Exception as e:  # a notebook papermill cannot parse would fail the same way when it runs
+        raise ConfigError(f"{notebook}: papermill cannot read its parameters cell ({type(e).__name__}: {e})") from None
+
+
+def declared_parameters(params: Mapping, notebooks: Mapping[str, Path], running: Collection[str]) -> dict:
+    """notebook name -> the parameters its cell defines, for the notebooks `check_declared` needs.
+
+    Those being run and those the params give a section are read (an unreadable one is an
+    error: it would fail when run); the others of `notebooks` (the suite beside them) only when
+    a global name is found in none of those, and where they can be read.
+    """
+    wanted = [name for name in notebooks if name in running or name in params]
+    declared = {name: frozenset(notebook_parameters(notebooks[name])) for name in wanted}
+    found = set().union(*declared.values())
+    if any(key.isidentifier() and key not in found for key in params):
+        for name, path in notebooks.items():
+            if name not in declared and NOTEBOOK_NAME.match(name):
+                try:
+                    declared[name] = frozenset(notebook_parameters(path))
+                except ConfigError:  # not part of this run; its own run would say what is wrong
+                    continue
+    return declared
+
+
+def check_declared(params: Mapping, declared: Mapping[str, Collection[str]], running: Collection[str]) -> None:
+    """Refuse a name no notebook's parameters cell defines (a typo would otherwise be ignored).
+
+    `declared` maps each notebook's name to the parameters its cell defines. A global name must
+    be a parameter of at least one notebook that it could reach (`declared`'s); a notebook's
+    section may hold only that notebook's parameters. The error lists the allowed names: those
+    of the notebooks being run (`running`) for a global name.
+    """
+    for key, value in params.items():
+        if key in declared:
+            unknown = sorted(set(value) - set(declared[key]))
+            if unknown:
+                raise ConfigError(f"params[{key!r}]: {', '.join(unknown)} {_is_not(unknown)} a parameter of {key}; "
+                                  f"its parameters cell defines {_allowed(declared[key])}")
+        elif key.isidentifier() and not any(key in names for names in declared.values()):
+            allowed = set().union(*(declared[name] for name in running if name in declared))
+            raise ConfigError(f"params: {key} is a parameter of no notebook; the notebooks run here take "
+                              f"{_allowed(allowed)}")
+
+
+def _is_not(names: Sequence[str]) -> str:
+    return "is not" if len(names) == 1 else "are not"
+
+
+def _allowed(names: Collection[str]) -> str:
+    user = sorted(set(names) - set(RESERVED_PARAMETERS))
+    return ", ".join(user) if user else "no parameters of its own"

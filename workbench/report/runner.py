@@ -13,7 +13,15 @@ the output folder OUT:
     OUT/index.html     one table: status, duration, headline numbers, error excerpt, links
     OUT/report.json    the same, machine-readable, with the config and the environment
 
-Both summaries are rewritten after every notebook, so a long run can be watched in a browser.
+Both summaries are rewritten after every notebook, so a long run can be watched in a browser
+(index.html reloads itself while the state is "running").
+
+One runner at a time writes into OUT: it holds OUT/.workbench-report.lock (report/lock.py), and a
+second one stops with an error naming the first. Stopping the runner stops everything it started:
+Ctrl-C, SIGTERM and SIGHUP end papermill and its kernel and mark the report "interrupted"; if the
+runner is killed outright (SIGKILL, the out-of-memory killer), papermill dies with it (the parent-
+death signal) and its kernel follows within a second (ipykernel exits when its parent changes),
+and the next runner started on OUT marks the report it left "running" as "interrupted".
 
 Every notebook receives the parameters MODEL, KERNEL, DEVICE and OUTPUT_DIR (OUT, absolute), plus
 those of the params file, and runs with OUT as its working folder: whatever it writes with a
@@ -21,15 +29,19 @@ relative path lands in the report rather than in the source tree, and a report n
 where it was started from.
 
 The params file (JSON when it ends in .json, otherwise YAML) holds one mapping. A key that is a
-Python identifier is a parameter for every notebook. A key that names a notebook (its file name
-without .ipynb; such names start with digits, so they can never be parameters) holds a mapping of
-parameters for that notebook only, which win over the global ones:
+Python identifier is a parameter for every notebook whose parameters cell defines it. A key that
+names a notebook (its file name without .ipynb; such names start with digits, so they can never
+be parameters) holds a mapping of parameters for that notebook only, which win over the global
+ones:
 
-    MAX_NEW_TOKENS: 32            # every notebook
+    MAX_NEW_TOKENS: 32            # every notebook that has MAX_NEW_TOKENS
     05_latency_curves:            # this notebook only
-      PROMPT_TOKENS: [16, 64, 256]
+      PROMPT_LENGTHS: [16, 64, 256]
 
-MODEL, KERNEL, DEVICE and OUTPUT_DIR come from the command line and cannot be set there.
+Every name is checked against the notebooks' parameters cells (papermill's own reading) before
+anything runs: a name that no notebook defines, or that a notebook's section gives a notebook
+without it, is refused with the names allowed. MODEL, KERNEL, DEVICE and OUTPUT_DIR come from
+the command line and cannot be set there.
 """
 
 from __future__ import annotations
@@ -45,8 +57,9 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
@@ -59,8 +72,9 @@ from ..errors import ConfigError, WorkbenchError
 from ..model.checkpoint import is_synthetic
 from ..model.demo import default_path
 from ..model.registry import resolve_device
-from .html import headline_text, render_html, render_index
-from .params import checked_params, find_notebooks, load_params
+from .html import REFRESH_TAG, headline_text, render_html, render_index
+from .lock import folder_lock
+from .params import check_declared, checked_params, declared_parameters, find_notebooks, load_params
 
 DEFAULT_TIMEOUT_S = 900.0
 DEFAULT_JUPYTER_KERNEL = "python3"
@@ -70,10 +84,18 @@ SOURCE_HEAD_LINES = 3  # lines of the failing cell shown in the index
 
 # The child process: papermill writes the output notebook as each cell starts and ends, so a
 # failed or killed run still leaves the cells that ran. The error itself is in that notebook;
-# the exit message only feeds the log.
+# the exit message only feeds the log. On Linux the child asks to be killed when the runner dies:
+# a runner killed outright (SIGKILL, the out-of-memory killer, a sweep's Ray worker that died)
+# cannot end it, and it would finish the notebook as an orphan; its kernel follows it, since
+# ipykernel exits when its parent changes.
 _CHILD_SCRIPT = """\
 import json, sys
 spec = json.loads(sys.argv[1])
+if sys.platform == "linux":
+    import ctypes, os, signal
+    ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
+    if os.getppid() != spec["runner_pid"]:  # the runner died before that took effect
+        sys.exit("the report runner is gone")
 import papermill
 from papermill.exceptions import PapermillExecutionError
 try:
@@ -83,7 +105,6 @@ try:
 except PapermillExecutionError as e:
     sys.exit(f"{e.ename}: {e.evalue}")
 """
-
 
 
 @dataclass(frozen=True)
@@ -99,6 +120,8 @@ class ReportConfig:
     timeout_s: float = DEFAULT_TIMEOUT_S  # wall clock per notebook, kernel start included
     jupyter_kernel: str = DEFAULT_JUPYTER_KERNEL  # python3 = the kernel of this interpreter
     progress_bars: bool = False  # papermill's per-cell progress bars, on stderr
+    # notebook name -> the names its parameters cell defines (papermill's reading); set from the files
+    declared: Mapping[str, frozenset[str]] = field(init=False, repr=False, compare=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         for name in ("model", "kernel", "device", "jupyter_kernel"):
@@ -129,12 +152,17 @@ class ReportConfig:
         names = [nb.stem for nb in notebooks]
         if len(set(names)) != len(names):
             raise ConfigError(f"notebooks: two share a name ({', '.join(names)}); their outputs would collide")
-        beside = {p.stem for folder in {nb.parent for nb in notebooks} for p in folder.glob("*.ipynb")}
-        object.__setattr__(self, "params", checked_params(self.params, beside | set(names)))
+        beside = {p.stem: p for folder in {nb.parent for nb in notebooks} for p in folder.glob("*.ipynb")}
+        beside.update((nb.stem, nb) for nb in notebooks)
+        params = checked_params(self.params, set(beside))
+        declared = declared_parameters(params, beside, running=names)
+        check_declared(params, declared, running=names)
+        object.__setattr__(self, "params", params)
+        object.__setattr__(self, "declared", declared)
 
     def parameters_for(self, name: str) -> dict[str, Any]:
         """The parameters papermill injects into notebook `name`."""
-        common = {k: v for k, v in self.params.items() if k.isidentifier()}
+        common = {k: v for k, v in self.params.items() if k.isidentifier() and k in self.declared.get(name, ())}
         return {"MODEL": self.model, "KERNEL": self.kernel, "DEVICE": self.device,
                 "OUTPUT_DIR": str(self.out), **common, **self.params.get(name, {})}
 
@@ -324,7 +352,8 @@ def run_notebook(config: ReportConfig, notebook: Path) -> NotebookRun:
         path.unlink(missing_ok=True)
     parameters = config.parameters_for(name)
     spec = {"input": str(notebook), "output": str(paths["ipynb"]), "parameters": parameters,
-            "kernel_name": config.jupyter_kernel, "cwd": str(out), "progress_bar": config.progress_bars}
+            "kernel_name": config.jupyter_kernel, "cwd": str(out), "progress_bar": config.progress_bars,
+            "runner_pid": os.getpid()}
     start = time.perf_counter()
     with open(paths["log"], "wb") as log:
         child = subprocess.Popen([sys.executable, "-c", _CHILD_SCRIPT, json.dumps(spec)],
@@ -499,13 +528,22 @@ def _print_now(line: str) -> None:
 
 
 def run_report(config: ReportConfig, progress: Callable[[str], None] = _print_now) -> ReportResult:
-    """Run every notebook of `config`, one after another, and write the report into `config.out`."""
+    """Run every notebook of `config`, one after another, and write the report into `config.out`.
+
+    Holds `config.out` for the whole run (ConfigError naming the holder if another runner has
+    it). Ctrl-C, SIGTERM and SIGHUP (in the main thread) end the running notebook and its
+    kernel, mark the report "interrupted" and raise KeyboardInterrupt (`Stopped` for a signal).
+    """
     for tool in ("papermill", "nbconvert", "psutil"):
         if _version(tool) is None:
             raise ConfigError(f"{tool} is not installed in {sys.executable}; "
                               "install the notebooks extra: pip install -e '.[notebooks]'")
     python = _check_jupyter_kernel(config)
-    config.out.mkdir(parents=True, exist_ok=True)
+    with hold_out(config.out, progress), _stopped_by_signals():
+        return _run_all(config, python, progress)
+
+
+def _run_all(config: ReportConfig, python: str, progress: Callable[[str], None]) -> ReportResult:
     started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     t0 = time.perf_counter()
     model = describe_model(config.model)
@@ -523,20 +561,20 @@ def run_report(config: ReportConfig, progress: Callable[[str], None] = _print_no
         atomic_write_json(config.out / "report.json", summary)
         atomic_write_text(config.out / "index.html", render_index(summary))
 
-    for i, notebook in enumerate(config.notebooks, 1):
-        tag = f"[{i}/{total}] {notebook.stem}"
-        progress(f"{tag}: running  [{time.perf_counter() - t0:.0f} s elapsed]")
-        write("running")
-        try:
+    try:
+        for i, notebook in enumerate(config.notebooks, 1):
+            tag = f"[{i}/{total}] {notebook.stem}"
+            progress(f"{tag}: running  [{time.perf_counter() - t0:.0f} s elapsed]")
+            write("running")
             run = run_notebook(config, notebook)
-        except KeyboardInterrupt:
-            write("interrupted")
-            raise
-        runs.append(run)
-        detail = run.error.one_line() if run.error else headline_text(run.headline, limit=4)
-        shown = "ok" if run.status == "ok" else run.status.upper()  # failures stand out in a long log
-        progress(f"{tag}: {shown} in {run.duration_s:.1f} s"
-                 f"{' - ' + detail if detail else ''}  [{time.perf_counter() - t0:.0f} s elapsed]")
+            runs.append(run)
+            detail = run.error.one_line() if run.error else headline_text(run.headline, limit=4)
+            shown = "ok" if run.status == "ok" else run.status.upper()  # failures stand out in a long log
+            progress(f"{tag}: {shown} in {run.duration_s:.1f} s"
+                     f"{' - ' + detail if detail else ''}  [{time.perf_counter() - t0:.0f} s elapsed]")
+    except KeyboardInterrupt:  # Ctrl-C, or Stopped: run_notebook has ended papermill and its kernel
+        write("interrupted")
+        raise
     write("finished")
     counts = _counts(runs)
     progress(f"report: {', '.join(f'{n} {s}' for s, n in counts.items())} in {time.perf_counter() - t0:.1f} s; "
@@ -544,6 +582,91 @@ def run_report(config: ReportConfig, progress: Callable[[str], None] = _print_no
     return ReportResult(config=config, runs=tuple(runs), started_at=started_at,
                         duration_s=time.perf_counter() - t0, index_html=config.out / "index.html",
                         report_json=config.out / "report.json")
+
+
+# --- owning the report folder, and stopping --------------------------------------------------------
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+_held_outs: set[Path] = set()  # report folders this process holds now (main() takes OUT before run_report)
+
+
+class Stopped(KeyboardInterrupt):
+    """SIGTERM or SIGHUP reached the runner: it stops as after Ctrl-C, and exits 128 + the signal."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _stopped_by_signals() -> Iterator[None]:
+    """While the block runs, SIGTERM and SIGHUP raise Stopped, once: the cleanup that follows is
+    not interrupted by a second one. Python delivers signals to the main thread only."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        for signum_ in STOP_SIGNALS:
+            signal.signal(signum_, signal.SIG_IGN)
+        raise Stopped(signum)
+
+    previous = {signum: signal.signal(signum, stop) for signum in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+@contextlib.contextmanager
+def hold_out(out: Path, progress: Callable[[str], None] = _print_now) -> Iterator[None]:
+    """Own the report folder for the block: create it, take its lock (report/lock.py), and mark a
+    report that a dead runner left "running" as interrupted. Reentrant within this process."""
+    key = Path(os.path.realpath(out))
+    if key in _held_outs:
+        yield
+        return
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"out={out}: cannot create the report folder there ({e.strerror or e})") from None
+    with folder_lock(out) as previous:
+        _held_outs.add(key)
+        try:
+            if previous is not None:
+                progress(f"report: the lock in {out} was left by {previous.describe()}, which is gone; taking it over")
+            mark_interrupted(out, progress)
+            yield
+        finally:
+            _held_outs.discard(key)
+
+
+def mark_interrupted(out: Path, progress: Callable[[str], None] = _print_now) -> bool:
+    """Mark a report.json (and index.html) still "running" as interrupted; True if there was one.
+
+    Called only by the folder's lock holder, so a "running" report there is one whose runner is
+    gone: its index would otherwise reload itself forever.
+    """
+    summary = _read_json_or_none(out / "report.json")
+    if not isinstance(summary, dict) or summary.get("state") != "running":
+        return False
+    summary["state"] = "interrupted"
+    for run in summary.get("notebooks") or []:
+        if isinstance(run, dict) and run.get("status") == "running":
+            run["status"] = "interrupted"
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    summary["note"] = (f"The runner that wrote this report stopped before it finished; the next runner started "
+                       f"on this folder marked it interrupted at {now}.")
+    atomic_write_json(out / "report.json", summary)
+    try:
+        page = render_index(summary)
+    except Exception:  # a summary of another version: at least stop the reloads
+        page = (out / "index.html").read_text(encoding="utf-8") if (out / "index.html").exists() else ""
+        page = page.replace(REFRESH_TAG, "")
+    atomic_write_text(out / "index.html", page)
+    progress(f"report: {out} held a report left running by a runner that is gone; marked it interrupted")
+    return True
 
 
 def _counts(runs: Sequence[NotebookRun]) -> dict[str, int]:
@@ -587,11 +710,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="the Jupyter kernel the notebooks run in (default python3, this environment); "
                              "codefuse-autogptq is the AutoGPTQ environment's (make legacy-env)")
     args = parser.parse_args(argv)
-    config = ReportConfig(model=args.model, kernel=args.kernel, device=args.device, out=Path(args.out),
-                          params=load_params(args.params) if args.params else {},
-                          notebooks=find_notebooks(args.notebooks, args.only), timeout_s=args.timeout,
-                          progress_bars=args.progress, jupyter_kernel=args.jupyter_kernel)
-    return run_report(config).exit_code
+    out = Path(args.out).expanduser().absolute()
+    try:
+        with contextlib.ExitStack() as stack:
+            if out.is_dir():  # before the parameters are checked: a report left running is marked now
+                stack.enter_context(hold_out(out))
+            config = ReportConfig(model=args.model, kernel=args.kernel, device=args.device, out=out,
+                                  params=load_params(args.params) if args.params else {},
+                                  notebooks=find_notebooks(args.notebooks, args.only), timeout_s=args.timeout,
+                                  progress_bars=args.progress, jupyter_kernel=args.jupyter_kernel)
+            return run_report(config).exit_code
+    except Stopped as e:
+        print(f"stopped by {e}; the report says interrupted", file=sys.stderr)
+        return 128 + e.signum
 
 
 if __name__ == "__main__":

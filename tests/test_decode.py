@@ -82,9 +82,9 @@ def test_stop_string_and_streaming_in_static_mode(demo_loaded):
 def test_decoder_and_cache_are_reused_across_calls(demo_loaded):
     config = DecodeConfig.greedy(max_new_tokens=8, min_new_tokens=8)
     first = generate(demo_loaded, PROMPTS[0], config, decode_mode="static", warmup=1)
-    decoder = demo_loaded._decoder[1]
+    decoder = demo_loaded.decoder[1]
     second = generate(demo_loaded, PROMPTS[0], config, decode_mode="static")
-    assert demo_loaded._decoder[1] is decoder  # the same cache: nothing reallocated
+    assert demo_loaded.decoder[1] is decoder  # the same cache: nothing reallocated
     assert first.token_ids == second.token_ids and first.warmup_runs == 1
     assert decoder.length == cache_length(first.prompt_tokens, 8) and decoder.length % CACHE_LENGTH_STEP == 0
 

@@ -3,8 +3,8 @@
 #   make test     builds .venv and the demo model, then runs the tests
 # Both are idempotent: a second run skips what is done. `make lock` refreshes requirements.lock.
 
-# The Pythons the main environment supports (pyproject's requires-python says the same, and
-# tests/test_packaging.py checks that they agree). 3.14 is out: numpy 2.2.6 has no cp314 wheel.
+# The Pythons the main environment supports (pyproject's requires-python and environment.yml say
+# the same; tests/test_packaging.py checks it). Not 3.14: numpy 2.2.6 has no cp314 wheel.
 PYTHONS    := 3.11 3.12 3.13
 IN_RANGE    = import sys; sys.exit("%d.%d" % sys.version_info[:2] not in "$(PYTHONS)".split())
 CANDIDATES := $(addprefix python,$(PYTHONS)) python3
@@ -21,7 +21,7 @@ LOCK       ?= requirements.lock
 # torch is installed only into a venv that has none, and a torch already there is kept: pip
 # never picks a torch build itself. TORCH_SPEC from pip's own indexes gives PyPI's build (CUDA on
 # Linux x86_64, CPU-only on macOS and Windows; this project's machines have a local CPU wheel);
-# TORCH_INDEX=<a PyTorch wheel index> takes TORCH_SPEC from there instead (README, "CUDA users").
+# TORCH_INDEX=<a PyTorch wheel index> takes TORCH_SPEC from there instead (README, "The torch build").
 TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX ?=
 MODEL      ?= demo
@@ -68,10 +68,11 @@ $(VENV)/.installed: pyproject.toml $(LOCK)
 	$(PY) -m pip install --progress-bar off -c $(LOCK) -c $(VENV)/torch.txt -e ".[notebooks,test]"
 	@touch $@
 
-# A fresh resolution of pyproject.toml in a throwaway venv (no constraints), frozen. Run it after
-# changing a pin, with the Python the lock is made for (3.11: the lowest supported, CI's).
-# pip freeze leaves out pip and setuptools; the grep drops torch and what only a torch build
-# brings, so a CUDA user's build and its libraries are never constrained by the CPU one's.
+# A fresh resolution of pyproject.toml in a throwaway venv (no constraints) on PYTHON, which must
+# be the lowest supported one (3.11, CI's), frozen; tools/lock.py adds what the other supported
+# Pythons need (uv pip compile, no install) and leaves torch and its build's libraries out.
+# Run it after changing a pin in pyproject.toml.
+UV_SPEC ?= uv==0.13.8
 lock:
 	$(check_python)
 	@tmp="$$(mktemp -d)" && trap 'rm -rf "$$tmp"' EXIT && \
@@ -79,11 +80,9 @@ lock:
 	$(PYTHON) -m venv "$$tmp/venv" && \
 	"$$tmp/venv/bin/python" -m pip install -q --progress-bar off $(TORCH_SPEC) && \
 	"$$tmp/venv/bin/python" -m pip install -q --progress-bar off -e ".[notebooks,test]" && \
-	{ echo "# The main environment resolved: what \`make\` installs, as pip constraints (-c $(LOCK))."; \
-	  echo "# Written by \`make lock\` on Python $$("$$tmp/venv/bin/python" -c 'import platform; print(platform.python_version())'), $$(uname -s) $$(uname -m); do not edit."; \
-	  echo "# Left out: torch, nvidia-*, cuda-*, triton (the user's torch build and its libraries)."; \
-	  "$$tmp/venv/bin/python" -m pip freeze --exclude-editable | grep -viE '^(torch|triton)==|^(nvidia|cuda)[-_]'; \
-	} > "$$tmp/lock" && mv "$$tmp/lock" $(LOCK) && echo "wrote $(LOCK): $$(grep -c '==' $(LOCK)) packages"
+	$(PYTHON) -m venv "$$tmp/uv" && "$$tmp/uv/bin/python" -m pip install -q --progress-bar off $(UV_SPEC) && \
+	"$$tmp/venv/bin/python" tools/lock.py --pythons "$(PYTHONS)" --torch "$(TORCH_SPEC)" \
+	  --uv "$$tmp/uv/bin/uv" --out $(LOCK)
 
 demo: setup
 	$(PY) -m workbench demo

@@ -19,8 +19,8 @@ PY         := $(VENV)/bin/python
 # the libraries only a torch build brings (nvidia-*, cuda-*, triton) are left out of it.
 LOCK       ?= requirements.lock
 # torch is installed only into a venv that has none, and a torch already there is kept: pip
-# never picks a torch build itself. TORCH_SPEC from pip's own indexes gives PyPI's build (CUDA on
-# Linux x86_64, CPU-only on macOS and Windows; this project's machines have a local CPU wheel);
+# never picks a torch build itself. TORCH_SPEC from pip's own indexes gives PyPI's build (CUDA 13
+# on Linux x86_64, no CUDA on macOS and Windows; this project's machines have a local CPU wheel);
 # TORCH_INDEX=<a PyTorch wheel index> takes TORCH_SPEC from there instead (README, "The torch build").
 TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX ?=
@@ -71,14 +71,17 @@ $(VENV)/.installed: pyproject.toml $(LOCK)
 # A fresh resolution of pyproject.toml in a throwaway venv (no constraints) on PYTHON, which must
 # be the lowest supported one (3.11, CI's), frozen; tools/lock.py adds what the other supported
 # Pythons need (uv pip compile, no install) and leaves torch and its build's libraries out.
-# Run it after changing a pin in pyproject.toml.
+# Run it after changing a pin in pyproject.toml. torch goes in without its dependencies, which
+# the second pip call resolves with the rest; off this project's machines, give TORCH_INDEX (the
+# CPU build's index) so that the throwaway venv does not download a CUDA build.
 UV_SPEC ?= uv==0.13.8
 lock:
 	$(check_python)
 	@tmp="$$(mktemp -d)" && trap 'rm -rf "$$tmp"' EXIT && \
 	echo "resolving pyproject.toml in a throwaway venv ($(PYTHON), $(TORCH_SPEC))" && \
 	$(PYTHON) -m venv "$$tmp/venv" && \
-	"$$tmp/venv/bin/python" -m pip install -q --progress-bar off $(TORCH_SPEC) && \
+	"$$tmp/venv/bin/python" -m pip install -q --progress-bar off --no-deps $(TORCH_SPEC) \
+	  $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) && \
 	"$$tmp/venv/bin/python" -m pip install -q --progress-bar off -e ".[notebooks,test]" && \
 	$(PYTHON) -m venv "$$tmp/uv" && "$$tmp/uv/bin/python" -m pip install -q --progress-bar off $(UV_SPEC) && \
 	"$$tmp/venv/bin/python" tools/lock.py --pythons "$(PYTHONS)" --torch "$(TORCH_SPEC)" \

@@ -27,8 +27,8 @@ LOCK = ROOT / "requirements.lock"
 EXTRAS_INSTALLED = {"notebooks", "test"}  # what the Makefile's `-e ".[notebooks,test]"` installs
 
 # Left out of the lock on purpose: the torch build is the user's (CPU or CUDA, README), and these
-# come only with a build (the CUDA one's libraries); pip and setuptools are the installer's own.
-LEFT_OUT = re.compile(r"^(torch|triton|pip|setuptools|(nvidia|cuda)-.*)$")
+# come only with a build (the CUDA one's libraries); pip is the installer itself.
+LEFT_OUT = re.compile(r"^(torch|triton|pip|(nvidia|cuda)-.*)$")
 
 # Imported but deliberately not a main-environment requirement, and why.
 UNDECLARED_IMPORTS = {

@@ -9,8 +9,8 @@ package that needs a later patch release than the lowest supported Python's firs
 4.1.3 needs 3.11.5; Debian 12 has 3.11.2) gets a `python_full_version` marker, and the version uv
 resolves for that first release (3.11.0) is locked beside it for the earlier patch releases.
 
-torch, what only a torch build brings (nvidia-*, cuda-*, triton) and the installer's own pip and
-setuptools are left out: the torch build is the user's choice (README, "The torch build").
+torch and what only a torch build brings (nvidia-*, cuda-*, triton) are left out: the torch build
+is the user's choice (README, "The torch build"). So is pip, the installer itself.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
-LEFT_OUT = re.compile(r"^(torch|triton|pip|setuptools|(nvidia|cuda)-.*)$")
+LEFT_OUT = re.compile(r"^(torch|triton|pip|(nvidia|cuda)-.*)$")
 EXTRAS = ("notebooks", "test")  # what the Makefile installs: -e ".[notebooks,test]"
 UV_PLATFORM = "x86_64-unknown-linux-gnu"  # CI's, the GPU hosts' and this project's machines'
 
@@ -52,7 +52,7 @@ def pins(lines: list[str]) -> dict[str, str]:
 
 def freeze() -> dict[str, str]:
     """This venv's packages (the fresh resolution on this Python)."""
-    out = subprocess.run([sys.executable, "-m", "pip", "freeze", "--exclude-editable"],
+    out = subprocess.run([sys.executable, "-m", "pip", "freeze", "--all", "--exclude-editable"],
                          check=True, capture_output=True, text=True).stdout
     return pins(out.splitlines())
 
@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         "(a marker names the Pythons that alone need a package).",
         *([f"# {', '.join(sorted(later))}: a later {pythons[0]} release needed (python_full_version); "
            f"for those before it, uv pip compile for {first}."] if later else []),
-        "# Left out: torch, nvidia-*, cuda-*, triton (the user's torch build), pip, setuptools. Do not edit.",
+        "# Left out: torch, nvidia-*, cuda-*, triton (the user's torch build) and pip. Do not edit.",
     ]
     lines = patch_split(merge(per_python), base, early, later)
     args.out.write_text("\n".join(header + lines) + "\n")

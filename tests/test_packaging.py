@@ -181,16 +181,19 @@ def test_installed_versions_are_the_lock_versions():
     assert not wrong, f"run `make setup`: {wrong}"
 
 
+FOLDERS = ("workbench", "tests", "benchmarks", "tools")  # their .py files, and notebooks/*.ipynb
+
+
 def third_party_imports() -> dict[str, set[str]]:
-    """Top-level modules imported by the package, tests, benchmarks and notebooks -> where."""
+    """Top-level modules imported by the package, tests, benchmarks, tools and notebooks -> where."""
     sources = {str(p.relative_to(ROOT)): p.read_text()
-               for folder in ("workbench", "tests", "benchmarks") for p in (ROOT / folder).rglob("*.py")}
+               for folder in FOLDERS for p in (ROOT / folder).rglob("*.py")}
     for nb in (ROOT / "notebooks").glob("*.ipynb"):
         cells = [c["source"] for c in json.loads(nb.read_text())["cells"] if c["cell_type"] == "code"]
         lines = "\n".join(map("".join, cells)).splitlines()
-        sources[str(nb.relative_to(ROOT))] = "\n".join(l for l in lines if not l.lstrip().startswith(("%", "!")))
-    local = {p.stem for folder in ("workbench", "tests", "benchmarks") for p in (ROOT / folder).rglob("*.py")}
-    local |= {"workbench", "tests", "benchmarks"}
+        sources[str(nb.relative_to(ROOT))] = "\n".join(s for s in lines if not s.lstrip().startswith(("%", "!")))
+    # the package, and the scripts and test helpers that import each other from their own folder
+    local = {"workbench"} | {p.stem for folder in FOLDERS[1:] for p in (ROOT / folder).rglob("*.py")}
     found: dict[str, set[str]] = {}
     for where, text in sources.items():
         for node in ast.walk(ast.parse(text)):

@@ -16,12 +16,12 @@ is the user's choice (README, "The torch build"). So is pip, the installer itsel
 from __future__ import annotations
 
 import argparse
-from importlib import metadata
 import platform
 import re
 import subprocess
 import sys
 import tempfile
+from importlib import metadata
 from pathlib import Path
 
 from packaging.requirements import Requirement
@@ -157,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     ]
     lines = patch_split(merge(per_python), base, early, later)
     args.out.write_text("\n".join(header + lines) + "\n")
-    print(f"wrote {args.out}: {len(lines)} packages, {sum(';' in l for l in lines)} of them for some Pythons only")
+    marked = sum(";" in line for line in lines)
+    print(f"wrote {args.out}: {len(lines)} packages, {marked} of them for some Pythons only")
     return 0
 
 

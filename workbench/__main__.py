@@ -7,9 +7,12 @@ only dispatches, so `python -m workbench COMMAND --help` is answered by that mod
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import sys
 
 from .errors import WorkbenchError
+
+DISTRIBUTION = "codefuse-workbench"  # the name pyproject.toml gives the package
 
 # command -> (module, function, one-line help)
 COMMANDS: dict[str, tuple[str, str, str]] = {
@@ -25,10 +28,21 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 
 def usage() -> str:
     width = max(map(len, COMMANDS))
-    lines = ["usage: python -m workbench COMMAND [ARGS...]", "", "commands:"]
+    lines = ["usage: python -m workbench COMMAND [ARGS...]", "       python -m workbench --version", "", "commands:"]
     lines += [f"  {name:<{width}}  {help_}" for name, (_, _, help_) in COMMANDS.items()]
     lines += ["", "`python -m workbench COMMAND --help` explains a command's arguments."]
     return "\n".join(lines)
+
+
+def print_version() -> int:
+    """Print the installed package's version, as pip knows it (importlib.metadata)."""
+    try:
+        print(f"{DISTRIBUTION} {importlib.metadata.version(DISTRIBUTION)}")
+    except importlib.metadata.PackageNotFoundError:
+        print(f"error: {DISTRIBUTION} is not installed (this is a source tree on sys.path); "
+              "install it with 'pip install -e .' or 'make setup'", file=sys.stderr)
+        return 1
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(usage())
         return 0
+    if argv[0] == "--version":
+        return print_version()
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:
         print(f"unknown command {name!r}; known: {', '.join(COMMANDS)}\n\n{usage()}", file=sys.stderr)

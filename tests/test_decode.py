@@ -96,8 +96,8 @@ def test_record_round_trips_with_its_mode(demo_loaded, tmp_path):
 
 
 def test_refusals(demo_loaded):
-    with pytest.raises(ConfigError, match="decode_mode='fast'"):
-        generate(demo_loaded, PROMPTS[0], DecodeConfig.greedy(max_new_tokens=2), decode_mode="fast")
+    with pytest.raises(ConfigError, match="decode_mode='turbo'"):
+        generate(demo_loaded, PROMPTS[0], DecodeConfig.greedy(max_new_tokens=2), decode_mode="turbo")
     with pytest.raises(ConfigError, match="beam search runs only with decode_mode='eager'"):
         generate(demo_loaded, PROMPTS[0], DecodeConfig.greedy(max_new_tokens=2, num_beams=2), decode_mode="static")
     with pytest.raises(ConfigError, match="needs a CUDA device"):  # a CPU model: no graph, and no quiet fallback

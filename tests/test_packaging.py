@@ -25,6 +25,8 @@ from packaging.version import Version
 ROOT = Path(__file__).resolve().parents[1]
 LOCK = ROOT / "requirements.lock"
 EXTRAS_INSTALLED = {"notebooks", "test"}  # what the Makefile's `-e ".[notebooks,test]"` installs
+# Extras the Makefile leaves to the user, and why: the lock does not speak for them.
+USER_EXTRAS = {"exllamav2": "ExLlamaV2's own engine: its wheel compiles a CUDA extension on first import (README)"}
 
 # Left out of the lock on purpose: the torch build is the user's (CPU or CUDA, README), and these
 # come only with a build (the CUDA one's libraries); pip is the installer itself.
@@ -34,6 +36,7 @@ LEFT_OUT = re.compile(r"^(torch|triton|pip|(nvidia|cuda)-.*)$")
 UNDECLARED_IMPORTS = {
     "auto_gptq": "the AutoGPTQ environment's (environment-autogptq.yml), not the main one's",
     "logbar": "optional: engine.py quiets gptqmodel's LogBar when gptqmodel brings it, else does without",
+    "triton": "comes with torch's CUDA build; the workbench's own kernels (model/triton_kernels.py) run only there",
 }
 
 
@@ -41,11 +44,12 @@ def pyproject() -> dict:
     return tomllib.loads((ROOT / "pyproject.toml").read_text())
 
 
-def declared() -> list[Requirement]:
-    """Every requirement pyproject.toml names: the dependencies and every extra's."""
+def declared(user_extras: bool = False) -> list[Requirement]:
+    """Every requirement pyproject.toml names: the dependencies and the extras `make` installs
+    (with `user_extras`, the ones it leaves to the user too)."""
     project = pyproject()["project"]
-    lines = project["dependencies"] + sum(project["optional-dependencies"].values(), [])
-    return [Requirement(line) for line in lines]
+    extras = [v for k, v in project["optional-dependencies"].items() if user_extras or k not in USER_EXTRAS]
+    return [Requirement(line) for line in project["dependencies"] + sum(extras, [])]
 
 
 def lock_lines() -> list[Requirement]:
@@ -106,7 +110,7 @@ def test_environment_yml_installs_what_make_installs():
     _, pip = environment_yml()
     (editable,) = [p for p in pip if p.startswith("-e .")]
     extras = set(re.fullmatch(r"-e \.\[(.*)\]", editable).group(1).split(","))
-    assert extras == set(pyproject()["project"]["optional-dependencies"]) == EXTRAS_INSTALLED
+    assert extras == set(pyproject()["project"]["optional-dependencies"]) - set(USER_EXTRAS) == EXTRAS_INSTALLED
     assert '-e ".[notebooks,test]"' in (ROOT / "Makefile").read_text()
     assert f"-c {LOCK.name}" in pip and makefile_var("LOCK") == LOCK.name
     torch = [p for p in pip if p.startswith("torch")]
@@ -209,13 +213,14 @@ def third_party_imports() -> dict[str, set[str]]:
 
 
 def test_direct_imports_are_declared():
-    names = {canonicalize_name(r.name) for r in declared()}
+    names = {canonicalize_name(r.name) for r in declared(user_extras=True)}
     owners = metadata.packages_distributions()
     undeclared = {}
     for module, where in sorted(third_party_imports().items()):
         if module in UNDECLARED_IMPORTS:
             continue
-        dists = {canonicalize_name(d) for d in owners.get(module, [])}
+        # a module not installed here (a user extra's) counts as the distribution of its own name
+        dists = {canonicalize_name(d) for d in owners.get(module, [])} or {canonicalize_name(module)}
         if not dists & names:
             undeclared[module] = (sorted(dists) or "not installed", sorted(where)[:3])
     assert not undeclared, f"imported but not in pyproject.toml: {undeclared}"

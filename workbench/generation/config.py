@@ -97,7 +97,7 @@ class DecodeConfig:
         return GenerationConfig(**kwargs)
 
 
-DECODE_MODES = ("eager", "static", "graph")
+DECODE_MODES = ("eager", "static", "graph", "fast")
 
 
 def check_mode(mode: str) -> str:

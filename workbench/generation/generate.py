@@ -15,6 +15,7 @@ from ..environment import collect_env
 from ..errors import ConfigError
 from ..measure import Clock, Latency, memory_snapshot, reset_peak_memory
 from ..model.attention import attention_in_use
+from ..model.exllamav2_engine import is_runner
 from ..prompts.encoding import encode_prompt
 from ..prompts.formats import render_prompt
 from .config import DecodeConfig, check_mode
@@ -120,12 +121,11 @@ def _run(loaded, encoded: list[list[int]], config: DecodeConfig, on_token, want_
     streamer = TokenTextStreamer(tok, on_token) if on_token else None
     reset_peak_memory(device)
     clock.mark()  # index 0: the start
-    if decode_mode == "eager":
+    if decode_mode == "eager" and not is_runner(model):
         sequences, logits, step_marks, prefill_mark = run_transformers(
             model, tok, input_ids, mask, config, clock, streamer, want_logprobs and not beams)
         ran, note = "eager", ""
-    else:
-
+    else:  # the static loop: the workbench's own modes, and ExLlamaV2's engine with its own decoder
         stop_check = _stop_check(tok, config) if config.stop else None
         result = static_generate(loaded, input_ids, mask, config, clock, decode_mode, streamer, stop_check,
                                  cache_new_tokens=cache_for, keep_logits=want_logprobs)

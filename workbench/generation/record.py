@@ -47,7 +47,8 @@ class GenerationRecord:
     batch_size: int = 1
     batch_index: int = 0
     warmup_runs: int = 0
-    decode_mode: str = "eager"  # what ran: eager (transformers' generate), static or graph (static.py)
+    decode_mode: str = "eager"  # what ran: eager (transformers' generate), static, graph or fast (static.py),
+    # or exllamav2 (ExLlamaV2's own forward loop, kernel exllamav2-engine)
     decode_mode_requested: str = "eager"
     decode_note: str = ""  # why decode_mode differs from the request, what the graph cost
     attention: str = ""  # the attention that ran (workbench.attention.attention_in_use); "" in older records

@@ -10,17 +10,27 @@ Modes: "eager" is transformers' own `generate` (eager.py runs it); "static" is t
 without a graph (it runs anywhere, the CPU included, and is the reference the graph must equal);
 "graph" captures the step in a CUDA graph. A graph that cannot be captured, or whose first replay
 does not match the same step run eagerly, is not used: the loop goes on in "static" and says why.
+"fast" is the workbench's own step (fast.py: fused GEMMs, its own cache and attention), driven by
+the same loop. A model loaded with ExLlamaV2's own engine decodes with that engine's forward loop
+(model/exllamav2_engine.py), also driven by this loop, and takes no other mode.
+
+A decoder is anything with `prefill(input_ids, attention_mask)` and `step(token_ids)` returning
+[B, V] float32 logits, plus `mode` (what ran), `note` (why, and what it cost) and `graph` (the
+captured step or None); graphstep.CapturedStep gives `step` and the checked capture.
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
-import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 from ..errors import ConfigError
+from ..model.exllamav2_engine import is_runner
+from .config import check_mode
+from .fast import fast_decoder
+from .graphstep import CapturedStep, graph_mismatch, tolerance  # noqa: F401  (tolerance, graph_mismatch: public here)
 
 CACHE_LENGTH_STEP = 128  # cache lengths are rounded up to this, so nearby requests share a graph
 GROUPED_SDPA = "workbench_grouped_sdpa"  # the attention the static loop uses in place of "sdpa"
@@ -88,7 +98,7 @@ def cache_length(prompt_width: int, max_new_tokens: int) -> int:
     return -(-need // CACHE_LENGTH_STEP) * CACHE_LENGTH_STEP
 
 
-class StaticDecoder:
+class StaticDecoder(CapturedStep):
     """One model's static cache, step buffers and (in graph mode) the captured step.
 
     Made once per (batch size, cache length, mode) and kept on the loaded model, so later
@@ -118,7 +128,15 @@ class StaticDecoder:
         self.mask = torch.full((batch, 1, 1, length), self.min, dtype=self.dtype, device=d)  # [B, 1, 1, L] additive
         self.logits = None  # [B, V] float32, allocated by the first step
         self.graph = None
-        self.note = ""
+        self.graph_note = ""  # what capturing the graph cost, or why there is none
+
+    @property
+    def mode(self) -> str:
+        return "graph" if self.graph is not None else "static"
+
+    @property
+    def note(self) -> str:
+        return self.graph_note
 
     # --- one forward pass ---------------------------------------------------------------------
 
@@ -164,94 +182,14 @@ class StaticDecoder:
             self.logits = torch.empty_like(logits)
         return logits
 
-    def step(self, token_ids):
-        """Feed one token per row ([B]) and return this step's [B, V] float32 logits (a buffer that
-        the next step overwrites)."""
-        import torch
-
-        with torch.profiler.record_function("wb::step"), grouped_attention(self.model):  # wb::step: for breakdown.py
-            self.ids.copy_(token_ids.view(-1, 1))
-            if self.graph_wanted and self.graph is None and not self.note:
-                self._capture()  # takes this step too, and checks the graph on it
-            elif self.graph is not None:
-                self.graph.replay()
-            else:
-                self._step_body()
-        return self.logits
-
-    # --- capture --------------------------------------------------------------------------------
+    def _step_context(self):
+        return grouped_attention(self.model)
 
     def _state(self):
         tensors = [self.pos, self.cpos, self.mask]
         tensors += [layer.cumulative_length for layer in getattr(self.cache, "layers", [])
                     if hasattr(layer, "cumulative_length")]  # transformers 5.2x counts cached tokens itself
         return tensors
-
-    def _capture(self):
-        """Capture the step, then prove the graph on this very step: run it eagerly, rewind, replay,
-        and compare. Either way the step has been taken once when this returns."""
-        import torch
-
-        saved = [t.clone() for t in self._state()]
-
-        def rewind():
-            for t, s in zip(self._state(), saved):
-                t.copy_(s)
-
-        started = time.perf_counter()
-        try:
-            side = torch.cuda.Stream(self.device)
-            side.wait_stream(torch.cuda.current_stream(self.device))
-            with torch.cuda.stream(side):  # warm up off the main stream, as CUDA graphs want
-                for _ in range(2):
-                    self._step_body()
-                    rewind()
-            torch.cuda.current_stream(self.device).wait_stream(side)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                self._step_body()
-        except Exception as e:  # a kernel that syncs, allocates or launches off-stream while capturing
-            torch.cuda.synchronize(self.device)
-            rewind()
-            self.note = f"graph capture failed ({type(e).__name__}: {str(e).splitlines()[0][:200]}); ran static"
-            self._step_body()
-            return
-        capture_s = time.perf_counter() - started
-        # The eager step twice, then the replay: the graph must be as close to the eager step as
-        # the eager step is to itself (kernels that add with atomics do not repeat to the bit).
-        self._step_body()
-        first = self.logits.clone()
-        rewind()
-        self._step_body()
-        eager = self.logits.clone()
-        rewind()
-        graph.replay()
-        problem = graph_mismatch(eager, self.logits, tolerance(first, eager))
-        if problem:
-            self.note = f"graph replay differs from the eager step ({problem}); ran static"
-            rewind()  # the replay wrote this step's cache slot too: take the step again, eagerly
-            self._step_body()
-            return
-        self.graph = graph
-        self.note = f"graph captured in {capture_s:.2f} s and checked against the eager step"
-
-
-def tolerance(first, second) -> float:
-    """How far two logit vectors of the same step may differ: four times what two eager runs
-    differ by, and never less than 1e-4 of the largest logit (float32 rounding)."""
-    noise = float((first - second).abs().max())
-    return max(4 * noise, 1e-4 * float(second.abs().max()))
-
-
-def graph_mismatch(eager, replayed, atol: float) -> str:
-    """Why a replayed step's logits cannot be trusted, or "" when they equal the eager step's.
-    Non-finite values never pass (a graph without its GEMMs gave NaN: H100-BASELINE.md)."""
-    import torch
-
-    if not torch.isfinite(replayed).all():
-        return "non-finite logits"
-    diff = float((eager - replayed).abs().max())
-    return f"max |dlogit| {diff:.3g} > {atol:.3g}" if diff > atol else ""
 
 
 def _activation_dtype(model):
@@ -261,15 +199,34 @@ def _activation_dtype(model):
     return dtype if dtype in (torch.float16, torch.bfloat16, torch.float32) else torch.float32
 
 
-def decoder_for(loaded, batch: int, length: int, mode: str) -> StaticDecoder:
+def mode_problem(loaded, mode: str) -> str | None:
+    """Why `mode` cannot run on this loaded model, or None (notebooks skip such modes and say why)."""
+    check_mode(mode)
+    if is_runner(loaded.model):
+        return None if mode == "eager" else "kernel 'exllamav2-engine' decodes with ExLlamaV2's own loop only"
+    if mode == "graph" and loaded.model.get_input_embeddings().weight.device.type != "cuda":
+        return "a CUDA graph needs a CUDA device"
+    return None
+
+
+def decoder_for(loaded, batch: int, length: int, mode: str):
     """The loaded model's decoder for this shape and mode, made on first use. One is kept at a
-    time: a new shape frees the previous cache before allocating its own."""
+    time: a new shape frees the previous cache before allocating its own. ExLlamaV2's engine
+    brings its own decoder and takes only "eager", which means its own loop there."""
+    if is_runner(loaded.model):
+        if mode != "eager":
+            raise ConfigError(f"decode_mode={mode!r}: kernel 'exllamav2-engine' decodes with ExLlamaV2's own loop "
+                              "only; use 'eager' (the default), which runs that loop")
+        return loaded.model.decoder(batch, length)
     key = (batch, length, mode)
     current = getattr(loaded, "decoder", None)
     if current is not None and current[0] == key:
         return current[1]
     release_decoder(loaded)  # before the new cache is allocated
-    decoder = StaticDecoder(loaded.model, batch, length, graph=mode == "graph")
+    if mode == "fast":
+        decoder = fast_decoder(loaded, batch, length)
+    else:
+        decoder = StaticDecoder(loaded.model, batch, length, graph=mode == "graph")
     loaded.decoder = (key, decoder)
     return decoder
 
@@ -354,7 +311,7 @@ def static_generate(loaded, input_ids, attention_mask, config, clock, mode: str,
             if done or i + 1 == config.max_new_tokens or (stop_check and stop_check(all_ids[:, t: t + i + 1])):
                 break
             logits = decoder.step(nxt)
-    ran = "graph" if decoder.graph is not None else "static"
+    ran = decoder.mode
     note = "graph reused from an earlier call" if reused else decoder.note
     return DecodeResult(sequences=all_ids[:, t: t + len(marks)].cpu(), logits=logits_seen, token_marks=marks,
                         prefill_mark=prefill_mark, mode=ran, note=note)

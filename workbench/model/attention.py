@@ -60,8 +60,15 @@ def attention_in_use(model) -> str:
     """The attention a model runs now, named as in ATTENTION_CHOICES where one fits
     ("sdpa[flash+math]" style otherwise), read from its config and torch's SDPA switches."""
     impl = getattr(model.config, "_attn_implementation", None) or "unknown"
+    if impl == "exllamav2-sdpa":  # ExLlamaV2's engine calls SDPA itself: the same switches pick its backend
+        return f"exllamav2-sdpa ({_sdpa_in_use()})"
     if impl != "sdpa":
         return impl
+    return _sdpa_in_use()
+
+
+def _sdpa_in_use() -> str:
+    """The SDPA backends switched on, named as in ATTENTION_CHOICES where one fits."""
     switches = _switches()
     on = [name for name, (enabled, _) in switches.items() if enabled()]
     if len(on) == len(switches):

@@ -30,6 +30,7 @@ from .checkpoint import (
     verify_checkpoint,
 )
 from .demo import build
+from .exllamav2_engine import load_exllamav2
 from .libraries import import_gptqmodel, quiet_library_logs
 from .loaded import LoadedModel, LoadRecord, time_first_forward
 from .registry import AUTO, choose_kernel, kernel_in_use, resolve_device, resolve_dtype
@@ -61,6 +62,8 @@ def load_model(path, kernel: str = AUTO, device: str = AUTO, dtype=None, verify:
     converted_before = conversion_seconds(converted_folder(path)) is not None
     prepared = prepare_checkpoint(path)
     convert_s = None if converted_before or prepared == path else conversion_seconds(prepared)
+    if spec.engine == "exllamav2":  # ExLlamaV2's own engine reads the safetensors copy itself
+        return load_exllamav2(path, prepared, kernel, device, verified, convert_s, attention)
 
     gptqmodel = import_gptqmodel()
 

@@ -41,6 +41,7 @@ class LoadRecord:
 @dataclass
 class LoadedModel:
     model: object  # a transformers LlamaForCausalLM whose linears are gptqmodel's quantized modules
+    # (or, for kernel exllamav2-engine, exllamav2_engine.ExLlamaV2Runner)
     tokenizer: object
     kernel: str  # the kernel in use, read from the quantized modules' classes
     kernel_requested: str
@@ -53,6 +54,9 @@ class LoadedModel:
     # The static-cache decoder kept for the next generation: ((batch, cache length, mode), decoder).
     # generation/static.py makes it; it is kept here so that releasing the model releases it too.
     decoder: object = field(default=None, repr=False)
+    # decode_mode="fast" (generation/fast.py): its FastConfig (None: the default) and the weights it built
+    fast_config: object = None
+    fast_weights: object = field(default=None, repr=False)
 
     def release_decoder(self) -> None:
         """Drop the kept decoder: its cache and its graph's memory pool go with the last reference."""
@@ -65,6 +69,9 @@ class LoadedModel:
         import torch
 
         self.release_decoder()  # a static cache and its CUDA graph
+        self.fast_weights = None  # the fast step's fused copies
+        if hasattr(self.model, "unload"):  # ExLlamaV2's engine frees its C++ matrices itself
+            self.model.unload()
         self.model = None
         self.engine_handle = None
         gc.collect()

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ConfigError, KernelUnavailable
+from . import exllamav2_engine
 from .autogptq_engine import device_problem, environment_problem, expectation
 from .checkpoint import GPTQSettings, read_gptq_settings
 
@@ -102,6 +103,15 @@ KERNELS: dict[str, KernelSpec] = {s.name: s for s in (
     KernelSpec("autogptq-triton", "triton", "qlinear_triton", ("cuda",), (2, 4, 8), _ALL_GROUP_SIZES,
                dtypes=("float16",), features_multiple=(32, 32), needs_package="triton", engine="autogptq",
                note="AutoGPTQ's Triton kernels, written for triton 2.0.0 (not installed by make legacy-env)"),
+    # ExLlamaV2's own engine (model/exllamav2_engine.py): its model, cache and forward loop, not transformers.
+    KernelSpec("exllamav2-engine", "exllamav2", "", ("cuda",), (4,), _ALL_GROUP_SIZES, dtypes=("float16",),
+               features_multiple=(32, 32), needs_package="exllamav2", engine="exllamav2",
+               note="ExLlamaV2's own engine (exllamav2 0.3.2, an optional extra: pip install "
+                    "'codefuse-workbench[exllamav2]'): its model classes, KV cache and forward loop decode the "
+                    "workbench's token ids; transformers does not run. Its extension is compiled on first import "
+                    "(3-4 minutes on a 16-core H200 host beside another build). First GPU only; a batch's prompts "
+                    "must have one length; act-order only with equal groups; the decode modes static/graph/fast "
+                    "do not apply"),
     KernelSpec(AUTO, AUTO, "", ("cpu", "cuda"), (2, 3, 4, 8), _ALL_GROUP_SIZES,
                dtypes=("float32", "float16", "bfloat16"),
                note="the first usable of: cpu: torch_fused, torch_aten, torch; "
@@ -211,16 +221,18 @@ def _device_problem(spec: KernelSpec, device: str) -> str | None:
     if spec.needs_toolchain:
         return _toolchain_problem()
     if spec.engine == "autogptq":
-
         return device_problem(spec, device)
+    if spec.engine == "exllamav2":
+        return exllamav2_engine.device_problem(spec, device)
     return None
 
 
 def _engine_problem(spec: KernelSpec) -> str | None:
     """Why this environment lacks the engine of `spec`: each engine lives in its own environment."""
     if spec.engine == "autogptq":
-
         return environment_problem()
+    if spec.engine == "exllamav2":
+        return exllamav2_engine.environment_problem()
     if importlib.util.find_spec("gptqmodel") is None:
         return "needs the main environment's gptqmodel (make setup); this is another environment"
     return None
@@ -248,7 +260,8 @@ def _cpu_has(flag: str) -> bool:
 
 
 def _engine_expectation(spec: KernelSpec, device: str) -> str:
-
+    if spec.engine == "exllamav2":
+        return exllamav2_engine.expectation(spec, device)
     return expectation(spec, device)
 
 
@@ -263,7 +276,7 @@ def available_kernels(device: str = AUTO) -> list[KernelAvailability]:
             problem = None if usable else "none of its candidates can run here"
             reason = f"would pick {usable[0]} (for a checkpoint all allow)" if usable else problem
         else:
-            reason = problem or (_engine_expectation(spec, device) if spec.engine == "autogptq" else _expectation(spec))
+            reason = problem or (_engine_expectation(spec, device) if spec.engine != "gptqmodel" else _expectation(spec))
         out.append(KernelAvailability(spec.name, device, problem is None, reason))
     return out
 

@@ -15,6 +15,7 @@ step gave each name. On the CPU there are no kernels: the split is of host time 
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import json
 import os
 import tempfile
@@ -22,10 +23,13 @@ from collections import Counter, defaultdict
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 
+from ..errors import ConfigError
 from ..generation.config import DecodeConfig, check_mode
+from ..generation.fast import fast_config, set_fast_config
 from ..generation.generate import generate_ids
 from ..generation.inputs import input_device
 from ..model.attention import DEFAULT_ATTENTION, set_attention
+from ..model.exllamav2_engine import is_runner
 from ..prompts.encoding import prompt_ids_of_length
 
 QGEMM, ATTENTION, OTHER = "wb::qgemm", "wb::attention", "other"
@@ -107,16 +111,36 @@ def profile_decode(loaded, context_tokens: int = 128, steps: int = 16, decode_mo
     """Profile `steps` greedy decode steps after a prompt of `context_tokens` and split their time."""
 
     check_mode(decode_mode)
+    if is_runner(loaded.model):
+        raise ConfigError("kernel 'exllamav2-engine': ExLlamaV2's modules are not torch modules, so the profiler's "
+                          "split cannot attribute its kernels to GEMMs and attention")
     set_attention(loaded, attention)
     device = input_device(loaded.model)
+    shares = None
     if decode_mode == "graph":  # learn which kernel names belong where from the same step run eagerly
         shares = _name_shares(_profile(loaded, context_tokens, steps, "static", warmup)[0])
+    elif decode_mode == "fast" and fast_config(loaded).graph and device.type == "cuda":
+        with _fast_without_graph(loaded):  # the fast step itself, launched from Python
+            shares = _name_shares(_profile(loaded, context_tokens, steps, "fast", warmup)[0])
     trace, ran, note, unprofiled_ms = _profile(loaded, context_tokens, steps, decode_mode, warmup)
-    result = _split(trace, device.type, shares if decode_mode == "graph" and ran == "graph" else None)
+    decoder = loaded.decoder[1] if loaded.decoder else None  # generation/static.decoder_for keeps it
+    graph_ran = ran == "graph" or (ran == "fast" and getattr(decoder, "graph", None) is not None)
+    result = _split(trace, device.type, shares if graph_ran else None)
     if result["gpu_busy_ms"] is not None:  # the GPU's share is what the profiler cannot inflate
         result["host_uncovered_ms"] = max(0.0, unprofiled_ms - result["gpu_busy_ms"])
     return StepBreakdown(kernel=loaded.kernel, mode=ran, attention=attention, device=str(device),
                          context_tokens=context_tokens, note=note, unprofiled_wall_ms=unprofiled_ms, **result)
+
+
+@contextmanager
+def _fast_without_graph(loaded):
+    """The loaded model's fast config without its CUDA graph, for the length of the block."""
+    config = fast_config(loaded)
+    set_fast_config(loaded, dataclasses.replace(config, graph=False))
+    try:
+        yield
+    finally:
+        set_fast_config(loaded, config)
 
 
 def _profile(loaded, context_tokens, steps, mode, warmup):

@@ -20,6 +20,8 @@ def decode_bytes_per_token(loaded) -> int:
         BaseQuantLinear = ()
 
     model = loaded.model
+    if hasattr(model, "decode_bytes_per_token"):  # an engine that is not a torch model (model/exllamav2_engine.py)
+        return model.decode_bytes_per_token()
     total = 0
     quantized_params = set()
     for module in model.modules():

@@ -1,0 +1,215 @@
+"""ExLlamaV2's own engine as a registry entry: its reasons, its refusals, and the record its loop builds.
+
+The real engine needs CUDA and the exllamav2 package (GPU runs: benchmarks/peer_h200.sh). Here,
+without either, the registry must say why it cannot run; the refusals are checked on synthetic
+checkpoints; and the decoding loop and record building are checked with a stand-in `exllamav2`
+module whose `ExLlamaV2.forward` runs the demo model (transformers + gptqmodel's torch kernel)
+with a cache it keeps by ExLlamaV2's rules (`current_seq_len`, advanced by each forward). The
+engine's own code (runner, decoder, stream handling, the loop in generation/static.py, the record) runs
+unchanged, and must produce what transformers' generate produces for the same model.
+"""
+
+import importlib.util
+import sys
+import types
+
+import pytest
+import torch
+
+from workbench.errors import ConfigError, KernelUnavailable
+from workbench.generation import DecodeConfig, generate, generate_ids
+from workbench.model import exllamav2_engine as exl
+from workbench.model.checkpoint import GPTQSettings, Layout, prepare_checkpoint
+from workbench.model.load import load_model
+from workbench.model.registry import KERNELS, available_kernels, main
+from workbench.model.synthetic import write_synthetic_checkpoint
+
+
+@pytest.fixture(scope="module")
+def tiny_bin(tmp_path_factory):
+    return write_synthetic_checkpoint(tmp_path_factory.mktemp("e") / "tiny", "tiny", Layout.AUTOGPTQ_BIN,
+                                      progress=False)
+
+
+# --- the registry ------------------------------------------------------------------------------
+
+def test_registry_entry():
+    spec = KERNELS["exllamav2-engine"]
+    assert spec.engine == "exllamav2" and spec.devices == ("cuda",) and spec.bits == (4,)
+    assert spec.dtypes == ("float16",) and True in spec.desc_act
+
+
+@pytest.mark.skipif(exl.installed(), reason="checks the reason given where exllamav2 is not installed")
+def test_listed_with_its_reason_where_it_cannot_run(capsys):
+    for device in ("cpu", "cuda"):
+        a = {k.kernel: k for k in available_kernels(device)}["exllamav2-engine"]
+        assert not a.available and "needs the exllamav2 package" in a.reason and "pip install" in a.reason
+    assert main(["--device", "cpu"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("exllamav2-engine "))
+    assert "no: needs the exllamav2 package" in line
+
+
+def test_without_cuda_the_reason_is_cuda(monkeypatch):
+    """With the package present (pretended), a machine without a GPU is the reason."""
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: object() if name == "exllamav2" else real(name, *a))
+    if torch.cuda.is_available():
+        pytest.skip("checks a machine without CUDA")
+    a = {k.kernel: k for k in available_kernels("cuda")}["exllamav2-engine"]
+    assert not a.available and "no CUDA device is visible" in a.reason
+
+
+def test_no_nvcc_is_a_reason_unless_the_extension_is_built(monkeypatch):
+    import torch.utils.cpp_extension as ext
+
+    monkeypatch.setattr(exl.shutil, "which", lambda name: None)
+    monkeypatch.setattr(ext, "CUDA_HOME", None)
+    monkeypatch.setattr(exl, "extension_built", lambda: False)
+    assert "no nvcc was found" in exl.device_problem(KERNELS["exllamav2-engine"], "cuda")
+    assert "cuda:1" in exl.device_problem(KERNELS["exllamav2-engine"], "cuda:1")
+    monkeypatch.setattr(exl, "extension_built", lambda: True)
+    assert exl.device_problem(KERNELS["exllamav2-engine"], "cuda") is None
+
+
+# --- what it refuses to read --------------------------------------------------------------------
+
+@pytest.mark.parametrize("settings, words", [
+    (GPTQSettings(bits=8, group_size=64, desc_act=False, sym=True), "4-bit only"),
+    (GPTQSettings(bits=4, group_size=96, desc_act=False, sym=True), "not a power of two"),
+    (GPTQSettings(bits=4, group_size=64, desc_act=False, sym=True, checkpoint_format="marlin"), "'gptq' (v1)"),
+])
+def test_settings_it_would_misread(settings, words):
+    assert words in exl.settings_problem(settings)
+
+
+def test_settings_it_reads():
+    for group in (-1, 32, 64, 128):
+        assert exl.settings_problem(GPTQSettings(bits=4, group_size=group, desc_act=True, sym=False)) is None
+
+
+def test_act_order_layouts():
+    g = torch.arange(256, dtype=torch.int32) // 64
+    assert exl.act_order_problem("l", g[torch.randperm(256)], 64, 256) is None  # rows permuted, groups equal
+    uneven = g.clone()
+    uneven[:3] = 1  # group 1 gets 67 rows, group 0 61
+    assert "group 0 61 rows, not 64" in exl.act_order_problem("l", uneven, 64, 256)
+    assert "outside 0..3" in exl.act_order_problem("l", g + 1, 64, 256)
+
+
+def test_a_pickle_is_refused_until_converted(tiny_bin):
+    with pytest.raises(KernelUnavailable, match="a pickle, and ExLlamaV2 reads safetensors only.*prepare_checkpoint"):
+        exl.check_readable(tiny_bin)
+    assert exl.check_readable(prepare_checkpoint(tiny_bin, progress=False)).bits == 4
+
+
+def test_an_uneven_act_order_checkpoint_is_refused(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    folder = write_synthetic_checkpoint(tmp_path / "act", "tiny", Layout.AUTOGPTQ_SAFETENSORS, desc_act=True,
+                                        progress=False)
+    assert exl.check_readable(folder).desc_act
+    file = next(folder.glob("*.safetensors"))
+    state = load_file(str(file))
+    key = "model.layers.2.mlp.down_proj.g_idx"
+    state[key] = torch.sort(state[key]).values.roll(5)  # the same multiset of groups no longer in groups
+    state[key][:5] = 0
+    save_file(state, str(file), metadata={"format": "pt"})
+    with pytest.raises(KernelUnavailable, match="layers.2.mlp.down_proj.g_idx gives group"):
+        exl.check_readable(folder)
+
+
+def test_eight_bits_are_refused_before_loading(tmp_path):
+    eight = write_synthetic_checkpoint(tmp_path / "8bit", "tiny", bits=8, progress=False)
+    with pytest.raises(KernelUnavailable, match="exllamav2-engine' cannot run"):
+        load_model(eight, kernel="exllamav2-engine", device="cuda")
+
+
+# --- the loop and the record, through a stand-in exllamav2 ----------------------------------------
+
+class _FakeCache:
+    def __init__(self, model, batch_size=1, max_seq_len=-1):
+        self.model, self.batch_size, self.max_seq_len, self.current_seq_len = model, batch_size, max_seq_len, 0
+        self.past = None
+
+
+class _FakeModel:
+    """ExLlamaV2's forward contract over a transformers model: ids on the CPU (its embedding lives
+    there), logits [B, T, V] (or [B, 1, V] with last_id_only), the cache advanced by T."""
+
+    def __init__(self, config):
+        self.config, self.hf, self.calls = config, None, []
+
+    def load(self):
+        self.hf = load_model(self.config.model_dir, kernel="torch", device="cpu", verify=False).model
+
+    def forward(self, input_ids, cache=None, last_id_only=False, **_):
+        from transformers import DynamicCache
+
+        assert input_ids.device.type == "cpu", "ExLlamaV2 takes token ids on the CPU"
+        self.calls.append(tuple(input_ids.shape))
+        if cache.current_seq_len == 0:
+            cache.past = DynamicCache()
+        assert cache.current_seq_len + input_ids.shape[1] <= cache.max_seq_len
+        out = self.hf(input_ids=input_ids, past_key_values=cache.past, use_cache=True)
+        cache.current_seq_len += input_ids.shape[1]
+        return out.logits[:, -1:] if last_id_only else out.logits
+
+    def unload(self):
+        self.hf = None
+
+
+@pytest.fixture
+def fake_exllamav2(monkeypatch):
+    module = types.ModuleType("exllamav2")
+    module.ExLlamaV2Config = lambda d: types.SimpleNamespace(model_dir=d, no_graphs=False)
+    module.ExLlamaV2, module.ExLlamaV2Cache = _FakeModel, _FakeCache
+    module.attn = types.SimpleNamespace(has_flash_attn=False, has_xformers=False, has_lower_right_sdpa=True)
+    monkeypatch.setitem(sys.modules, "exllamav2", module)
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: object() if name == "exllamav2" else real(name, *a))
+    return module
+
+
+@pytest.fixture
+def engine(fake_exllamav2, demo_model_path):
+    prepared = prepare_checkpoint(demo_model_path, progress=False)
+    return exl.load_exllamav2(demo_model_path, prepared, "exllamav2-engine", "cpu", None, None)
+
+
+@pytest.mark.slow
+def test_the_engine_loop_makes_transformers_tokens_and_a_full_record(engine, demo_model_path):
+    reference = load_model(demo_model_path, kernel="torch", device="cpu")
+    messages = [{"role": "human", "content": "def add(a, b):\n    \"\"\"Return a + b.\"\"\""}]
+    config = DecodeConfig.greedy(max_new_tokens=48)
+    mine, theirs = generate(engine, messages, config), generate(reference, messages, config)
+    assert mine.token_ids == theirs.token_ids and mine.stop_reason == theirs.stop_reason
+    assert mine.kernel == engine.load_record.kernel == "exllamav2-engine" and mine.decode_mode == "exllamav2"
+    assert mine.decode_mode_requested == "eager" and "ExLlamaV2's own model" in mine.decode_note
+    assert mine.attention == "exllamav2-sdpa (sdpa-no-cudnn)"  # its SDPA obeys the workbench's switches
+    assert len(mine.token_times_s) == mine.new_tokens and mine.token_times_s == sorted(mine.token_times_s)
+    assert mine.prefill_s <= mine.ttft_s == mine.token_times_s[0]
+    assert mine.itl.n == mine.new_tokens - 1
+    assert len(mine.logprobs) == mine.new_tokens and all(lp <= 0 for lp in mine.logprobs)
+    assert max(abs(a - b) for a, b in zip(mine.logprobs, theirs.logprobs)) < 1e-3
+    # greedy picks a top token (ties after log_softmax may list another id first)
+    assert all(abs(top[0].logprob - lp) < 1e-4 for top, lp in zip(mine.top_logprobs, mine.logprobs))
+    # one prefill of the whole prompt, then one forward of one token per new token but the last
+    calls = engine.engine_handle.calls
+    assert calls[-mine.new_tokens] == (1, mine.prompt_tokens) and set(calls[-mine.new_tokens + 1:]) == {(1, 1)}
+    forced = generate_ids(engine, [mine.token_ids[:4] * 3], DecodeConfig.greedy(max_new_tokens=5, min_new_tokens=5))[0]
+    assert forced.new_tokens == 5 and forced.stop_reason == "max_new_tokens"
+
+
+@pytest.mark.slow
+def test_the_engine_refuses_other_modes_and_padding(engine):
+    config = DecodeConfig.greedy(max_new_tokens=4)
+    for mode in ("static", "graph", "fast"):
+        with pytest.raises(ConfigError, match="decodes with ExLlamaV2's own loop only"):
+            generate_ids(engine, [[5, 6, 7]], config, decode_mode=mode)
+    with pytest.raises(ConfigError, match="prompts of one length"):
+        generate_ids(engine, [[5, 6, 7], [5, 6]], config)
+    full = engine.model(input_ids=torch.tensor([[5, 6, 7, 8]])).logits
+    assert full.shape[:2] == (1, 4)  # every position, from an empty cache
+    assert engine.model.decode_bytes_per_token() > 0

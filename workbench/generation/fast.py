@@ -1,0 +1,489 @@
+"""The workbench's own decode step for Llama checkpoints: `decode_mode="fast"`.
+
+The "graph" mode replays transformers' forward; its step on the 34B shapes is 9.7 ms of
+quantized GEMMs, 1.7 ms of attention, 1.9 ms of about 1,800 small kernels and 1.0 ms of host
+time (results/README.md). This step is written for the decode instead, gpt-fast style, on the
+loaded model's own weights and kernels, with each change a switch of `FastConfig` so that each
+can be proven (`prove_equal(loaded, "fast")`) and measured beside the one before:
+
+- `fuse`: q/k/v and gate/up are one quantized GEMM each, their checkpoint tensors
+  concatenated along the output dimension at load (the loaded kernel's own class, built again);
+- `compile`: the non-GEMM part of a layer (norms, rotary, residual adds, SwiGLU) as a few
+  torch.compile'd kernels inside the captured step;
+- `attention="filled"`: a Triton kernel that reads only the filled part of the cache, its
+  length taken from a device buffer (model/triton_kernels.py), instead of SDPA over the whole cache;
+- `gemm="triton"`: the workbench's batch-1 4-bit GEMV (model/triton_kernels.py) on the fused weights
+  for one-row inputs; inputs of several rows (prefill, batches) go through the loaded kernel's
+  own layers, unfused, or the dense path below;
+- `dense_prefill_rows`: prefills of at least this many rows dequantize each weight once and
+  run a dense fp16 GEMM, ExLlamaV2's own switch.
+
+The step lives in `FastDecoder`, which static.py's loop drives like its own decoders: static
+buffers, its own KV cache ([layers, B, KV heads, length, head dim]) and, on CUDA, the step
+captured in a graph and checked against the same step run eagerly (graphstep.py). Prompts of
+one batch must have one length (no padding).
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import ConfigError
+from ..model import triton_kernels
+from ..model.checkpoint import GPTQSettings, read_gptq_settings, weight_files
+from .graphstep import CapturedStep
+
+FAST_ATTENTIONS = ("sdpa", "filled")
+FAST_GEMMS = ("kernel", "triton")
+FUSABLE_KERNELS = ("torch", "triton", "marlin")  # gptqmodel classes rebuilt here from concatenated tensors
+
+
+@dataclass(frozen=True)
+class FastConfig:
+    """What `decode_mode="fast"` runs (see the module's docstring for each switch)."""
+
+    fuse: bool = True  # q/k/v and gate/up as one quantized GEMM each
+    compile: bool = False  # the non-GEMM part of each layer under torch.compile (CUDA only)
+    attention: str = "sdpa"  # "sdpa": the whole static cache under a mask; "filled": only the filled part (CUDA)
+    gemm: str = "kernel"  # "kernel": the loaded kernel's GEMM; "triton": the workbench's 4-bit GEMV for one row (CUDA)
+    dense_prefill_rows: int = 0  # prefills of at least this many rows: dequantize once + dense GEMM; 0 = never
+    graph: bool = True  # capture the step in a CUDA graph (on CUDA)
+
+    def __post_init__(self):
+        def bad(name, allowed):
+            raise ConfigError(f"FastConfig.{name}={getattr(self, name)!r} is invalid: allowed {allowed}")
+
+        for name in ("fuse", "compile", "graph"):
+            if not isinstance(getattr(self, name), bool):
+                bad(name, "True or False")
+        if self.attention not in FAST_ATTENTIONS:
+            bad("attention", ", ".join(FAST_ATTENTIONS))
+        if self.gemm not in FAST_GEMMS:
+            bad("gemm", ", ".join(FAST_GEMMS))
+        if self.gemm == "triton" and not self.fuse:
+            bad("gemm", "'kernel' when fuse=False (the Triton GEMV runs the fused weights)")
+        if not (isinstance(self.dense_prefill_rows, int) and self.dense_prefill_rows >= 0):
+            bad("dense_prefill_rows", "an integer >= 0 (0 = never)")
+
+    def describe(self) -> str:
+        return (f"{'fused' if self.fuse else 'separate'} q/k/v and gate/up, GEMM {self.gemm}, "
+                f"attention {self.attention}, "
+                f"compile {'on' if self.compile else 'off'}, dense prefill "
+                f"{'from ' + str(self.dense_prefill_rows) + ' rows' if self.dense_prefill_rows else 'off'}")
+
+    def needs_packed(self) -> bool:
+        """Whether the workbench's own copy of the 4-bit tensors is needed (its GEMV, dense prefill)."""
+        return self.gemm == "triton" or self.dense_prefill_rows > 0
+
+
+def set_fast_config(loaded, config: FastConfig) -> FastConfig:
+    """Choose what `decode_mode="fast"` runs on `loaded` from now on (its decoder is made again)."""
+    if not isinstance(config, FastConfig):
+        raise ConfigError(f"config must be a FastConfig, got {type(config).__name__}")
+    loaded.fast_config = config
+    loaded.release_decoder()  # static.decoder_for makes the next one with this config
+    return config
+
+
+def fast_config(loaded) -> FastConfig:
+    return loaded.fast_config or FastConfig()
+
+
+# --- weights --------------------------------------------------------------------------------------
+
+@dataclass
+class PackedGPTQ:
+    """A 4-bit weight as the workbench's kernels read it: AutoGPTQ's packed codes, fp16 scales, and
+    zero x scale per group (w = s*q - zs); groups in order (no act-order)."""
+
+    qweight: object  # [K / 8, N] int32
+    scales: object  # [K / group, N] fp16
+    zs: object  # [K / group, N] fp16
+    group_size: int
+
+    @property
+    def in_features(self) -> int:
+        return self.qweight.shape[0] * 8
+
+    @property
+    def out_features(self) -> int:
+        return self.qweight.shape[1]
+
+    @classmethod
+    def from_tensors(cls, t: dict, settings: GPTQSettings) -> "PackedGPTQ":
+        import torch
+
+        k = t["qweight"].shape[0] * 8
+        group = settings.group_size if settings.group_size > 0 else k
+        sequential = torch.arange(k, device=t["g_idx"].device, dtype=torch.int32) // group
+        if not torch.equal(t["g_idx"].to(torch.int32), sequential):
+            raise ConfigError("the workbench's 4-bit kernels read groups in order; this checkpoint uses act-order "
+                              "(desc_act): use FastConfig(gemm='kernel', dense_prefill_rows=0)")
+        if settings.bits != 4 or settings.checkpoint_format != "gptq":
+            raise ConfigError(f"the workbench's 4-bit kernels read 4-bit GPTQ v1 ('gptq') tensors; this checkpoint has "
+                              f"bits={settings.bits}, checkpoint_format={settings.checkpoint_format!r}")
+        scales = t["scales"].to(torch.float16)
+        return cls(qweight=t["qweight"].contiguous(), scales=scales.contiguous(),
+                   zs=triton_kernels.zero_times_scale(t["qzeros"], scales), group_size=group)
+
+    def dequantize(self):
+        """The fp16 weight [K, N]: one Triton kernel on a GPU, the PyTorch definition elsewhere."""
+        import torch
+
+        if self.qweight.is_cuda:
+            return triton_kernels.dequantize_gptq4(self.qweight, self.scales, self.zs, self.group_size)
+        eye = torch.eye(self.in_features, dtype=torch.float32, device=self.qweight.device)
+        return triton_kernels.gptq_reference(eye, self.qweight, self.scales, self.zs, self.group_size).half()
+
+    def gemv(self, x):
+        """x [1, K] -> [1, N] with the workbench's Triton GEMV."""
+        return triton_kernels.gemv_gptq4(x, self.qweight, self.scales, self.zs, self.group_size)
+
+
+class FastLinear:
+    """One GEMM slot of a layer (q/k/v, o, gate/up or down): the loaded kernel's modules (one fused
+    module, or several whose outputs are concatenated) and, when the config needs it, the packed
+    4-bit copy for the Triton GEMV and the dense prefill."""
+
+    def __init__(self, parts: list, packed: PackedGPTQ | None, gemm: str, dense_rows: int):
+        self.parts, self.packed, self.gemm, self.dense_rows = parts, packed, gemm, dense_rows
+
+    def __call__(self, x):
+        import torch
+
+        with torch.profiler.record_function("wb::qgemm"):  # studies/breakdown.py attributes GPU work by this
+            rows = x.numel() // x.shape[-1]
+            if self.dense_rows and rows >= self.dense_rows:
+                return torch.matmul(x, self.packed.dequantize())
+            if self.gemm == "triton" and rows == 1:
+                return self.packed.gemv(x.reshape(1, -1)).view(*x.shape[:-1], -1)
+            outs = [part(x) for part in self.parts]
+            return outs[0] if len(outs) == 1 else torch.cat(outs, dim=-1)
+
+
+@dataclass
+class FastLayer:
+    ln_in: object
+    ln_post: object
+    qkv: FastLinear
+    o: FastLinear
+    gate_up: FastLinear
+    down: FastLinear
+
+
+@dataclass
+class FastWeights:
+    """Everything the fast step reads, built once per (loaded model, fuse, needs packed)."""
+
+    layers: list
+    key: tuple
+    note: str
+
+
+def _gptq_modules(model):
+    try:
+        from gptqmodel.nn_modules.qlinear import BaseQuantLinear
+    except ImportError:
+        return False
+    return isinstance(model.model.layers[0].self_attn.q_proj, BaseQuantLinear)
+
+
+class _CheckpointTensors:
+    """The loaded checkpoint's own tensors, read one by one from its safetensors files."""
+
+    def __init__(self, folder: Path, device):
+        from safetensors import safe_open
+
+        self.device = device
+        files = [f for f in weight_files(folder) if f.suffix == ".safetensors"]
+        if not files:
+            raise ConfigError(f"{folder}: the fast path reads the converted safetensors copy; none is there")
+        self.handles = [safe_open(str(f), framework="pt", device=str(device)) for f in files]
+        self.where = {name: h for h in self.handles for name in h.keys()}
+
+    def linear(self, prefix: str) -> dict:
+        return {part: self.where[f"{prefix}.{part}"].get_tensor(f"{prefix}.{part}").to(self.device)
+                for part in ("qweight", "qzeros", "scales", "g_idx")}
+
+
+def concat_linears(tensors: list[dict]) -> dict:
+    """Several GPTQ linears with one input as one wider linear: codes, zeros and scales concatenated
+    along the output dimension. Their g_idx must agree (it is per input row)."""
+    import torch
+
+    g_idx = tensors[0]["g_idx"]
+    if not all(torch.equal(t["g_idx"], g_idx) for t in tensors[1:]):
+        raise ConfigError("q/k/v (or gate/up) have different act-order g_idx, so they cannot share one GEMM; "
+                          "use FastConfig(fuse=False)")
+    return {"qweight": torch.cat([t["qweight"] for t in tensors], dim=1),
+            "qzeros": torch.cat([t["qzeros"] for t in tensors], dim=1),
+            "scales": torch.cat([t["scales"] for t in tensors], dim=1), "g_idx": g_idx}
+
+
+def kernel_module(like, t: dict, settings: GPTQSettings, dtype, name: str):
+    """A new quantized linear of `like`'s gptqmodel class holding the tensors `t` (v1 packing), made
+    ready the way gptqmodel's loader makes its own: v1 zeros converted where the class wants v2,
+    then its `post_init` (marlin repacks there)."""
+    import torch
+    from gptqmodel.utils.model import convert_gptq_v1_to_v2_format_module
+
+    cls = type(like)
+    fin, fout = t["qweight"].shape[0] * 32 // settings.bits, t["qweight"].shape[1]
+    kwargs = dict(bits=settings.bits, group_size=settings.group_size, desc_act=settings.desc_act, sym=settings.sym,
+                  in_features=fin, out_features=fout, bias=False, pack_dtype=torch.int32, dtype=dtype,
+                  backend=like.backend, adapter=None, register_buffers=True, name=name, lm_head_name="lm_head")
+    if getattr(like, "format", None) is not None:
+        kwargs["format"] = like.format
+    module = cls(**kwargs)
+    device = t["qweight"].device
+    for key in ("qweight", "qzeros", "scales", "g_idx"):
+        current = getattr(module, key)
+        if tuple(current.shape) != tuple(t[key].shape):
+            raise ConfigError(f"{name}.{key}: {cls.__name__} expects {tuple(current.shape)}, the checkpoint gives "
+                              f"{tuple(t[key].shape)}")
+        current.data = t[key].to(dtype=current.dtype).clone()
+    module = module.to(device)
+    if getattr(cls, "REQUIRES_FORMAT_V2", False) and settings.checkpoint_format == "gptq":
+        convert_gptq_v1_to_v2_format_module(module, bits=settings.bits, pack_dtype=torch.int32)
+    module.post_init()
+    return module.eval().requires_grad_(False)
+
+
+def fast_weights(loaded, config: FastConfig) -> FastWeights:
+    """The fast step's weights for `config`, built on first use and kept on `loaded`."""
+    key = (config.fuse, config.needs_packed(), config.gemm, config.dense_prefill_rows)
+    current = loaded.fast_weights
+    if current is not None and current.key == key:
+        return current
+    loaded.fast_weights = None  # before the new copies are made
+    loaded.fast_weights = _build_weights(loaded, config, key)
+    return loaded.fast_weights
+
+
+def _build_weights(loaded, config: FastConfig, key: tuple) -> FastWeights:
+    import torch
+
+    model = loaded.model
+    if config.fuse and config.gemm == "kernel" and not _gptq_modules(model):
+        raise ConfigError("FastConfig(fuse=True) rebuilds gptqmodel's quantized layers; this model's are not "
+                          "gptqmodel's (use fuse=False)")
+    if config.fuse and config.gemm == "kernel" and loaded.kernel not in FUSABLE_KERNELS:
+        raise ConfigError(f"FastConfig(fuse=True) rebuilds the layers of kernels {', '.join(FUSABLE_KERNELS)}; "
+                          f"this model runs {loaded.kernel!r} (use fuse=False)")
+    settings = read_gptq_settings(loaded.load_record.loaded_from)
+    device = model.get_input_embeddings().weight.device
+    source = _CheckpointTensors(Path(loaded.load_record.loaded_from), device) if config.fuse or config.needs_packed() \
+        else None
+    dense_rows = config.dense_prefill_rows
+    layers = []
+    with torch.no_grad():
+        for i, layer in enumerate(model.model.layers):
+            attn, mlp = layer.self_attn, layer.mlp
+            slots = {"qkv": [attn.q_proj, attn.k_proj, attn.v_proj], "o": [attn.o_proj],
+                     "gate_up": [mlp.gate_proj, mlp.up_proj], "down": [mlp.down_proj]}
+            names = {"qkv": ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"], "o": ["self_attn.o_proj"],
+                     "gate_up": ["mlp.gate_proj", "mlp.up_proj"], "down": ["mlp.down_proj"]}
+            built = {}
+            for slot, modules in slots.items():
+                # with the Triton GEMV the kernel's modules serve only inputs of several rows: its own, unfused
+                fused = len(modules) > 1 and config.fuse and config.gemm == "kernel"
+                tensors = None
+                if fused or config.needs_packed():
+                    tensors = concat_linears([source.linear(f"model.layers.{i}.{n}") for n in names[slot]])
+                parts = [kernel_module(modules[0], tensors, settings, loaded.dtype, f"model.layers.{i}.{slot}")] \
+                    if fused else modules
+                packed = PackedGPTQ.from_tensors(tensors, settings) if config.needs_packed() else None
+                built[slot] = FastLinear(parts, packed, config.gemm, dense_rows)
+                del tensors
+            layers.append(FastLayer(ln_in=layer.input_layernorm.weight, ln_post=layer.post_attention_layernorm.weight,
+                                    **built))
+    note = ("the loaded layers" if not config.fuse else "fused q/k/v and gate/up rebuilt from the checkpoint's "
+            "tensors" + (" (Triton GEMV; the loaded layers for several rows)" if config.gemm == "triton" else ""))
+    return FastWeights(layers=layers, key=key, note=note)
+
+
+# --- the step's pieces (plain PyTorch; torch.compile'd when asked) ---------------------------------
+
+def rms_norm(x, weight, eps: float):
+    """transformers' LlamaRMSNorm: in float32, the weight applied after the cast back."""
+    import torch
+
+    xf = x.float()
+    return weight * (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype)
+
+
+def add_norm(x, delta, weight, eps: float):
+    """The residual add and the next norm: returns (x + delta, its norm)."""
+    x = x + delta
+    return x, rms_norm(x, weight, eps)
+
+
+def rotate(t, cos, sin):
+    """transformers' apply_rotary_pos_emb for one tensor: t [B, h, T, D], cos/sin [B, 1, T, D]."""
+    import torch
+
+    half = t.shape[-1] // 2
+    return t * cos + torch.cat((-t[..., half:], t[..., :half]), dim=-1) * sin
+
+
+def split_rotate(qkv, cos, sin, heads: int, kv_heads: int, head_dim: int):
+    """[B, T, (H + 2 KV) D] -> q [B, H, T, D] and k [B, KV, T, D] rotated, v [B, KV, T, D]."""
+    b, t, _ = qkv.shape
+    q, k, v = qkv.split([heads * head_dim, kv_heads * head_dim, kv_heads * head_dim], dim=-1)
+    q = q.view(b, t, heads, head_dim).transpose(1, 2)
+    k = k.view(b, t, kv_heads, head_dim).transpose(1, 2)
+    v = v.view(b, t, kv_heads, head_dim).transpose(1, 2)
+    return rotate(q, cos, sin).contiguous(), rotate(k, cos, sin), v
+
+
+def swiglu(gate_up, intermediate: int):
+    """LlamaMLP's act_fn(gate) * up, from the fused [B, T, 2 I] output."""
+    import torch.nn.functional as F
+
+    gate, up = gate_up.split(intermediate, dim=-1)
+    return F.silu(gate) * up
+
+
+@functools.cache
+def _compiled(name: str):
+    """One torch.compile'd copy of each piece per process: every layer shares its compiled code."""
+    import torch
+
+    fn = {"add_norm": add_norm, "rms_norm": rms_norm, "split_rotate": split_rotate, "swiglu": swiglu}[name]
+    return torch.compile(fn, dynamic=False, fullgraph=True)
+
+
+def _pieces(compiled: bool) -> dict:
+    names = ("add_norm", "rms_norm", "split_rotate", "swiglu")
+    return {n: _compiled(n) for n in names} if compiled else {n: globals()[n] for n in names}
+
+
+# --- the decoder ----------------------------------------------------------------------------------
+
+class FastDecoder(CapturedStep):
+    """The fast step's cache and buffers for one (batch, cache length); see the module docstring."""
+
+    NO_GRAPH = "ran without a graph"
+    mode = "fast"
+
+    def __init__(self, loaded, weights: FastWeights, config: FastConfig, batch: int, length: int):
+        import torch
+
+        model = loaded.model
+        c = model.config
+        self.config, self.w, self.batch, self.length = config, weights, batch, length
+        self.device = model.get_input_embeddings().weight.device
+        self.dtype = loaded.dtype
+        self.heads, self.kv = c.num_attention_heads, c.num_key_value_heads
+        self.head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
+        self.inter, self.eps = c.intermediate_size, c.rms_norm_eps
+        self.scale = self.head_dim ** -0.5
+        cuda = self.device.type == "cuda"
+        if not cuda and (config.compile or config.attention == "filled" or config.gemm == "triton"
+                         or config.dense_prefill_rows):
+            raise ConfigError(f"FastConfig({config.describe()}) compiles or runs Triton kernels: it needs a CUDA "
+                              f"device, the model is on {self.device}")
+        self.embed, self.lm_head, self.final_norm = model.model.embed_tokens, model.lm_head, model.model.norm.weight
+        n_layers = len(weights.layers)
+        shape = (n_layers, batch, self.kv, length, self.head_dim)
+        self.k_cache = torch.zeros(shape, dtype=self.dtype, device=self.device)
+        self.v_cache = torch.zeros(shape, dtype=self.dtype, device=self.device)
+        positions = torch.arange(length, device=self.device)[None]  # [1, L]
+        probe = torch.zeros(1, dtype=self.dtype, device=self.device)
+        cos, sin = model.model.rotary_emb(probe, positions)  # [1, L, D] in the model's dtype, as transformers has them
+        self.cos_table, self.sin_table = cos[0], sin[0]  # [L, D]
+        self.ids = torch.zeros((batch, 1), dtype=torch.long, device=self.device)  # [B, 1] this step's token
+        self.pos = torch.zeros(1, dtype=torch.long, device=self.device)  # [1] its position = its cache slot
+        self.min = torch.finfo(self.dtype).min
+        self.mask = torch.full((batch, 1, 1, length), self.min, dtype=self.dtype, device=self.device)  # sdpa only
+        self.attn_out = torch.empty((batch, self.heads, self.head_dim), dtype=self.dtype, device=self.device)
+        self.attention = triton_kernels.DecodeAttention(batch, self.heads, self.kv, self.head_dim, self.device) \
+            if config.attention == "filled" else None
+        self.fn = _pieces(config.compile)
+        self.graph_wanted = config.graph and cuda  # no CUDA graphs elsewhere: the note says so
+        self.graph, self.graph_note, self.logits = None, "", None
+
+    @property
+    def note(self) -> str:
+        why = "FastConfig.graph=False" if self.device.type == "cuda" else f"no CUDA graph on {self.device}"
+        return f"fast step: {self.config.describe()}; {self.graph_note or why}"
+
+    # --- prefill: the prompt through the same layers, attention by SDPA (causal) ---------------------
+
+    def prefill(self, input_ids, attention_mask):
+        """Fill the cache with a batch of one-length prompts ([B, T]); returns [B, V] float32 logits."""
+        import torch
+
+        b, t = input_ids.shape
+        if not bool(attention_mask.bool().all()):
+            raise ConfigError("decode_mode='fast' takes batches of prompts of one length (no padding); give prompts "
+                              "of equal length or one prompt per call")
+        if b != self.batch or t >= self.length:
+            raise ConfigError(f"a batch of {b} x {t} does not fit this decoder ({self.batch} x {self.length})")
+        with torch.inference_mode():
+            x = self.embed(input_ids)  # [B, T, H]
+            cos, sin = self.cos_table[:t][None, None], self.sin_table[:t][None, None]  # [1, 1, T, D]
+            h = rms_norm(x, self.w.layers[0].ln_in, self.eps)
+            for i, layer in enumerate(self.w.layers):
+                q, k, v = split_rotate(layer.qkv(h), cos, sin, self.heads, self.kv, self.head_dim)
+                self.k_cache[i, :, :, :t] = k
+                self.v_cache[i, :, :, :t] = v
+                a = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.scale,
+                                                                     enable_gqa=True)  # [B, H, T, D]
+                x, h = add_norm(x, layer.o(a.transpose(1, 2).reshape(b, t, -1)), layer.ln_post, self.eps)
+                nxt = self.w.layers[i + 1].ln_in if i + 1 < len(self.w.layers) else self.final_norm
+                x, h = add_norm(x, layer.down(swiglu(layer.gate_up(h), self.inter)), nxt, self.eps)
+            logits = self.lm_head(h[:, -1:])[:, -1].float()  # [B, V]
+        self.mask.fill_(self.min)[..., :t] = 0.0
+        self.pos.fill_(t)
+        if self.logits is None:
+            self.logits = torch.empty_like(logits)
+        return logits
+
+    # --- one step: what the graph holds -----------------------------------------------------------------
+
+    def _step_body(self):
+        import torch
+
+        fn = self.fn
+        x = self.embed(self.ids)  # [B, 1, H]
+        cos = self.cos_table[self.pos][None, None]  # [1, 1, 1, D]
+        sin = self.sin_table[self.pos][None, None]
+        if self.attention is None:
+            self.mask.index_fill_(-1, self.pos, 0.0)  # the new token sees itself
+        h = fn["rms_norm"](x, self.w.layers[0].ln_in, self.eps)
+        for i, layer in enumerate(self.w.layers):
+            q, k, v = fn["split_rotate"](layer.qkv(h), cos, sin, self.heads, self.kv, self.head_dim)
+            self.k_cache[i].index_copy_(2, self.pos, k)
+            self.v_cache[i].index_copy_(2, self.pos, v)
+            with torch.profiler.record_function("wb::attention"):
+                a = self._attend(i, q)  # [B, 1, H * D]
+            x, h = fn["add_norm"](x, layer.o(a), layer.ln_post, self.eps)
+            nxt = self.w.layers[i + 1].ln_in if i + 1 < len(self.w.layers) else self.final_norm
+            x, h = fn["add_norm"](x, layer.down(fn["swiglu"](layer.gate_up(h), self.inter)), nxt, self.eps)
+        self.logits.copy_(self.lm_head(h)[:, -1].float())
+        self.pos.add_(1)
+
+    def _attend(self, i: int, q):
+        """q [B, H, 1, D] against layer i's cache -> [B, 1, H * D]."""
+        import torch.nn.functional as F
+
+        b = q.shape[0]
+        if self.attention is not None:
+            self.attention(q.view(b, self.heads, self.head_dim), self.k_cache[i], self.v_cache[i], self.pos,
+                           self.scale, self.attn_out)
+            return self.attn_out.view(b, 1, -1)
+        g = q.view(b, self.kv, self.heads // self.kv, self.head_dim)  # [B, KV, G, D]: grouped heads as rows
+        out = F.scaled_dot_product_attention(g, self.k_cache[i], self.v_cache[i], attn_mask=self.mask, scale=self.scale)
+        return out.reshape(b, 1, -1)
+
+    def _state(self):
+        return [self.pos, self.mask]
+
+
+def fast_decoder(loaded, batch: int, length: int) -> FastDecoder:
+    """The fast decoder for `loaded` with its FastConfig (static.decoder_for keeps it)."""
+    config = fast_config(loaded)
+    return FastDecoder(loaded, fast_weights(loaded, config), config, batch, length)

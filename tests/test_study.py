@@ -31,6 +31,6 @@ def test_floor_and_kv_bytes_match_facts():
     class Config:  # CodeFuse-CodeLlama-34B's attention shapes
         hidden_size, num_attention_heads, num_key_value_heads, num_hidden_layers = 8192, 64, 8, 48
 
-    assert kv_bytes_per_token(Config()) == 192 * 1024  # FACTS.md: 192 KiB per cached token
-    assert math.isclose(floor_ms(18.4e9, 3020), 6.09, rel_tol=1e-2)  # H100-BASELINE.md's floor
+    assert kv_bytes_per_token(Config()) == 192 * 1024  # docs/model-facts.md: 192 KiB per cached token
+    assert math.isclose(floor_ms(18.4e9, 3020), 6.09, rel_tol=1e-2)  # docs/h100-baseline.md's floor
     assert floor_ms(1e9, None) is None

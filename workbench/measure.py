@@ -165,7 +165,7 @@ def timed_s(fn, device) -> tuple[object, float]:
 def measure_copy_bandwidth_gbps(device, size_mb: int = 1024, repeats: int = 10) -> float | None:
     """Device-to-device copy bandwidth, counting bytes read plus bytes written (GB/s).
 
-    The floor for one decode step is the bytes it must read over this number (FACTS.md).
+    The floor for one decode step is the bytes it must read over this number (docs/model-facts.md).
     Returns None on the CPU, where the question does not apply the same way.
     """
     import torch

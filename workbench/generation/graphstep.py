@@ -97,7 +97,7 @@ def tolerance(first, second) -> float:
 
 def graph_mismatch(eager, replayed, atol: float) -> str:
     """Why a replayed step's logits cannot be trusted, or "" when they equal the eager step's.
-    Non-finite values never pass (a graph without its GEMMs gave NaN: H100-BASELINE.md)."""
+    Non-finite values never pass (a graph without its GEMMs gave NaN: docs/h100-baseline.md)."""
     import torch
 
     if not torch.isfinite(replayed).all():

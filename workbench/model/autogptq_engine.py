@@ -60,7 +60,7 @@ AUTOGPTQ_FLAGS: dict[str, dict[str, bool]] = {
     "autogptq-triton": {"use_triton": True, "disable_exllama": True, "disable_exllamav2": True},
 }
 # The card's loader flags. Fused attention assumes as many KV heads as query heads, so it would
-# break this model's grouped-query attention: always off (FACTS.md).
+# break this model's grouped-query attention: always off (docs/model-facts.md).
 CARD_FLAGS = {"inject_fused_attention": False, "inject_fused_mlp": False, "use_cuda_fp16": True}
 
 # The module of the injected class -> the registry name of the kernel it runs.

@@ -31,7 +31,7 @@ from typing import Callable, Iterable, Sequence
 from ..cache import atomic_write_json, building_dir, cache_dir
 from ..errors import CheckpointError, ChecksumMismatch, UnsafeCheckpoint
 
-# The card's consistency-check table (../shared/codefuse/FACTS.md).
+# The card's consistency-check table (docs/model-facts.md).
 CARD_SHA256 = {
     "config.json": "bd1b92f942549f76d7e02e65fd346b39903943912d6d6a2ff8ff345e43e1115b",
     "generation_config.json": "b625bd13a52d0685313c32919324b9bdc9e75a4f1338ca5c28226d1693e130a3",

@@ -239,7 +239,7 @@ class ExLlamaV2Runner:
 
     def decode_bytes_per_token(self) -> int:
         """Bytes a batch-1 step must read without the KV cache: the quantized linears (4-bit codes, fp16
-        scales and 4-bit zeros per group), the fp16 lm_head and norms (FACTS.md's count)."""
+        scales and 4-bit zeros per group), the fp16 lm_head and norms (the count of docs/model-facts.md)."""
         c, s = self.config, self.settings
         head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
         q, kv = c.num_attention_heads * head_dim, c.num_key_value_heads * head_dim

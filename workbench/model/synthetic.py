@@ -31,7 +31,7 @@ SYNTHETIC_NOTE = ("synthetic checkpoint written by workbench.synthetic: random G
 
 @dataclass(frozen=True)
 class LlamaArch:
-    """The shapes of a LlamaForCausalLM; defaults are CodeFuse-CodeLlama-34B's (FACTS.md)."""
+    """The shapes of a LlamaForCausalLM; defaults are CodeFuse-CodeLlama-34B's (docs/model-facts.md)."""
 
     vocab_size: int = 32000
     hidden_size: int = 8192

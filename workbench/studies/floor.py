@@ -12,8 +12,9 @@ import math
 # --- bytes and the floor ----------------------------------------------------------------------
 
 def decode_bytes_per_token(loaded) -> int:
-    """Bytes one decode step must read at batch 1, not counting the KV cache (FACTS.md's count:
-    packed weights, 16-bit scales and packed zeros of every quantized layer, the lm_head, norms)."""
+    """Bytes one decode step must read at batch 1, not counting the KV cache (the count of
+    docs/model-facts.md: packed weights, 16-bit scales and packed zeros of every quantized layer,
+    the lm_head, norms)."""
     try:
         from gptqmodel.nn_modules.qlinear import BaseQuantLinear
     except ImportError:  # the AutoGPTQ environment (make legacy-env) has no gptqmodel

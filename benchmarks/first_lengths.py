@@ -44,8 +44,8 @@ def main(argv=None) -> int:
     loaded = setup(args.model, args.kernel, args.device)
     set_attention(loaded, args.attention)
     ids = prompt_ids_of_length(loaded.tokenizer, args.prompt_tokens)
-    warm = DecodeConfig.greedy(max_new_tokens=args.warmup_tokens, min_new_tokens=args.warmup_tokens)
-    config = DecodeConfig.greedy(max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens)
+    warm = DecodeConfig.forced(args.warmup_tokens)
+    config = DecodeConfig.forced(args.new_tokens)
     generate_ids(loaded, [ids], warm, logprobs=False)
 
     def driver_allocs() -> int | None:

@@ -58,7 +58,7 @@ def test_static_stops_at_eos_and_pads_like_generate(demo_loaded):
 
 
 def test_min_new_tokens_and_repetition_penalty_match_generate(demo_loaded):
-    config = DecodeConfig.greedy(max_new_tokens=20, min_new_tokens=20, repetition_penalty=1.3)
+    config = DecodeConfig.forced(20, repetition_penalty=1.3)
     e = generate(demo_loaded, PROMPTS[1], config)
     s = generate(demo_loaded, PROMPTS[1], config, decode_mode="static")
     assert s.token_ids == e.token_ids and s.new_tokens == 20
@@ -80,7 +80,7 @@ def test_stop_string_and_streaming_in_static_mode(demo_loaded):
 
 
 def test_decoder_and_cache_are_reused_across_calls(demo_loaded):
-    config = DecodeConfig.greedy(max_new_tokens=8, min_new_tokens=8)
+    config = DecodeConfig.forced(8)
     first = generate(demo_loaded, PROMPTS[0], config, decode_mode="static", warmup=1)
     decoder = demo_loaded.decoder[1]
     second = generate(demo_loaded, PROMPTS[0], config, decode_mode="static")

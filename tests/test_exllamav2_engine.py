@@ -198,7 +198,7 @@ def test_the_engine_loop_makes_transformers_tokens_and_a_full_record(engine, dem
     # one prefill of the whole prompt, then one forward of one token per new token but the last
     calls = engine.engine_handle.calls
     assert calls[-mine.new_tokens] == (1, mine.prompt_tokens) and set(calls[-mine.new_tokens + 1:]) == {(1, 1)}
-    forced = generate_ids(engine, [mine.token_ids[:4] * 3], DecodeConfig.greedy(max_new_tokens=5, min_new_tokens=5))[0]
+    forced = generate_ids(engine, [mine.token_ids[:4] * 3], DecodeConfig.forced(5))[0]
     assert forced.new_tokens == 5 and forced.stop_reason == "max_new_tokens"
 
 

@@ -151,7 +151,7 @@ def _profile(loaded, context_tokens, steps, mode, warmup):
 
     ids = prompt_ids_of_length(loaded.tokenizer, context_tokens)
     n = steps + 2  # the first token comes from the prefill; the last step has no end mark
-    config = DecodeConfig.greedy(max_new_tokens=n, min_new_tokens=n)
+    config = DecodeConfig.forced(n)
     plain = generate_ids(loaded, [ids], config, warmup=warmup, logprobs=False, decode_mode=mode)[0]
     unprofiled_ms = plain.itl.p50_ms if plain.itl else None
     activities = [ProfilerActivity.CPU]

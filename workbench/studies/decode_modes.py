@@ -31,7 +31,7 @@ def measure_modes(loaded, modes=("eager",), contexts=(128,), decode_tokens: int 
     """One row per (context, mode): ms/token p50 and p90, tokens/s, the floor and its share. A mode
     that cannot run here gives a row with `why_not` instead of numbers."""
     set_attention(loaded, attention)
-    config = DecodeConfig.greedy(max_new_tokens=decode_tokens, min_new_tokens=decode_tokens)
+    config = DecodeConfig.forced(decode_tokens)
     rows = []
     for ctx in contexts:
         ids = prompt_ids_of_length(loaded.tokenizer, ctx)

@@ -56,7 +56,7 @@ def measure_kernel(loaded, prefill_tokens: int = 128, decode_tokens: int = 32, r
             loaded.model(input_ids=x)
         times = [timed_s(lambda: loaded.model(input_ids=x), device)[1] for _ in range(repeats)]
     prefill_s = sorted(times)[len(times) // 2]
-    config = DecodeConfig.greedy(max_new_tokens=decode_tokens, min_new_tokens=decode_tokens)
+    config = DecodeConfig.forced(decode_tokens)
     reset_peak_memory(device)
     gaps, ttfts = [], []
     for record in (generate_ids(loaded, [ids], config, warmup=warmup if r == 0 else 0, logprobs=False)[0]

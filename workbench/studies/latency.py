@@ -32,7 +32,7 @@ def ttft_curve(loaded, lengths: list[int], repeats: int = 3) -> list[dict]:
 def long_generation(loaded, prompt_tokens: int, new_tokens: int, decode_mode: str = "eager"):
     """One greedy generation forced to `new_tokens`: per-token latency against position."""
     ids = prompt_ids_of_length(loaded.tokenizer, prompt_tokens)
-    config = DecodeConfig.greedy(max_new_tokens=new_tokens, min_new_tokens=new_tokens)
+    config = DecodeConfig.forced(new_tokens)
     return generate_ids(loaded, [ids], config, warmup=1, logprobs=False, decode_mode=decode_mode)[0]
 
 
@@ -41,7 +41,7 @@ def batch_curve(loaded, batch_sizes: list[int], prompt_tokens: int = 64, new_tok
     """Decode ms per step and tokens/s against batch size, and the step's floor (the cache
     midway through the run) with the share of it reached, when a bandwidth is given."""
     ids = prompt_ids_of_length(loaded.tokenizer, prompt_tokens)
-    config = DecodeConfig.greedy(max_new_tokens=new_tokens, min_new_tokens=new_tokens)
+    config = DecodeConfig.forced(new_tokens)
     rows = []
     for b in batch_sizes:
         rec = generate_ids(loaded, [ids] * b, config, warmup=1, logprobs=False, decode_mode=decode_mode)[0]
@@ -63,7 +63,7 @@ def memory_curve(loaded, contexts: list[int], new_tokens: int = 8) -> list[dict]
     for n in contexts:
         ids = prompt_ids_of_length(loaded.tokenizer, n)
         reset_peak_memory(device)
-        config = DecodeConfig.greedy(max_new_tokens=new_tokens, min_new_tokens=new_tokens)
+        config = DecodeConfig.forced(new_tokens)
         generate_ids(loaded, [ids], config, logprobs=False)
         snap = memory_snapshot(device)
         rows.append({"context_tokens": n + new_tokens, "kv_cache_gb": kv * (n + new_tokens) / 1024**3,
@@ -86,7 +86,7 @@ def card_memory_cells(loaded) -> list[dict]:
     for prompt, new in ((2048, 1024), (1024, 2048)):
         ids = prompt_ids_of_length(loaded.tokenizer, prompt)
         reset_peak_memory(device)
-        config = DecodeConfig.greedy(max_new_tokens=new, min_new_tokens=new)
+        config = DecodeConfig.forced(new)
         rec = generate_ids(loaded, [ids], config, logprobs=False)[0]
         snap = memory_snapshot(device)
         rows.append({"cell": f"{prompt}+{new}", "measured_allocated_gb": snap.peak_allocated_gb,

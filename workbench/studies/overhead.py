@@ -74,7 +74,7 @@ def measure_overhead(loaded, prompt_tokens: int = 64, new_tokens: int = 64, roun
         raise ConfigError(f"rounds={rounds!r} is invalid: allowed an integer >= 2 (pairs need at least two)")
     device = input_device(loaded.model)
     ids = [prompt_ids_of_length(loaded.tokenizer, prompt_tokens)] * batch
-    config = DecodeConfig.greedy(max_new_tokens=new_tokens, min_new_tokens=new_tokens)
+    config = DecodeConfig.forced(new_tokens)
     gen_config = config.generation_config(loaded.tokenizer)
     x, mask = (t.to(device) for t in left_pad(ids, loaded.tokenizer.pad_token_id))
 

@@ -86,7 +86,7 @@ class PeerBenchConfig:
 def measure_decode(loaded, mode: str, context: int, steps: int, bandwidth_gbps: float | None) -> dict:
     """Median ms per token over `steps` steps after a `context`-token prompt (one warm-up run first)."""
     ids = prompt_ids_of_length(loaded.tokenizer, context)
-    config = DecodeConfig.greedy(max_new_tokens=steps + 1, min_new_tokens=steps + 1)
+    config = DecodeConfig.forced(steps + 1)
     rec = generate_ids(loaded, [ids], config, warmup=1, logprobs=False, decode_mode=mode)[0]
     gaps = [b - a for a, b in zip(rec.token_times_s, rec.token_times_s[1:])]
     lat = Latency.from_values(gaps)

@@ -65,7 +65,7 @@ def eager_reference(loaded, context_tokens: int = 128, steps: int = 64,
     ids = prompt_ids or prompt_ids_of_length(tok, context_tokens)
     device = loaded.model.get_input_embeddings().weight.device
     input_ids, mask = (t.to(device) for t in left_pad([ids], tok.pad_token_id))
-    config = DecodeConfig.greedy(max_new_tokens=steps, min_new_tokens=steps)
+    config = DecodeConfig.forced(steps)
     runs = [run_transformers(loaded.model, tok, input_ids, mask, config, Clock(device), None, True) for _ in range(2)]
     return EagerReference(prompt_ids=ids, steps=steps, tokens=runs[0][0][0].tolist(), logits=runs[0][1],
                           repeat_tokens=runs[1][0][0].tolist(), repeat_logits=runs[1][1])
@@ -86,7 +86,7 @@ def prove_equal(loaded, mode: str = "graph", context_tokens: int = 128, steps: i
     tok = loaded.tokenizer
     device = loaded.model.get_input_embeddings().weight.device
     input_ids, mask = (t.to(device) for t in left_pad([ref.prompt_ids], tok.pad_token_id))
-    config = DecodeConfig.greedy(max_new_tokens=ref.steps, min_new_tokens=ref.steps)
+    config = DecodeConfig.forced(ref.steps)
     fast = static_generate(loaded, input_ids, mask, config, Clock(device), mode)
     a, b = ref.tokens, fast.sequences[0].tolist()
     diverge, per_step, biggest = _compare(a, b, ref.logits, fast.logits)

@@ -20,7 +20,6 @@ which reads it with `torch.load(weights_only=True)` (whole, into RAM: 19 GB for 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import functools
 import importlib
 import importlib.util
@@ -29,21 +28,18 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..environment import collect_env
 from ..errors import KernelUnavailable
-from ..measure import memory_snapshot, timed_s
+from ..measure import timed_s
 from ..prompts.encoding import DEFAULT_CONTEXT_TOKENS
 from ..prompts.tokenizer import load_tokenizer
 from .attention import attention_in_use
 from .checkpoint import (
-    checkpoint_hash,
     detect_layout,
-    is_synthetic,
     read_gptq_settings,
     verify_checkpoint,
     weight_files,
 )
-from .loaded import LoadedModel, LoadRecord, time_first_forward
+from .loaded import LoadedModel, record_load
 
 ENGINE = "autogptq"
 NEEDS_ENVIRONMENT = "needs the auto-gptq environment (make legacy-env)"
@@ -236,7 +232,7 @@ def load_autogptq(path, spec, kernel_requested: str, device: str, torch_dtype, v
     if settings.checkpoint_format != "gptq":
         raise KernelUnavailable(f"{path.name}: checkpoint_format={settings.checkpoint_format!r}; AutoGPTQ 0.7.1 "
                                 "reads only its original ('gptq', v1) packing")
-    layout = detect_layout(path)
+    detect_layout(path)  # a folder that is no GPTQ checkpoint fails here, not after loading
     verified = verify_checkpoint(path) if verify else None
     flags = {**AUTOGPTQ_FLAGS[spec.name], **CARD_FLAGS}
     kwargs = {**_from_quantized_kwargs(path, device, torch_dtype), **flags}
@@ -255,26 +251,15 @@ def load_autogptq(path, spec, kernel_requested: str, device: str, torch_dtype, v
     if ran.base == "autogptq-exllama" and settings.desc_act:
         # exllama v1 with act-order keeps a scratch buffer sized for 2048 tokens; the card's input is 4K.
         exllama_set_max_input_length(model, DEFAULT_CONTEXT_TOKENS)
-    first_forward_s = time_first_forward(model, device, timed_s)
-    devices = sorted({str(p.device) for p in model.parameters()} | {str(b.device) for b in model.buffers()})
-    primary = str(model.get_input_embeddings().weight.device)
-    env = collect_env(primary)
-    env["autogptq"] = {
+    autogptq = {
         "from_quantized": {k: v for k, v in kwargs.items() if k != "torch_dtype"},
         "qlinear": ran.qlinear, "quant_type": ran.quant_type, "layers": ran.layers,
         "fallback": ran.fallback, "fallback_layers": ran.fallback_layers, "use_cuda_fp16": ran.use_cuda_fp16,
         "extensions": extension_errors(), "log": log + load_log,
     }
-    record = LoadRecord(
-        kernel=ran.kernel, kernel_requested=kernel_requested, backend=ran.quant_type, device=device,
-        devices=devices, dtype=str(torch_dtype).removeprefix("torch."), path=str(path), loaded_from=str(path),
-        layout=layout.value, settings=dataclasses.asdict(settings), checkpoint_hash=checkpoint_hash(path),
-        synthetic=is_synthetic(path), verified=verified is not None,
-        verify_source=verified.source if verified else None,
-        verify_s=round(verified.seconds, 3) if verified else None, convert_s=None,
-        load_s=round(load_s, 3), first_forward_s=round(first_forward_s, 3),
-        memory=memory_snapshot(primary).to_dict(), env=env, attention=attention_in_use(model),
-    )
+    record = record_load(model, path, kernel=ran.kernel, kernel_requested=kernel_requested, backend=ran.quant_type,
+                         device=device, torch_dtype=torch_dtype, loaded_from=path, verified=verified, convert_s=None,
+                         load_s=load_s, attention=attention_in_use(model), env={"autogptq": autogptq})
     return LoadedModel(model=model, tokenizer=load_tokenizer(path), kernel=ran.kernel, kernel_requested=kernel_requested,
                        device=device, dtype=torch_dtype, path=path, load_record=record, engine_handle=handle,
                        attention=record.attention)

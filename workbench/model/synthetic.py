@@ -20,9 +20,17 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..cache import atomic_write_json, atomic_write_text, building_dir
+from ..cache import atomic_write_json, building_dir
 from ..errors import CheckpointError, ConfigError
-from .checkpoint import MANIFEST, Layout, TensorSpec, file_sha256, progress_bar, write_safetensors
+from .checkpoint import (
+    SYNTHETIC_MARKER,
+    Layout,
+    TensorSpec,
+    file_sha256,
+    progress_bar,
+    write_manifest,
+    write_safetensors,
+)
 
 _MAPPED_WINDOW_BYTES = 512 << 20  # how much of the .bin is mapped while its tensors are filled in
 SYNTHETIC_NOTE = ("synthetic checkpoint written by workbench.synthetic: random GPTQ codes with "
@@ -149,7 +157,7 @@ def write_synthetic(path, arch: str | LlamaArch, layout: Layout, *, bits: int = 
                                                    {"format": "pt", "workbench_synthetic": "true"}, progress)}
         seconds = time.perf_counter() - started
         _write_side_files(out, arch, layout, bits, group_size, desc_act, sym, seed, seconds)
-        _write_manifest(out, sha)
+        write_manifest(out, note=SYNTHETIC_NOTE, known=sha)
     weights_bytes = sum(s.nbytes for s in gen.specs)
     return SyntheticRecord(final, arch, layout, weights_bytes, seconds)
 
@@ -330,7 +338,7 @@ def _windows(specs: list[TensorSpec], max_bytes: int):
 def _write_side_files(out: Path, arch: LlamaArch, layout: Layout, bits: int, group_size: int, desc_act: bool,
                       sym: bool, seed: int, seconds: float) -> None:
     base = f"gptq_model-{bits}bit-{group_size}g"
-    config = arch.config_dict() | {"workbench_synthetic": True, "workbench_note": SYNTHETIC_NOTE}
+    config = arch.config_dict() | {SYNTHETIC_MARKER: True, "workbench_note": SYNTHETIC_NOTE}
     qcfg = {"bits": bits, "group_size": group_size, "damp_percent": 0.01, "desc_act": desc_act,
             "static_groups": False, "sym": sym, "true_sequential": True, "model_name_or_path": None,
             "model_file_base_name": base}
@@ -354,13 +362,6 @@ def _write_side_files(out: Path, arch: LlamaArch, layout: Layout, bits: int, gro
         "group_size": group_size, "desc_act": desc_act, "sym": sym, "seed": seed,
         "weights_write_seconds": round(seconds, 3),
     })
-
-
-def _write_manifest(out: Path, weights_sha: dict[str, str]) -> None:
-    lines = [f"# {SYNTHETIC_NOTE}"]
-    for f in sorted(p for p in out.iterdir() if p.is_file() and p.name != MANIFEST):
-        lines.append(f"{weights_sha.get(f.name) or file_sha256(f, progress=False)}  {f.name}")
-    atomic_write_text(out / MANIFEST, "\n".join(lines) + "\n")
 
 
 def synthetic_tokenizer_model(vocab_size: int) -> bytes:

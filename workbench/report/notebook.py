@@ -5,12 +5,12 @@ Notebooks stay thin; the steps they share live here, where they are tested.
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
 
 from ..cache import atomic_write_json
+from ..model.checkpoint import model_kind
 from ..model.libraries import quiet
 from ..model.load import load_model, resolve_model
 
@@ -24,17 +24,10 @@ def setup(model="demo", kernel="auto", device="auto", dtype=None, verify=True):
 def describe(loaded) -> str:
     """One line saying what is loaded, for the top of a notebook's output."""
     rec = loaded.load_record
-    what = "SYNTHETIC checkpoint (random weights): speed and memory only" if rec.synthetic else \
-        "demo model (not CodeFuse-34B)" if _is_demo(loaded.path) else "checkpoint"
+    what = {"synthetic": "SYNTHETIC checkpoint (random weights): speed and memory only",
+            "demo": "demo model (not CodeFuse-34B)", "checkpoint": "checkpoint"}[model_kind(loaded.path)]
     return (f"{what}: {loaded.path.name} | kernel {loaded.kernel} (asked: {loaded.kernel_requested}) | "
             f"{rec.env.get('device_name')} | {rec.dtype} | load {rec.load_s:.1f} s")
-
-
-def _is_demo(path: Path) -> bool:
-    try:
-        return bool(json.loads((Path(path) / "config.json").read_text()).get("workbench_demo"))
-    except (OSError, ValueError):
-        return False
 
 
 def printer(end="", file=None):

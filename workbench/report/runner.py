@@ -69,7 +69,7 @@ from typing import Any
 from ..cache import atomic_write_json, atomic_write_text
 from ..environment import collect_env
 from ..errors import ConfigError, WorkbenchError
-from ..model.checkpoint import is_synthetic
+from ..model.checkpoint import model_kind
 from ..model.demo import default_path
 from ..model.registry import resolve_device
 from .html import REFRESH_TAG, headline_text, render_html, render_index
@@ -242,32 +242,16 @@ class ReportResult:
 # --- the model, the kernel and the environment the report describes ------------------------------
 
 def describe_model(model: str) -> dict:
-    """The model's folder and kind (demo, synthetic, checkpoint or unknown), for the index's banner."""
-    folder: Path | None = Path(model)
-    if model == "demo":
-        try:
-
-            folder = default_path()
-        except (ImportError, WorkbenchError):
-            folder = None
-    kind = "demo" if model == "demo" else "unknown"
-    config = _read_json_or_none(folder / "config.json") if folder else None
-    if isinstance(config, dict):
-        if _is_synthetic(folder, config):
-            kind = "synthetic"
-        elif config.get("workbench_demo"):
-            kind = "demo"
-        elif model != "demo":
-            kind = "checkpoint"
-    return {"given": model, "folder": str(folder) if folder else None, "kind": kind}
-
-
-def _is_synthetic(folder: Path, config: dict) -> bool:
+    """The model's folder and kind (demo, synthetic, checkpoint, or unknown when its config.json
+    cannot be read), for the index's banner. "demo" names the demo model even before it is built."""
+    folder = default_path() if model == "demo" else Path(model)
     try:
-
-        return bool(is_synthetic(folder))
-    except (ImportError, WorkbenchError):  # checkpoint's rule is this one key
-        return bool(config.get("workbench_synthetic", False))
+        kind = model_kind(folder) if (folder / "config.json").is_file() else "unknown"
+    except WorkbenchError:  # a config.json that is not JSON: the notebooks will say more
+        kind = "unknown"
+    if model == "demo":
+        kind = "demo"
+    return {"given": model, "folder": str(folder), "kind": kind}
 
 
 BANNERS = {

@@ -59,3 +59,11 @@ def step_floor_ms(loaded, context_tokens: float, batch: int = 1, bandwidth_gbps:
     `context_tokens`. None without a bandwidth (on the CPU)."""
     kv = kv_bytes_per_token(loaded.model.config)
     return floor_ms(decode_bytes_per_token(loaded) + batch * kv * context_tokens, bandwidth_gbps)
+
+
+def floor_share(floor_ms: float | None, step_ms: float | None) -> float | None:
+    """How close a measured step comes to its floor: floor / step (1.0 = at the floor). None
+    without a floor (no bandwidth, on the CPU) or without a measured step."""
+    if not floor_ms or step_ms is None or not math.isfinite(step_ms) or step_ms <= 0:
+        return None
+    return floor_ms / step_ms

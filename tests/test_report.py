@@ -120,7 +120,7 @@ def test_report_json_records_each_run(suite):
     assert data["counts"] == {"ok": 1, "failed": 1, "timeout": 0}
     assert data["model"]["kind"] == "demo" and data["banner"].startswith("DEMO MODEL")
     assert data["config"]["kernel"] == "torch" and data["config"]["device"] == "cpu"
-    assert data["environment"]["kernel_python"] == sys.executable
+    assert data["environment"]["jupyter_kernel_python"] == sys.executable
     ok, failed = data["notebooks"]
     assert (ok["name"], ok["status"], failed["name"], failed["status"]) == ("01_ok", "ok", "02_fails", "failed")
     assert ok["headline"]["answer"] == 42 and ok["error"] is None
@@ -420,9 +420,9 @@ def test_default_notebooks_folder_is_the_repositorys():
 
 
 def test_default_jupyter_kernel_is_this_interpreter():
-    assert runner.kernel_python("python3") == sys.executable
+    assert runner.jupyter_kernel_python("python3") == sys.executable
     with pytest.raises(ConfigError, match="not installed"):
-        runner.kernel_python("no-such-kernel-here")
+        runner.jupyter_kernel_python("no-such-kernel-here")
 
 
 def test_model_kind_for_the_banner(tmp_path):

@@ -100,10 +100,10 @@ def render_index(summary: dict) -> str:
     meta = [("model", model_text), ("kernel", config["kernel"]), ("device", config["device"]),
             ("started", summary["started_at"]), ("duration", _duration_text(summary["duration_s"])),
             ("state", f"{summary['state']}: {counts}"),
-            ("environment" if env.get("kernel_in_runner_env", True) else "runner's environment",
+            ("environment" if env.get("jupyter_kernel_in_runner_env", True) else "runner's environment",
              ", ".join(f"{k} {env[k]}" for k in ("python", "torch", "transformers", "gptqmodel") if env.get(k))),
             ("hardware", env.get("device_name", "?")),
-            ("jupyter kernel", f"{config['jupyter_kernel']} ({env.get('kernel_python', '?')})"),
+            ("jupyter kernel", f"{config['jupyter_kernel']} ({env.get('jupyter_kernel_python', '?')})"),
             ("time limit", f"{config['timeout_s']:g} s per notebook")]
     if env.get("collect_env_error"):
         meta.append(("environment error", env["collect_env_error"]))

@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 
 from ..cache import atomic_write_json
+from ..errors import ConfigError
+from ..generation.record import GenerationRecord
 from ..model.checkpoint import model_kind
 from ..model.libraries import quiet
 from ..model.load import load_model, resolve_model
@@ -41,9 +43,22 @@ def printer(end="", file=None):
     return on_token
 
 
-def save_results(output_dir, name: str, *, headline: dict, loaded=None, records=(), data=None) -> Path:
+def save_results(output_dir, name: str, result=None, *, headline: dict | None = None, loaded=None,
+                 records=None, data=None) -> Path:
     """Write OUTPUT_DIR/<name>.json: the headline numbers, the records, the figures' data and
-    the context (what was loaded, where, when)."""
+    the context (what was loaded, where, when).
+
+    `result` is what a notebook's study returned (or one GenerationRecord): it gives the headline
+    (`headline()`), the data (`data()`) and the records (`records`); a keyword given wins."""
+    if isinstance(result, GenerationRecord):
+        records = [result] if records is None else records
+    elif result is not None:
+        data = result.data() if data is None and hasattr(result, "data") else data
+        records = getattr(result, "records", None) if records is None else records
+    if headline is None:
+        if result is None:
+            raise ConfigError(f"save_results({name!r}): give a result that builds its headline, or headline=")
+        headline = result.headline()
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     payload = {
@@ -51,7 +66,7 @@ def save_results(output_dir, name: str, *, headline: dict, loaded=None, records=
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "headline": headline,
         "load": loaded.load_record.to_dict() if loaded is not None else None,
-        "records": [r.to_dict() for r in records],
+        "records": [r.to_dict() for r in records or ()],
         "data": data or {},
     }
     path = out / f"{name}.json"
@@ -72,9 +87,9 @@ def summary(record):
         "stop reason": record.stop_reason,
         "time to first token (ms)": round(record.ttft_s * 1e3, 2),
         "prefill (ms)": round(record.prefill_s * 1e3, 2),
-        "decode tokens/s": round(record.decode_tokens_per_s, 1) if record.decode_tokens_per_s else None,
-        "inter-token p50 / p90 / p99 (ms)": (f"{record.itl.p50_ms:.2f} / {record.itl.p90_ms:.2f} / {record.itl.p99_ms:.2f}"
-                                             if record.itl else None),
+        "tokens/s (after the first)": round(record.tokens_per_s, 1) if record.tokens_per_s else None,
+        "per-token p50 / p90 / p99 (ms)": (f"{lat.p50_ms:.2f} / {lat.p90_ms:.2f} / {lat.p99_ms:.2f}"
+                                           if (lat := record.token_latency()) else None),
         "mean log-prob": round(sum(record.logprobs) / len(record.logprobs), 3) if record.logprobs else None,
         "warm-up runs": record.warmup_runs,
         "decode mode (asked)": f"{record.decode_mode} ({record.decode_mode_requested})",

@@ -27,7 +27,7 @@ from ..generation.eager import StepMarks
 from ..generation.generate import generate_ids
 from ..generation.inputs import input_device, left_pad
 from ..generation.static import static_generate
-from ..measure import Clock, NullClock, synchronize
+from ..measure import Clock, NullClock, median, synchronize
 from ..model.libraries import quiet
 from ..model.load import load_model, resolve_model
 from ..prompts.encoding import prompt_ids_of_length
@@ -121,14 +121,14 @@ def measure_overhead(loaded, prompt_tokens: int = 64, new_tokens: int = 64, roun
     def paired_pct(values: list[float], against: list[float]) -> dict:
         return {k: 100 * v for k, v in _quartiles([x / b - 1 for x, b in zip(values, against)]).items()}
 
-    per_token_ms = {v: 1e3 * statistics.median(call[v]) / new_tokens for v in VARIANTS}
+    per_token_ms = {v: 1e3 * median(call[v]) / new_tokens for v in VARIANTS}
     marks_us = marking_cost_us(device, decode_mode)
     return {
         "prompt_tokens": prompt_tokens, "new_tokens": new_tokens, "rounds": rounds, "batch": batch,
         "decode_mode": decode_mode, "kernel": loaded.kernel,
         "plain_is": "model.generate" if decode_mode == "eager" else f"static_generate({decode_mode!r}) without marks or logits",
         "runs_s": call, "loop_runs_s": {v: loop[v] for v in ("timing_only", "with_logprobs")},
-        "median_s": {v: statistics.median(call[v]) for v in VARIANTS},
+        "median_s": {v: median(call[v]) for v in VARIANTS},
         "call_ms_per_new_token": per_token_ms,
         "overhead_pct": {
             "timing_only_call": paired_pct(call["timing_only"], base),
@@ -139,7 +139,7 @@ def measure_overhead(loaded, prompt_tokens: int = 64, new_tokens: int = 64, roun
         "plain_a_a_pct": paired_pct(call["plain_again"], call["plain"]),
         "marking_us_per_token": marks_us,
         "marking_pct_of_plain_token": 100 * marks_us / 1e3 / per_token_ms["plain"],
-        "plain_spread_pct": 100 * (max(call["plain"]) - min(call["plain"])) / statistics.median(call["plain"]),
+        "plain_spread_pct": 100 * (max(call["plain"]) - min(call["plain"])) / median(call["plain"]),
         "same_tokens_as_first_plain_run": {v: f"{same[v]}/{rounds}" for v in VARIANTS},
     }
 

@@ -20,8 +20,8 @@ from ..prompts.encoding import prompt_ids_of_length
 class ModeEquality:
     """A fast mode's logits against transformers' eager generate, step by step (greedy)."""
 
-    kernel: str | None
-    mode: str  # the mode that ran (a graph that fell back says "static")
+    kernel: str | None  # the GPTQ kernel
+    decode_mode: str  # the mode that ran (a graph that fell back says "static")
     note: str
     context_tokens: int
     steps: int
@@ -93,7 +93,7 @@ def prove_equal(loaded, mode: str = "graph", context_tokens: int = 128, steps: i
     repeat_diverge, repeat_steps, _ = _compare(a, ref.repeat_tokens, ref.logits, ref.repeat_logits)
     worst = max(per_step, default=math.nan) if not any(math.isnan(x) for x in per_step) else math.nan
     passed = diverge is None and len(a) == len(b) and not math.isnan(worst) and worst <= rtol * biggest
-    return ModeEquality(kernel=getattr(loaded, "kernel", None), mode=fast.mode, note=fast.note,
+    return ModeEquality(kernel=getattr(loaded, "kernel", None), decode_mode=fast.mode, note=fast.note,
                         context_tokens=len(ref.prompt_ids), steps=len(b), tokens_identical=diverge is None and a == b,
                         first_divergence=diverge, max_abs_dlogit=worst, step_max_abs_dlogit=per_step,
                         max_abs_logit=biggest, rtol=rtol, passed=passed,

@@ -26,7 +26,8 @@ def main(argv=None) -> int:
     parser.add_argument("--prompt-tokens", type=int, default=128)
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--attention", default="sdpa", help="sdpa, sdpa-cudnn, sdpa-flash, sdpa-math or eager")
-    parser.add_argument("--warmup-tokens", type=int, default=4, help="the warm-up run's length (4 = study.long_generation's)")
+    parser.add_argument("--warmup-tokens", type=int, default=4,
+                        help="the warm-up run's length (4 = studies.latency.long_generation's)")
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
 
@@ -64,7 +65,8 @@ def main(argv=None) -> int:
                      "p50_beyond_warmup_lengths_ms": median(tail) if tail else None,
                      "gaps_ms": [round(g, 2) for g in gaps_ms]})
         print({k: v for k, v in runs[-1].items() if k != "gaps_ms"}, flush=True)
-    atomic_write_json(args.out, {"model": str(loaded.path), "kernel": loaded.kernel, "prompt_tokens": args.prompt_tokens,
+    atomic_write_json(args.out, {"model": str(loaded.path), "kernel": loaded.kernel,
+                                 "prompt_tokens": args.prompt_tokens,
                                  "new_tokens": args.new_tokens, "warmup_tokens": args.warmup_tokens,
                                  "attention": args.attention,
                                  "alloc_conf": os.environ.get("PYTORCH_CUDA_ALLOC_CONF", ""), "runs": runs,

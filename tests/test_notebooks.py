@@ -112,7 +112,8 @@ def test_kernels_numbers(report):
     assert proofs["torch_fused", "static"]["passed"] and proofs["torch_fused", "static"]["steps"] == 8
     assert proofs["torch", "static"]["tokens_identical"]
     splits = [s for s in study["splits"] if "why_not" not in s]
-    assert {(s["kernel"], s["decode_mode"]) for s in splits} == {(k, m) for k in ("torch_fused", "torch") for m in ("eager", "static")}
+    assert {(s["kernel"], s["decode_mode"]) for s in splits} == \
+        {(k, m) for k in ("torch_fused", "torch") for m in ("eager", "static")}
     assert all(s["wall_ms"] > 0 and s["qgemm_ms"] > 0 for s in splits)
     assert [r["attention"] for r in study["attention_rows"]] == ["sdpa", "eager"]  # on the reference kernel
     assert d["headline"]["fast_modes_proven"] is False  # the graph mode could not run on the CPU
@@ -122,7 +123,8 @@ def test_latency_curve_numbers(report):
     d = _saved(report[0], "05_latency_curves")
     assert [r["prompt_tokens"] for r in d["data"]["ttft"]] == [8, 32]
     assert all(r["ttft_ms"] > 0 for r in d["data"]["ttft"])
-    assert [(r["decode_mode"], r["batch_size"]) for r in d["data"]["batch"]] == [("eager", 1), ("eager", 2), ("static", 1), ("static", 2)]
+    assert [(r["decode_mode"], r["batch_size"]) for r in d["data"]["batch"]] == \
+        [("eager", 1), ("eager", 2), ("static", 1), ("static", 2)]
     assert len(d["data"]["long_token_times_s"]) == 16
     by_mode = d["data"]["long_by_mode"]
     assert {m: v["decode_mode"] for m, v in by_mode.items()} == {"eager": "eager", "static": "static"}

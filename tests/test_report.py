@@ -180,7 +180,8 @@ def test_ending_a_run_also_ends_what_runs_in_a_session_of_its_own():
     # jupyter_client starts the kernel in its own session, as this grandchild is: a process-group
     # kill of papermill's process would leave it running
     grandchild = ("import subprocess, sys, time\n"
-                  "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'], start_new_session=True)\n"
+                  "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'],\n"
+                  "                     start_new_session=True)\n"
                   "print(p.pid, flush=True)\n"
                   "time.sleep(60)")
     child = subprocess.Popen([sys.executable, "-c", grandchild], stdout=subprocess.PIPE, text=True)

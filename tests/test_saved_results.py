@@ -82,7 +82,8 @@ def test_saved_kernel_studies_read_with_the_current_keys(path):
         old, new = saved["headline"], study.headline()
         assert (new["fastest_kernel"], new["token_ms_p50"]) == (old["fastest_decode"], old["fastest_decode_ms"])
         if "fastest_mode" in old:
-            assert (new["fastest_mode"], new["fastest_mode_token_ms_p50"]) == (old["fastest_mode"], old["fastest_mode_ms"])
+            assert (new["fastest_mode"], new["fastest_mode_token_ms_p50"]) == \
+                (old["fastest_mode"], old["fastest_mode_ms"])
 
 
 def test_saved_kernel_reports_merge():

@@ -11,7 +11,8 @@ from workbench.studies.kernels import agreement
 def test_agreement_of_identical_and_shifted_logits():
     ref = [torch.randn(5, 11), torch.randn(3, 11)]
     same = agreement("a", "b", ref, [r.clone() for r in ref], [[1, 2]], [[1, 2]])
-    assert same.max_abs_dlogit == 0 and same.mean_kl_nats == 0 and same.top1_agreement == 1 and same.greedy_identical == 1
+    assert same.max_abs_dlogit == 0 and same.mean_kl_nats == 0
+    assert same.top1_agreement == 1 and same.greedy_identical == 1
     shifted = agreement("a", "b", ref, [r + 0.5 for r in ref], [[1]], [[2]])
     # A constant shift changes every logit by 0.5 but not the distribution.
     assert math.isclose(shifted.max_abs_dlogit, 0.5, rel_tol=1e-6) and shifted.mean_kl_nats < 1e-6

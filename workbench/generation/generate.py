@@ -90,7 +90,8 @@ def generate_ids(loaded, prompts_ids: list[list[int]], config: DecodeConfig | No
 
     config = config or DecodeConfig.greedy()
     check_mode(decode_mode)
-    if not prompts_ids or not all(isinstance(p, list) and p and all(isinstance(t, int) for t in p) for p in prompts_ids):
+    if not prompts_ids or not all(isinstance(p, list) and p and all(isinstance(t, int) for t in p)
+                                  for p in prompts_ids):
         raise ConfigError("prompts_ids must be a non-empty list of non-empty lists of token ids")
     if on_token is not None and (len(prompts_ids) > 1 or config.num_beams > 1):
         raise ConfigError("on_token streams one sequence: use it with a single prompt and num_beams=1")

@@ -50,7 +50,8 @@ def grouped_sdpa(module, query, key, value, attention_mask, scaling=None, dropou
     b, heads, q_len, dim = query.shape
     kv_heads = key.shape[1]
     if q_len != 1 or heads == kv_heads or dropout:
-        return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
+        return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout,
+                                      **kwargs)
     q = query.reshape(b, kv_heads, heads // kv_heads, dim)  # [B, KV, G, D]: head h shares KV head h // G
     mask = attention_mask[:, :, :, : key.shape[-2]] if attention_mask is not None else None  # [B, 1, 1, L]
     out = F.scaled_dot_product_attention(q, key, value, attn_mask=mask, scale=scaling)  # [B, KV, G, D]

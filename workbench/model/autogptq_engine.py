@@ -129,7 +129,8 @@ def expectation(spec, device: str) -> str:
         return "AutoGPTQ's torch fallback (dequantize, then matmul): its CUDA extension never runs on cpu"
     error = _extension_error(spec.name)
     if error:
-        return f"its extension does not load here ({error}): AutoGPTQ will run its torch fallback, and the record says so"
+        return (f"its extension does not load here ({error}): AutoGPTQ will run its torch fallback, "
+                "and the record says so")
     return "ok; inputs of 128 rows or more (a long prefill) take AutoGPTQ's torch path by design"
 
 
@@ -153,7 +154,8 @@ def kernel_in_use(model) -> KernelInUse:
     """Name the kernel that `model`'s AutoGPTQ layers run, torch fallback included."""
     layers = [m for m in model.modules() if type(m).__module__.startswith("auto_gptq.nn_modules.qlinear.")]
     if not layers:
-        raise KernelUnavailable("the loaded model has no AutoGPTQ quantized layers; the checkpoint was not loaded as GPTQ")
+        raise KernelUnavailable("the loaded model has no AutoGPTQ quantized layers; "
+                                "the checkpoint was not loaded as GPTQ")
     classes = sorted({f"{type(m).__module__}.{type(m).__name__}" for m in layers})
     if len(classes) > 1:
         raise KernelUnavailable(f"the loaded model mixes AutoGPTQ kernels ({', '.join(classes)}); expected one")
@@ -175,7 +177,8 @@ def kernel_in_use(model) -> KernelInUse:
             fallback = f"{len(no_extension)} of {len(layers)} layers: in/out features not multiples of 64"
             fallback_layers = len(no_extension)
     kernel = base if fallback is None else f"{base} (torch fallback: {fallback})"
-    return KernelInUse(kernel=kernel, base=base, qlinear=classes[0], quant_type=getattr(layers[0], "QUANT_TYPE", module),
+    return KernelInUse(kernel=kernel, base=base, qlinear=classes[0],
+                       quant_type=getattr(layers[0], "QUANT_TYPE", module),
                        layers=len(layers), fallback_layers=fallback_layers, fallback=fallback, use_cuda_fp16=fp16)
 
 
@@ -212,7 +215,8 @@ def _from_quantized_kwargs(path: Path, device: str, torch_dtype) -> dict:
 
     files = weight_files(path)
     if len(files) != 1:
-        raise KernelUnavailable(f"{path}: AutoGPTQ loads one weights file here; found {', '.join(f.name for f in files)}")
+        names = ", ".join(f.name for f in files)
+        raise KernelUnavailable(f"{path}: AutoGPTQ loads one weights file here; found {names}")
     placement = {"device_map": "auto"} if device == "cuda" else {"device": device}
     return {**placement, "torch_dtype": torch_dtype, "use_safetensors": files[0].suffix == ".safetensors",
             "model_basename": files[0].stem}
@@ -260,7 +264,8 @@ def load_autogptq(path, spec, kernel_requested: str, device: str, torch_dtype, v
     record = record_load(model, path, kernel=ran.kernel, kernel_requested=kernel_requested, backend=ran.quant_type,
                          device=device, torch_dtype=torch_dtype, loaded_from=path, verified=verified, convert_s=None,
                          load_s=load_s, attention=attention_in_use(model), env={"autogptq": autogptq})
-    return LoadedModel(model=model, tokenizer=load_tokenizer(path), kernel=ran.kernel, kernel_requested=kernel_requested,
+    return LoadedModel(model=model, tokenizer=load_tokenizer(path), kernel=ran.kernel,
+                       kernel_requested=kernel_requested,
                        device=device, dtype=torch_dtype, path=path, load_record=record, engine_handle=handle,
                        attention=record.attention)
 

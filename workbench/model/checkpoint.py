@@ -485,10 +485,12 @@ def _copy_side_files(src: Path, out: Path) -> None:
             shutil.copy2(p, out / p.name)
 
 
-def _write_conversion_note(out: Path, src: Path, seconds: float, linked: bool, weights_sha256: str | None = None) -> None:
+def _write_conversion_note(out: Path, src: Path, seconds: float, linked: bool,
+                           weights_sha256: str | None = None) -> None:
     atomic_write_json(out / CONVERSION_NOTE, {
         "source": str(src.resolve()), "source_weights": [f.name for f in weight_files(src)],
-        "source_sha256_16": checkpoint_hash(src), "how": "symlink" if linked else "pickle -> safetensors, packing unchanged",
+        "source_sha256_16": checkpoint_hash(src),
+        "how": "symlink" if linked else "pickle -> safetensors, packing unchanged",
         "weights_sha256": weights_sha256, "seconds": round(seconds, 3), "converter_version": CONVERTER_VERSION,
     })
 

@@ -481,8 +481,10 @@ def quantize(model, work: Path, sp_path: Path, train_ids, recipe: DemoRecipe):
     gm = gptqmodel.GPTQModel.load(str(fp_dir), quantize_config=qconfig, device="cpu",
                                   dtype=torch.float32)
     rng = random.Random(recipe.seed + 1)
-    calib = [train_ids[i][0][: recipe.block_tokens] for i in rng.sample(range(len(train_ids)), recipe.calibration_samples)]
-    samples = [{"input_ids": torch.tensor([c]), "attention_mask": torch.ones(1, len(c), dtype=torch.long)} for c in calib]
+    picked = rng.sample(range(len(train_ids)), recipe.calibration_samples)
+    calib = [train_ids[i][0][: recipe.block_tokens] for i in picked]
+    samples = [{"input_ids": torch.tensor([c]), "attention_mask": torch.ones(1, len(c), dtype=torch.long)}
+               for c in calib]
     with contextlib.chdir(work):  # gptqmodel writes a logs/ folder into the working directory
         gm.quantize(samples)
     gm.save(str(q_dir))

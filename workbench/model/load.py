@@ -37,9 +37,10 @@ def load_model(path, kernel: str = AUTO, device: str = AUTO, dtype=None, verify:
     """Load a GPTQ checkpoint with the named kernel (see KERNELS) and record what ran.
 
     device: 'auto' (a GPU if there is one; gptqmodel spreads the layers over every visible GPU),
-    'cpu', 'cuda' or 'cuda:N'. dtype: activations; None = float16 on a GPU, float32 on the CPU where the kernel has it. verify: check SHA256s
-    first (cached after the first time). A pickled checkpoint is converted once to safetensors.
-    attention: see workbench.attention (default: SDPA without cuDNN; AutoGPTQ's loader keeps its own).
+    'cpu', 'cuda' or 'cuda:N'. dtype: activations; None = float16 on a GPU, float32 on the CPU where
+    the kernel has it. verify: check SHA256s first (cached after the first time). A pickled
+    checkpoint is converted once to safetensors. attention: see model/attention.py (default: SDPA
+    without cuDNN; AutoGPTQ's loader keeps its own).
     """
 
     path = Path(path).expanduser()
@@ -74,7 +75,8 @@ def load_model(path, kernel: str = AUTO, device: str = AUTO, dtype=None, verify:
     model.eval()
     in_use = kernel_in_use(model)
     if in_use != spec.name:
-        raise KernelUnavailable(f"asked for kernel {spec.name!r} but gptqmodel loaded {in_use!r}; refusing a silent fallback")
+        raise KernelUnavailable(f"asked for kernel {spec.name!r} but gptqmodel loaded {in_use!r}; "
+                                "refusing a silent fallback")
     apply_attention(model, attention)  # before the first forward, which record_load times
     record = record_load(model, path, kernel=in_use, kernel_requested=kernel, backend=spec.backend, device=device,
                          torch_dtype=torch_dtype, loaded_from=prepared, verified=verified, convert_s=convert_s,
@@ -99,7 +101,8 @@ def load_reference_model(path, dtype=None):
     dtype = dtype or torch.float32
     settings = read_gptq_settings(path)
     if settings.checkpoint_format != "gptq":
-        raise ConfigError(f"{path}: checkpoint_format={settings.checkpoint_format!r}; the reference decodes v1 ('gptq') only")
+        raise ConfigError(f"{path}: checkpoint_format={settings.checkpoint_format!r}; "
+                          "the reference decodes v1 ('gptq') only")
     state = read_state_dict(path)
     dense = {}
     for prefix in gptq_module_names(state):

@@ -58,9 +58,11 @@ class LlamaArch:
             if getattr(self, field) <= 0:
                 raise ConfigError(f"LlamaArch.{field}={getattr(self, field)} must be positive")
         if self.hidden_size % self.num_heads:
-            raise ConfigError(f"LlamaArch.hidden_size={self.hidden_size} must be divisible by num_heads={self.num_heads}")
+            raise ConfigError(f"LlamaArch.hidden_size={self.hidden_size} must be divisible by "
+                              f"num_heads={self.num_heads}")
         if self.num_heads % self.num_kv_heads:
-            raise ConfigError(f"LlamaArch.num_heads={self.num_heads} must be a multiple of num_kv_heads={self.num_kv_heads}")
+            raise ConfigError(f"LlamaArch.num_heads={self.num_heads} must be a multiple of "
+                              f"num_kv_heads={self.num_kv_heads}")
         if self.vocab_size < 259 + 96:
             raise ConfigError(f"LlamaArch.vocab_size={self.vocab_size}: needs >= 355 (3 specials, 256 bytes, ASCII)")
 
@@ -180,7 +182,8 @@ class _Generator:
                  with_bias: bool):
         import torch
 
-        self.arch, self.bits, self.group_size, self.desc_act, self.sym, self.seed = arch, bits, group_size, desc_act, sym, seed
+        self.arch, self.bits, self.group_size = arch, bits, group_size
+        self.desc_act, self.sym, self.seed = desc_act, sym, seed
         self.per_word = 32 // bits
         self.linear_shape: dict[str, tuple[int, int]] = {}
         a, f16, i32 = arch, torch.float16, torch.int32
@@ -244,7 +247,8 @@ class _Generator:
                 zeros = np.full((spec.shape[0], fout), 1 << (self.bits - 1), dtype=np.int64)
             else:  # near the middle; never 0, whose v1 encoding (zero - 1) would wrap
                 mid = 1 << (self.bits - 1)
-                zeros = np.clip(np.rint(rng.normal(mid, max(1.0, mid / 5), size=(spec.shape[0], fout))), 1, top).astype(np.int64)
+                drawn = rng.normal(mid, max(1.0, mid / 5), size=(spec.shape[0], fout))
+                zeros = np.clip(np.rint(drawn), 1, top).astype(np.int64)
             return torch.from_numpy(_pack_last_dim(zeros - 1, self.bits))  # v1 stores zero - 1
         if kind == "scales":
             # A weight's std is scale * code std; scale it so each linear keeps unit-RMS inputs at

@@ -96,7 +96,8 @@ def render_index(summary: dict) -> str:
     if summary.get("note"):  # e.g. why a report says interrupted
         body.append(f'<p class="note">{e(summary["note"])}</p>')
     counts = ", ".join(f"{n} {s}" for s, n in summary["counts"].items())
-    model_text = config["model"] + (f" ({model['folder']})" if model.get("folder") and model["folder"] != config["model"] else "")
+    folder = model.get("folder")
+    model_text = config["model"] + (f" ({folder})" if folder and folder != config["model"] else "")
     meta = [("model", model_text), ("kernel", config["kernel"]), ("device", config["device"]),
             ("started", summary["started_at"]), ("duration", _duration_text(summary["duration_s"])),
             ("state", f"{summary['state']}: {counts}"),

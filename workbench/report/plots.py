@@ -73,7 +73,8 @@ def grouped_bars(frame, group: str, series: str, value: str, ylabel: str, title:
     width = 0.8 / max(1, len(names))
     for j, name in enumerate(names):
         sub = frame[frame[series] == name]
-        values = [float(sub[sub[group] == g][value].iloc[0]) if (sub[group] == g).any() else float("nan") for g in groups]
+        values = [float(sub[sub[group] == g][value].iloc[0]) if (sub[group] == g).any() else float("nan")
+                  for g in groups]
         xs = [i + (j - (len(names) - 1) / 2) * width for i in range(len(groups))]
         ax.bar(xs, values, width=width, label=str(name))
         for x, v in zip(xs, values):

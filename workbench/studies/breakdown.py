@@ -176,7 +176,8 @@ def _events(trace):
 
 
 def _intervals(events, name):
-    spans = sorted((e["ts"], e["ts"] + e["dur"]) for e in events if e.get("cat") == "user_annotation" and e["name"] == name)
+    spans = sorted((e["ts"], e["ts"] + e["dur"]) for e in events
+                   if e.get("cat") == "user_annotation" and e["name"] == name)
     return [s for s, _ in spans], [t for _, t in spans]
 
 
@@ -249,7 +250,8 @@ def _split(trace, device_type: str, shares: dict | None) -> dict:
     top = sorted(per_name_us.items(), key=lambda kv: -kv[1])[:12]
     return dict(
         steps=n, wall_ms=wall_us / 1e3, qgemm_ms=totals[QGEMM] / n / 1e3, attention_ms=totals[ATTENTION] / n / 1e3,
-        other_gpu_ms=totals[OTHER] / n / 1e3, gpu_busy_ms=busy / n / 1e3, host_uncovered_ms=max(0.0, wall_us - busy / n) / 1e3,
+        other_gpu_ms=totals[OTHER] / n / 1e3, gpu_busy_ms=busy / n / 1e3,
+        host_uncovered_ms=max(0.0, wall_us - busy / n) / 1e3,
         launches_per_step=len(work) / n,
         top_gpu_ops=[[name, us / n / 1e3, per_name_n[name] / n] for name, us in top],
         launches_by_op={name: c / n for name, c in sorted(per_name_n.items())},

@@ -40,7 +40,8 @@ def measure_modes(loaded, modes=("eager",), contexts=(128,), decode_tokens: int 
             row = {"kernel": loaded.kernel, "attention": attention, "decode_mode_requested": mode,
                    "context_tokens": ctx, "floor_ms": floor}
             try:
-                recs = [generate_ids(loaded, [ids], config, warmup=1 if r == 0 else 0, logprobs=False, decode_mode=mode)[0]
+                recs = [generate_ids(loaded, [ids], config, warmup=1 if r == 0 else 0, logprobs=False,
+                                     decode_mode=mode)[0]
                         for r in range(repeats)]
             except (ConfigError, WorkbenchError, RuntimeError) as e:  # e.g. a graph on the CPU, flash with a mask
                 rows.append({**row, "decode_mode": None,
@@ -58,7 +59,8 @@ def measure_modes(loaded, modes=("eager",), contexts=(128,), decode_tokens: int 
     return rows
 
 
-def prove_modes(loaded, modes, context_tokens: int = 128, steps: int = 64, attention: str = DEFAULT_ATTENTION) -> list[dict]:
+def prove_modes(loaded, modes, context_tokens: int = 128, steps: int = 64,
+                attention: str = DEFAULT_ATTENTION) -> list[dict]:
     """`prove_equal` for every fast mode, plus the graph launch check on a GPU."""
 
     set_attention(loaded, attention)
@@ -79,7 +81,8 @@ def prove_modes(loaded, modes, context_tokens: int = 128, steps: int = 64, atten
     return rows
 
 
-def breakdowns(loaded, modes, context_tokens: int = 128, steps: int = 16, attention: str = DEFAULT_ATTENTION) -> list[dict]:
+def breakdowns(loaded, modes, context_tokens: int = 128, steps: int = 16,
+               attention: str = DEFAULT_ATTENTION) -> list[dict]:
     """`profile_decode` for every mode that can run: where each step's time goes."""
 
     rows = []

@@ -126,7 +126,8 @@ def measure_overhead(loaded, prompt_tokens: int = 64, new_tokens: int = 64, roun
     return {
         "prompt_tokens": prompt_tokens, "new_tokens": new_tokens, "rounds": rounds, "batch": batch,
         "decode_mode": decode_mode, "kernel": loaded.kernel,
-        "plain_is": "model.generate" if decode_mode == "eager" else f"static_generate({decode_mode!r}) without marks or logits",
+        "plain_is": "model.generate" if decode_mode == "eager"
+        else f"static_generate({decode_mode!r}) without marks or logits",
         "runs_s": call, "loop_runs_s": {v: loop[v] for v in ("timing_only", "with_logprobs")},
         "median_s": {v: median(call[v]) for v in VARIANTS},
         "call_ms_per_new_token": per_token_ms,
@@ -150,17 +151,18 @@ def format_overhead(result: dict) -> str:
         return f"{d['median']:+6.2f}%  [{d['q1']:+.2f}, {d['q3']:+.2f}]"
 
     o, ms = result["overhead_pct"], result["call_ms_per_new_token"]
+    n = result["new_tokens"]
     lines = [
         f"{result['env']['device_name']} · kernel {result['kernel']} · decode_mode {result['decode_mode']} · "
         f"{result['prompt_tokens']} prompt + {result['new_tokens']} new tokens · batch {result['batch']} · "
         f"{result['rounds']} rounds, order reversed every other round",
         f"  plain = {result['plain_is']}; overhead = median over rounds of (run / mean of the round's two plain "
         "runs - 1) [quartiles]",
-        f"  plain                        {ms['plain'] * result['new_tokens']:9.1f} ms  ({ms['plain']:.2f} ms per new token)",
-        f"  plain again (A/A noise)      {ms['plain_again'] * result['new_tokens']:9.1f} ms  {pct(result['plain_a_a_pct'])}",
-        f"  instrumented, timing only    {ms['timing_only'] * result['new_tokens']:9.1f} ms  call {pct(o['timing_only_call'])}"
+        f"  plain                        {ms['plain'] * n:9.1f} ms  ({ms['plain']:.2f} ms per new token)",
+        f"  plain again (A/A noise)      {ms['plain_again'] * n:9.1f} ms  {pct(result['plain_a_a_pct'])}",
+        f"  instrumented, timing only    {ms['timing_only'] * n:9.1f} ms  call {pct(o['timing_only_call'])}"
         f"   loop {pct(o['timing_only_loop'])}",
-        f"  instrumented, with logprobs  {ms['with_logprobs'] * result['new_tokens']:9.1f} ms  call {pct(o['with_logprobs_call'])}"
+        f"  instrumented, with logprobs  {ms['with_logprobs'] * n:9.1f} ms  call {pct(o['with_logprobs_call'])}"
         f"   loop {pct(o['with_logprobs_loop'])}",
         "  (call: the whole instrumented call, records built; loop: its start to its last token, from its own marks)",
         f"  the marks themselves: {result['marking_us_per_token']:.1f} us of host time per token = "

@@ -307,9 +307,10 @@ def run_kernel_study(model_path, config: KernelStudyConfig = KernelStudyConfig()
                      log=print) -> KernelStudy:
     """Load the checkpoint with each kernel of `config` in turn (the reference first), measure it,
     compare its logits and greedy tokens with the reference's, and release it before the next one.
-    A kernel that cannot run here is skipped with the registry's reason, one that fails to load with
-    its error. `float_reference` also compares with the checkpoint dequantized to a dense float32
-    model (not for a synthetic checkpoint: random weights of the real shapes would need 130 GB).
+    `skipped` says why every other registered kernel did not run: the registry's reason where it
+    cannot run here, its error where it failed to load, or that it was not asked for.
+    `float_reference` also compares with the checkpoint dequantized to a dense float32 model (not
+    for a synthetic checkpoint: a dense copy of the real shapes would need 130 GB).
 
     Per kernel, also: ms/token in each of `decode_modes` at each of `decode_contexts`, each fast mode
     proven against eager over `prove_steps` steps, the per-step time split of each mode over
@@ -322,14 +323,16 @@ def run_kernel_study(model_path, config: KernelStudyConfig = KernelStudyConfig()
     available = {a.kernel: a for a in available_kernels(device) if a.kernel != AUTO}
     wanted = list(available) if config.kernels == "all" else list(config.kernels)
     order = [config.reference] + [k for k in wanted if k != config.reference]
-    skipped = {k: available[k].reason for k in order if k in available and not available[k].available}
+    skipped = {k: a.reason for k, a in available.items() if not a.available}
+    skipped.update({k: "not asked for (KernelStudyConfig.kernels)" for k in available
+                    if k not in order and k not in skipped})
     dtype = getattr(torch, config.dtype) if config.dtype else None
     bandwidth = measure_copy_bandwidth_gbps(device)
     study = KernelStudy(device=device, reference=config.reference, attention=config.attention,
                         bandwidth_gbps=bandwidth, decode_bytes=None, floor_ms=None, measurements=[], agreements=[],
                         skipped=skipped, dtype={}, config=config.to_dict())
     prompts = reference = None
-    for name in (k for k in order if k not in skipped):
+    for name in (k for k in order if k not in skipped):  # a name the registry does not know fails to load
         log(f"[{name}] loading")
         try:
             loaded = load_model(path, kernel=name, device=device, dtype=dtype)

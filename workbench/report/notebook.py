@@ -44,9 +44,10 @@ def printer(end="", file=None):
 
 
 def save_results(output_dir, name: str, result=None, *, headline: dict | None = None, loaded=None,
-                 records=None, data=None) -> Path:
+                 records=None, data=None) -> dict:
     """Write OUTPUT_DIR/<name>.json: the headline numbers, the records, the figures' data and
-    the context (what was loaded, where, when).
+    the context (what was loaded, where, when). Returns the headline, so that a notebook's last
+    cell shows the numbers the report's index will show.
 
     `result` is what a notebook's study returned (or one GenerationRecord): it gives the headline
     (`headline()`), the data (`data()`) and the records (`records`); a keyword given wins."""
@@ -69,9 +70,8 @@ def save_results(output_dir, name: str, result=None, *, headline: dict | None = 
         "records": [r.to_dict() for r in records or ()],
         "data": data or {},
     }
-    path = out / f"{name}.json"
-    atomic_write_json(path, payload)
-    return path
+    atomic_write_json(out / f"{name}.json", payload)
+    return headline
 
 
 def summary(record):

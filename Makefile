@@ -35,7 +35,7 @@ PYTEST_ARGS ?=
 help:
 	@echo "make report  - set up, build the demo model, render the notebooks into $(OUT)/"
 	@echo "make test    - set up, build the demo model, lint, run the tests"
-	@echo "make lint    - ruff over workbench, tests and benchmarks (pyproject.toml's [tool.ruff])"
+	@echo "make lint    - ruff over workbench, tests, benchmarks and tools (pyproject.toml's [tool.ruff])"
 	@echo "make lock    - resolve pyproject.toml afresh and write $(LOCK) from it"
 	@echo "variables: MODEL=/path/to/CodeFuse-CodeLlama-34B-4bits KERNEL=$(KERNEL) DEVICE=$(DEVICE) OUT=$(OUT)"
 	@echo "           PYTHON=$(or $(PYTHON),<none found>) TORCH_SPEC=$(TORCH_SPEC) TORCH_INDEX=$(TORCH_INDEX)"
@@ -95,7 +95,7 @@ report: demo
 	$(PY) -m workbench report --model $(MODEL) --kernel $(KERNEL) --device $(DEVICE) --out $(OUT)
 
 lint: setup
-	$(PY) -m ruff check workbench tests benchmarks
+	$(PY) -m ruff check workbench tests benchmarks tools
 
 test: lint demo
 	$(PY) -m pytest $(PYTEST_ARGS)

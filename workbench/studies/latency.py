@@ -13,6 +13,7 @@ from ..generation.config import DECODE_MODES, DecodeConfig
 from ..generation.generate import generate_ids
 from ..generation.inputs import input_device
 from ..generation.record import GenerationRecord
+from ..generation.static import mode_problem
 from ..measure import current_keys, measure_copy_bandwidth_gbps, median, memory_snapshot, reset_peak_memory
 from ..prompts.encoding import prompt_ids_of_length
 from .floor import floor_share, kv_bytes_per_token, step_floor_ms
@@ -159,6 +160,7 @@ class LatencyStudy:
     card_cells: list[dict] | None = None
     bandwidth_gbps: float | None = None
     long_floor_ms: float | None = None  # one step of the long generation, its cache midway
+    skipped_modes: dict = field(default_factory=dict)  # decode modes asked for that cannot run here, and why
     config: dict = field(default_factory=dict)
 
     @property
@@ -199,7 +201,7 @@ class LatencyStudy:
                 "long_floor_ms": self.long_floor_ms,
                 "long_by_mode": {m: {"decode_mode": r.decode_mode, "note": r.decode_note,
                                      "token_times_s": r.token_times_s} for m, r in self.longs.items()},
-                "config": self.config}
+                "skipped_modes": self.skipped_modes, "config": self.config}
 
     @classmethod
     def from_saved(cls, saved: dict) -> "LatencyStudy":
@@ -212,19 +214,24 @@ class LatencyStudy:
                    longs={r.decode_mode_requested: r for r in records},
                    card_cells=[current_keys(r) for r in data["card_cells"]] if data.get("card_cells") else None,
                    bandwidth_gbps=data.get("bandwidth_gbps", (saved.get("headline") or {}).get("bandwidth_gbps")),
-                   long_floor_ms=data.get("long_floor_ms"), config=data.get("config") or {})
+                   long_floor_ms=data.get("long_floor_ms"), skipped_modes=data.get("skipped_modes") or {},
+                   config=data.get("config") or {})
 
 
 def run_latency_study(loaded, config: LatencyStudyConfig = LatencyStudyConfig(), log=print) -> LatencyStudy:
     """Every curve of notebook 05 on one loaded model. On a GPU the copy bandwidth is measured
-    first, so every decode figure also comes as a share of its floor."""
+    first, so every decode figure also comes as a share of its floor. A decode mode that cannot
+    run on this model (a graph on the CPU, any but eager on ExLlamaV2's engine) is left out and
+    named in `skipped_modes` with the reason."""
+    skipped = {m: problem for m in config.decode_modes if (problem := mode_problem(loaded, m))}
+    modes = [m for m in config.decode_modes if m not in skipped]
+    log(f"decode modes not run: {skipped}" if skipped else f"decode modes: {', '.join(modes)}")
     bandwidth = measure_copy_bandwidth_gbps(loaded.device) if str(loaded.device).startswith("cuda") else None
     log(f"copy bandwidth {bandwidth:.0f} GB/s: decode figures are also shares of the floor" if bandwidth
         else "no GPU: no floor")
     ttft = ttft_curve(loaded, list(config.prompt_lengths))
-    longs = {m: long_generation(loaded, config.long_prompt, config.long_new_tokens, decode_mode=m)
-             for m in config.decode_modes}
-    batch = [row for m in config.decode_modes
+    longs = {m: long_generation(loaded, config.long_prompt, config.long_new_tokens, decode_mode=m) for m in modes}
+    batch = [row for m in modes
              for row in batch_curve(loaded, list(config.batch_sizes), new_tokens=config.batch_new_tokens,
                                     decode_mode=m, bandwidth_gbps=bandwidth)]
     memory = memory_curve(loaded, list(config.contexts))
@@ -234,4 +241,4 @@ def run_latency_study(loaded, config: LatencyStudyConfig = LatencyStudyConfig(),
                         card_cells=card_memory_cells(loaded) if cells else None, bandwidth_gbps=bandwidth,
                         long_floor_ms=step_floor_ms(loaded, config.long_prompt + config.long_new_tokens / 2, 1,
                                                     bandwidth),
-                        config=config.to_dict())
+                        skipped_modes=skipped, config=config.to_dict())

@@ -68,7 +68,7 @@ OLD_KEYS = {
     "itl_p90_ms": "token_ms_p90", "decode_ms_p90": "token_ms_p90",
     "first_run_ms_p50": "first_run_token_ms_p50",
     "decode_tokens_per_s": "tokens_per_s", "decode_tok_s": "tokens_per_s",
-    "prefill_tok_s": "prefill_tokens_per_s",
+    "prefill_tok_s": "prefill_tokens_per_s", "gpu_kernel_ms": "gpu_ops_ms",
     "mode": "decode_mode", "mode_requested": "decode_mode_requested",
     # CUDA kernel launches are "launches" and "GPU ops": "kernel" is the GPTQ kernel only
     "kernels_per_step": "launches_per_step", "top_kernels": "top_gpu_ops", "kernel_counts": "launches_by_op",

@@ -1,9 +1,9 @@
 """A decode loop with a static KV cache, optionally replayed as one CUDA graph per token.
 
-transformers' `generate` rebuilds masks, grows the cache and launches every kernel from Python at
+transformers' `generate` rebuilds masks, grows the cache and launches every GPU op from Python at
 each step; on a 34B model that host work, not the GPU, sets the pace (docs/h100-baseline.md). Here
 the cache has a fixed length, the attention mask is a fixed-size buffer updated in place, and every
-input of a step lives in a buffer of its own, so one step is the same kernels on the same
+input of a step lives in a buffer of its own, so one step is the same GPU ops on the same
 addresses each time: it can be captured once and replayed.
 
 Modes: "eager" is transformers' own `generate` (eager.py runs it); "static" is this loop

@@ -278,7 +278,8 @@ def available_kernels(device: str = AUTO) -> list[KernelAvailability]:
             problem = None if usable else "none of its candidates can run here"
             reason = f"would pick {usable[0]} (for a checkpoint all allow)" if usable else problem
         else:
-            reason = problem or (_engine_expectation(spec, device) if spec.engine != "gptqmodel" else _expectation(spec))
+            reason = problem or (_engine_expectation(spec, device) if spec.engine != "gptqmodel"
+                                 else _expectation(spec))
         out.append(KernelAvailability(spec.name, device, problem is None, reason))
     return out
 

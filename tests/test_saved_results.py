@@ -91,3 +91,15 @@ def test_saved_kernel_reports_merge():
     ran = merged.dropna(subset=["token_ms_p50"])
     assert {"exllamav2", "marlin", "autogptq-exllama"} <= set(ran["kernel"])
     assert "decode_ms_p50" not in merged.columns and "prefill_tok_s" not in merged.columns
+
+
+PEER_RUNS = sorted(RESULTS.rglob("bench_peer_call*.json"))
+
+
+@pytest.mark.parametrize("path", PEER_RUNS, ids=lambda p: str(p.relative_to(RESULTS)))
+def test_saved_bench_peer_runs_print_the_table_they_printed(path):
+    from workbench.studies.peer import table
+
+    printed = path.with_suffix(".txt").read_text(encoding="utf-8")
+    lines = table(_load(path)).splitlines()  # rows saved with decode_ms_p50 and mode
+    assert len(lines) >= 3 and all(line in printed for line in lines)

@@ -47,7 +47,7 @@ def test_study_configs_mirror_their_notebooks_and_name_a_bad_field():
     assert kernels.kernels == ("torch", "marlin") and kernels.compares_attention_on("marlin")
     assert not kernels.compares_attention_on("torch") and kernels.contexts == [kernels.prefill_tokens]
     for bad, field in [({"kernels": []}, "kernels"), ({"dtype": "int8"}, "dtype"),
-                       ({"decode_tokens": 1}, "decode_tokens"), ({"decode_modes": ["fast"]}, "decode_modes"),
+                       ({"decode_tokens": 1}, "decode_tokens"), ({"decode_modes": ["turbo"]}, "decode_modes"),
                        ({"prove_steps": -1}, "prove_steps")]:
         with pytest.raises(ConfigError, match=f"KernelStudyConfig.{field}="):
             KernelStudyConfig(**bad)
@@ -55,7 +55,7 @@ def test_study_configs_mirror_their_notebooks_and_name_a_bad_field():
         KernelStudyConfig(attentions=["flash-9"])
     assert LatencyStudyConfig(batch_sizes=[1, 8]).batch_sizes == (1, 8)
     for bad, field in [({"card_cells": "yes"}, "card_cells"), ({"contexts": [0]}, "contexts"),
-                       ({"decode_modes": ["eager", "fast"]}, "decode_modes"),
+                       ({"decode_modes": ["eager", "turbo"]}, "decode_modes"),
                        ({"long_new_tokens": 1}, "long_new_tokens")]:
         with pytest.raises(ConfigError, match=f"LatencyStudyConfig.{field}="):
             LatencyStudyConfig(**bad)

@@ -30,11 +30,12 @@ DEVICE     ?= auto
 OUT        ?= reports
 PYTEST_ARGS ?=
 
-.PHONY: setup demo report test clean help lock
+.PHONY: setup demo report lint test clean help lock
 
 help:
 	@echo "make report  - set up, build the demo model, render the notebooks into $(OUT)/"
-	@echo "make test    - set up, build the demo model, run the tests"
+	@echo "make test    - set up, build the demo model, lint, run the tests"
+	@echo "make lint    - ruff over workbench, tests, benchmarks and tools (pyproject.toml's [tool.ruff])"
 	@echo "make lock    - resolve pyproject.toml afresh and write $(LOCK) from it"
 	@echo "variables: MODEL=/path/to/CodeFuse-CodeLlama-34B-4bits KERNEL=$(KERNEL) DEVICE=$(DEVICE) OUT=$(OUT)"
 	@echo "           PYTHON=$(or $(PYTHON),<none found>) TORCH_SPEC=$(TORCH_SPEC) TORCH_INDEX=$(TORCH_INDEX)"
@@ -93,7 +94,10 @@ demo: setup
 report: demo
 	$(PY) -m workbench report --model $(MODEL) --kernel $(KERNEL) --device $(DEVICE) --out $(OUT)
 
-test: demo
+lint: setup
+	$(PY) -m ruff check workbench tests benchmarks tools
+
+test: lint demo
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 clean:

@@ -40,7 +40,7 @@ def main(argv=None) -> int:
     device = input_device(model)
     cases = {"one prompt": [prompt_ids_of_length(tok, 128)],
              "left-padded batch": [prompt_ids_of_length(tok, n) for n in (128, 96, 64, 32)]}
-    config = DecodeConfig.greedy(max_new_tokens=args.steps, min_new_tokens=args.steps).generation_config(tok)
+    config = DecodeConfig.forced(args.steps).generation_config(tok)
 
     def run(attention: str, ids) -> tuple[torch.Tensor, torch.Tensor]:
         set_attention(loaded, attention)
@@ -54,7 +54,7 @@ def main(argv=None) -> int:
         set_attention(loaded, attention)
         ids = cases["one prompt"]
         x, mask = (t.to(device) for t in left_pad(ids, tok.pad_token_id))
-        short = DecodeConfig.greedy(max_new_tokens=4, min_new_tokens=4).generation_config(tok)
+        short = DecodeConfig.forced(4).generation_config(tok)
         activities = [torch.profiler.ProfilerActivity.CPU]  # the aten op names the SDPA backend
         if device.type == "cuda":
             activities.append(torch.profiler.ProfilerActivity.CUDA)  # and the kernels it launched

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 
 
@@ -27,7 +26,8 @@ def main(argv=None) -> int:
     parser.add_argument("--prompt-tokens", type=int, default=128)
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--attention", default="sdpa", help="sdpa, sdpa-cudnn, sdpa-flash, sdpa-math or eager")
-    parser.add_argument("--warmup-tokens", type=int, default=4, help="the warm-up run's length (4 = study.long_generation's)")
+    parser.add_argument("--warmup-tokens", type=int, default=4,
+                        help="the warm-up run's length (4 = studies.latency.long_generation's)")
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
 
@@ -37,6 +37,7 @@ def main(argv=None) -> int:
     from workbench.environment import collect_env
     from workbench.generation.config import DecodeConfig
     from workbench.generation.generate import generate_ids
+    from workbench.measure import median
     from workbench.model.attention import set_attention
     from workbench.prompts.encoding import prompt_ids_of_length
     from workbench.report.notebook import setup
@@ -44,8 +45,8 @@ def main(argv=None) -> int:
     loaded = setup(args.model, args.kernel, args.device)
     set_attention(loaded, args.attention)
     ids = prompt_ids_of_length(loaded.tokenizer, args.prompt_tokens)
-    warm = DecodeConfig.greedy(max_new_tokens=args.warmup_tokens, min_new_tokens=args.warmup_tokens)
-    config = DecodeConfig.greedy(max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens)
+    warm = DecodeConfig.forced(args.warmup_tokens)
+    config = DecodeConfig.forced(args.new_tokens)
     generate_ids(loaded, [ids], warm, logprobs=False)
 
     def driver_allocs() -> int | None:
@@ -55,16 +56,17 @@ def main(argv=None) -> int:
     for label in ("first run (new cache lengths)", "second run (lengths seen)"):
         before = driver_allocs()
         rec = generate_ids(loaded, [ids], config, logprobs=False)[0]
-        gaps_ms = [1e3 * (b - a) for a, b in zip(rec.token_times_s, rec.token_times_s[1:])]
+        gaps_ms = [1e3 * g for g in rec.token_gaps_s]
         head = gaps_ms[: max(args.warmup_tokens - 1, 1)]
         tail = gaps_ms[args.warmup_tokens:]
         after = driver_allocs()
         runs.append({"run": label, "driver_allocations": after - before if after is not None else None,
-                     "p50_ms": rec.itl.p50_ms, "p50_within_warmup_lengths_ms": statistics.median(head),
-                     "p50_beyond_warmup_lengths_ms": statistics.median(tail) if tail else None,
+                     "token_ms_p50": rec.token_ms_p50, "p50_within_warmup_lengths_ms": median(head),
+                     "p50_beyond_warmup_lengths_ms": median(tail) if tail else None,
                      "gaps_ms": [round(g, 2) for g in gaps_ms]})
         print({k: v for k, v in runs[-1].items() if k != "gaps_ms"}, flush=True)
-    atomic_write_json(args.out, {"model": str(loaded.path), "kernel": loaded.kernel, "prompt_tokens": args.prompt_tokens,
+    atomic_write_json(args.out, {"model": str(loaded.path), "kernel": loaded.kernel,
+                                 "prompt_tokens": args.prompt_tokens,
                                  "new_tokens": args.new_tokens, "warmup_tokens": args.warmup_tokens,
                                  "attention": args.attention,
                                  "alloc_conf": os.environ.get("PYTORCH_CUDA_ALLOC_CONF", ""), "runs": runs,

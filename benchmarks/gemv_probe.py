@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from workbench.generation.fast import PackedGPTQ, concat_linears
-from workbench.measure import measure_copy_bandwidth_gbps
+from workbench.measure import measure_copy_bandwidth_gbps, median
 from workbench.model import triton_kernels as tk
 from workbench.model.checkpoint import read_gptq_settings, weight_files
 
@@ -51,7 +51,7 @@ def graph_us(fn, calls: int, replays: int = 10) -> float:
         end.record()
         end.synchronize()
         times.append(start.elapsed_time(end) * 1e3 / calls)
-    return sorted(times)[len(times) // 2]
+    return median(times)
 
 
 def probe_shape(source, settings, slot: str, layers: int) -> dict:

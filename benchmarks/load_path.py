@@ -1,6 +1,7 @@
 """The full-size load path (issue 8): write the synthetic 34B checkpoint in the model's own layout
 (one 19 GB torch pickle), then load it as a user would: SHA256 check, the one-time conversion to
-safetensors (any converted copy left by an earlier run is removed first, so it is timed), and the load with each kernel, every step timed by `load_model`'s own record.
+safetensors (any converted copy left by an earlier run is removed first, so it is timed), and the
+load with each kernel, every step timed by `load_model`'s own record.
 
     python benchmarks/load_path.py FOLDER --device cuda --kernels torch marlin --out FILE [--cleanup]
 
@@ -38,7 +39,8 @@ def main(argv=None) -> int:
     parser.add_argument("--kernels", nargs="+", default=["torch"])
     parser.add_argument("--out", required=True)
     parser.add_argument("--keep-page-cache", action="store_true", help="do not drop the page cache before each load")
-    parser.add_argument("--cleanup", action="store_true", help="remove the checkpoint and its converted copy at the end")
+    parser.add_argument("--cleanup", action="store_true",
+                        help="remove the checkpoint and its converted copy at the end")
     args = parser.parse_args(argv)
 
     from workbench.cache import atomic_write_json

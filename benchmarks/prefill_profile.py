@@ -3,8 +3,8 @@
 05's TTFT column is a median of three runs after one warm-up. When a shorter prompt comes out
 slower than a longer one, a median cannot say why; this script keeps every sample, goes over the
 lengths in the order given (so a length can come again at the end, to see whether only its
-first pass is slow) and profiles one prefill per distinct length: the CUDA kernels' total time
-and the kernels that took most of it.
+first pass is slow) and profiles one prefill per distinct length: the GPU ops' total time
+and the ops (CUDA kernel launches) that took most of it.
 
     python benchmarks/prefill_profile.py MODEL --kernels torch triton --lengths 128 512 2048 128 --out FILE
 """
@@ -17,8 +17,8 @@ from collections import defaultdict
 
 
 def profile_prefill(loaded, ids, top: int = 8) -> dict:
-    """Profile one prefill (one new token): its TTFT under the profiler, the GPU kernels' total ms
-    and the top CUDA kernels by time (both empty on the CPU)."""
+    """Profile one prefill (one new token): its TTFT under the profiler, the GPU ops' total ms
+    and the top GPU ops by time (both empty on the CPU)."""
     import torch
     from torch.profiler import ProfilerActivity, profile
 
@@ -35,9 +35,9 @@ def profile_prefill(loaded, ids, top: int = 8) -> dict:
     for e in prof.key_averages():
         if e.device_type == torch.autograd.DeviceType.CUDA and e.self_device_time_total > 0:
             by_name[e.key] += e.self_device_time_total / 1e3
-    kernels = sorted(by_name.items(), key=lambda kv: -kv[1])
-    return {"profiled_ttft_ms": rec.ttft_s * 1e3, "gpu_kernel_ms": sum(by_name.values()),
-            "top_kernels_ms": [[name[:120], round(ms, 3)] for name, ms in kernels[:top]]}
+    ops = sorted(by_name.items(), key=lambda kv: -kv[1])
+    return {"profiled_ttft_ms": rec.ttft_s * 1e3, "gpu_ops_ms": sum(by_name.values()),
+            "top_gpu_ops_ms": [[name[:120], round(ms, 3)] for name, ms in ops[:top]]}
 
 
 def main(argv=None) -> int:
@@ -55,6 +55,7 @@ def main(argv=None) -> int:
 
     from workbench.cache import atomic_write_json
     from workbench.environment import collect_env
+    from workbench.measure import median
     from workbench.model.attention import set_attention
     from workbench.prompts.encoding import prompt_ids_of_length
     from workbench.report.notebook import setup
@@ -70,13 +71,13 @@ def main(argv=None) -> int:
             recs = first_token_records(loaded, prompt_ids_of_length(loaded.tokenizer, n), args.repeats)
             samples = [round(r.ttft_s * 1e3, 2) for r in recs]
             passes.append({"pass": i, "prompt_tokens": n, "ttft_ms": samples,
-                           "ttft_ms_median": sorted(samples)[len(samples) // 2]})
+                           "ttft_ms_median": median(samples)})
             print(kernel, passes[-1], flush=True)
         profiles = {}
         for n in dict.fromkeys(args.lengths):
             profiles[n] = profile_prefill(loaded, prompt_ids_of_length(loaded.tokenizer, n))
-            print(kernel, n, {k: v for k, v in profiles[n].items() if k != "top_kernels_ms"},
-                  profiles[n]["top_kernels_ms"][:3], flush=True)
+            print(kernel, n, {k: v for k, v in profiles[n].items() if k != "top_gpu_ops_ms"},
+                  profiles[n]["top_gpu_ops_ms"][:3], flush=True)
         results.append({"kernel": loaded.kernel, "attention": loaded.attention, "passes": passes,
                         "profiles": profiles})
         loaded.release()

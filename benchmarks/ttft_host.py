@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import gc
 import resource
-import statistics
 import sys
 import time
 
@@ -60,9 +59,11 @@ def sample(loaded, ids, config) -> dict:
 
 
 def summary(rows: list[dict]) -> dict:
+    from workbench.measure import median
+
     ttft = sorted(r["ttft_ms"] for r in rows)
     slow = [r for r in rows if r["ttft_ms"] > 1.25 * ttft[0]]
-    return {"ttft_ms_min": ttft[0], "ttft_ms_median": statistics.median(ttft), "ttft_ms_max": ttft[-1],
+    return {"ttft_ms_min": ttft[0], "ttft_ms_median": median(ttft), "ttft_ms_max": ttft[-1],
             "slow_samples": len(slow), "gc_ms_in_slow": round(sum(r["gc_ms"] for r in slow), 2),
             "gc_ms_total": round(sum(r["gc_ms"] for r in rows), 2)}
 

@@ -31,11 +31,11 @@ def main(argv=None) -> int:
     loaded = setup(args.model, args.kernel, "auto")
     layers = Counter(str(next(layer.parameters()).device) for layer in loaded.model.model.layers)
     record = generate(loaded, 'def add(a, b):\n    """Return the sum of a and b."""',
-                      DecodeConfig.greedy(max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens))
+                      DecodeConfig.forced(args.new_tokens))
     result = {"visible_gpus": torch.cuda.device_count(), "kernel": loaded.kernel,
               "devices": loaded.load_record.devices, "decoder_layers_per_device": dict(layers),
               "memory": loaded.load_record.memory, "token_ids": record.token_ids,
-              "decode_ms_p50": record.itl.p50_ms if record.itl else None,
+              "token_ms_p50": record.token_ms_p50,
               "logprobs_finite": all(x == x for x in record.logprobs)}
     atomic_write_json(args.out, result)
     print(json.dumps({k: v for k, v in result.items() if k != "memory"}))

@@ -58,7 +58,8 @@ def test_the_attention_comparison_restores_the_choice_it_found(restore_attention
     from workbench.studies.decode_modes import compare_attention
 
     set_attention(restore_attention, "sdpa-math")
-    rows = compare_attention(restore_attention, ["eager", "sdpa"], context_tokens=16, decode_tokens=3, repeats=1, steps=2)
+    rows = compare_attention(restore_attention, ["eager", "sdpa"], context_tokens=16, decode_tokens=3, repeats=1,
+                             steps=2)
     assert [r["attention"] for r in rows] == ["eager", "sdpa"]
-    assert all(r["decode_ms_p50"] > 0 and r["first_run_ms_p50"] > 0 for r in rows)
+    assert all(r["token_ms_p50"] > 0 and r["first_run_token_ms_p50"] > 0 for r in rows)
     assert attention_in_use(restore_attention.model) == "sdpa-math" == restore_attention.attention

@@ -78,7 +78,7 @@ def test_the_prefill_benchmark_keeps_every_sample_in_the_order_given(demo_model_
     assert [(p["pass"], p["prompt_tokens"]) for p in result["passes"]] == [(0, 8), (1, 24), (2, 8)]
     assert all(len(p["ttft_ms"]) == 2 and min(p["ttft_ms"]) > 0 for p in result["passes"])
     assert set(result["profiles"]) == {"8", "24"}  # one profile per distinct length
-    assert all(v["profiled_ttft_ms"] > 0 and v["top_kernels_ms"] == [] for v in result["profiles"].values())  # no CUDA
+    assert all(v["profiled_ttft_ms"] > 0 and v["top_gpu_ops_ms"] == [] for v in result["profiles"].values())  # no CUDA
 
 
 def test_the_host_side_ttft_benchmark_runs_with_the_collector_on_and_off(demo_model_path, tmp_path):

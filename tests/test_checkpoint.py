@@ -257,7 +257,8 @@ def test_truncated_pickle_is_a_clear_error(tiny_bin, tmp_path):
 def test_safetensors_writer_round_trips_and_hashes(tmp_path):
     from safetensors.torch import load_file
 
-    tensors = {"a": torch.randn(3, 5).half(), "b": torch.arange(7, dtype=torch.int32), "c": torch.randn(2, 2, 2).bfloat16()}
+    tensors = {"a": torch.randn(3, 5).half(), "b": torch.arange(7, dtype=torch.int32),
+               "c": torch.randn(2, 2, 2).bfloat16()}
     specs = [TensorSpec(k, v.dtype, tuple(v.shape)) for k, v in tensors.items()]
     f = tmp_path / "x.safetensors"
     sha = write_safetensors(f, specs, tensors.__getitem__, progress=False)

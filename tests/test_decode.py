@@ -23,13 +23,14 @@ PROMPTS = ['def add(a, b):\n    """Return the sum of a and b."""',
 
 def test_greedy_static_equals_eager_over_64_steps(demo_loaded):
     proof = prove_equal(demo_loaded, "static", context_tokens=64, steps=64)
-    assert proof.mode == "static" and proof.steps == 64
+    assert proof.decode_mode == "static" and proof.steps == 64
     assert proof.tokens_identical and proof.first_divergence is None
     # float32 on the CPU: the static cache attends over masked empty slots too, which changes
     # only the order of additions (measured: max |dlogit| ~1e-3 for logits up to ~12)
     assert proof.max_abs_dlogit < 1e-2 and proof.passed
     assert len(proof.step_max_abs_dlogit) == 64
-    assert proof.eager_repeat_first_divergence is None and proof.eager_repeat_max_abs_dlogit == 0.0  # CPU: deterministic
+    # the CPU is deterministic: eager against itself is identical
+    assert proof.eager_repeat_first_divergence is None and proof.eager_repeat_max_abs_dlogit == 0.0
 
 
 def test_static_records_equal_eager_records_for_a_padded_batch(demo_loaded):
@@ -58,7 +59,7 @@ def test_static_stops_at_eos_and_pads_like_generate(demo_loaded):
 
 
 def test_min_new_tokens_and_repetition_penalty_match_generate(demo_loaded):
-    config = DecodeConfig.greedy(max_new_tokens=20, min_new_tokens=20, repetition_penalty=1.3)
+    config = DecodeConfig.forced(20, repetition_penalty=1.3)
     e = generate(demo_loaded, PROMPTS[1], config)
     s = generate(demo_loaded, PROMPTS[1], config, decode_mode="static")
     assert s.token_ids == e.token_ids and s.new_tokens == 20
@@ -80,7 +81,7 @@ def test_stop_string_and_streaming_in_static_mode(demo_loaded):
 
 
 def test_decoder_and_cache_are_reused_across_calls(demo_loaded):
-    config = DecodeConfig.greedy(max_new_tokens=8, min_new_tokens=8)
+    config = DecodeConfig.forced(8)
     first = generate(demo_loaded, PROMPTS[0], config, decode_mode="static", warmup=1)
     decoder = demo_loaded.decoder[1]
     second = generate(demo_loaded, PROMPTS[0], config, decode_mode="static")
@@ -141,16 +142,16 @@ def test_breakdown_on_the_cpu_splits_the_step(demo_loaded):
 
     for mode in ("eager", "static"):
         b = profile_decode(demo_loaded, context_tokens=32, steps=4, decode_mode=mode)
-        assert b.mode == mode and b.steps == 4 and b.device == "cpu"
+        assert b.decode_mode == mode and b.steps == 4 and b.device == "cpu"
         assert b.qgemm_ms > 0 and b.attention_ms > 0 and b.other_host_ms >= 0
         assert math.isclose(b.qgemm_ms + b.attention_ms + b.other_host_ms, b.wall_ms, rel_tol=1e-6)
         assert b.gpu_busy_ms is None and b.host_uncovered_ms is None and b.unprofiled_wall_ms > 0
 
 
 def _trace(steps=3, graph=False):
-    """A hand-made Chrome trace of `steps` decode steps of 1000 us each: per step a GEMM kernel
-    (200 us) launched inside a quantized linear, an attention kernel (100 us) inside attention,
-    another kernel (50 us) outside both; in graph mode one graph launch starts all three."""
+    """A hand-made Chrome trace of `steps` decode steps of 1000 us each: per step a GEMM op
+    (200 us) launched inside a quantized linear, an attention op (100 us) inside attention,
+    another op (50 us) outside both; in graph mode one graph launch starts all three."""
     ev, corr = [], 0
 
     def x(cat, name, ts, dur, **args):
@@ -166,7 +167,8 @@ def _trace(steps=3, graph=False):
                 x("kernel", name, t0 + start, dur, correlation=corr)
             continue
         x("user_annotation", "wb::attention", t0 + 50, 300)
-        for name, launch, start, dur, ann in (("gemm_q4", 60, 100, 200, "wb::qgemm"), ("attn_kernel", 200, 320, 100, None),
+        for name, launch, start, dur, ann in (("gemm_q4", 60, 100, 200, "wb::qgemm"),
+                                              ("attn_kernel", 200, 320, 100, None),
                                               ("rmsnorm", 400, 440, 50, None)):
             if ann:
                 x("user_annotation", ann, t0 + launch - 5, 20)
@@ -177,19 +179,19 @@ def _trace(steps=3, graph=False):
     return {"traceEvents": ev}
 
 
-def test_breakdown_attributes_kernels_by_annotation_and_by_name_in_graphs():
+def test_breakdown_attributes_gpu_ops_by_annotation_and_by_name_in_graphs():
     from workbench.studies.breakdown import _name_shares, _split
 
     eager = _split(_trace(), "cuda", None)
     assert eager["steps"] == 3 and math.isclose(eager["wall_ms"], 1.0)
     assert math.isclose(eager["qgemm_ms"], 0.2) and math.isclose(eager["attention_ms"], 0.1)
     assert math.isclose(eager["other_gpu_ms"], 0.05) and math.isclose(eager["gpu_busy_ms"], 0.35)
-    assert math.isclose(eager["host_uncovered_ms"], 0.65) and eager["kernels_per_step"] == 3
+    assert math.isclose(eager["host_uncovered_ms"], 0.65) and eager["launches_per_step"] == 3
     shares = _name_shares(_trace())
     assert shares["gemm_q4"] == {"wb::qgemm": 1.0} and shares["attn_kernel"] == {"wb::attention": 1.0}
     graph = _split(_trace(graph=True), "cuda", shares)  # no annotations inside a replay: by name
     assert math.isclose(graph["qgemm_ms"], 0.2) and math.isclose(graph["attention_ms"], 0.1)
-    assert graph["kernel_counts"] == eager["kernel_counts"]
+    assert graph["launches_by_op"] == eager["launches_by_op"]
 
 
 def test_bench_modes_prints_each_mode_with_its_proof(demo_model_path, tmp_path, capsys):
@@ -205,4 +207,4 @@ def test_bench_modes_prints_each_mode_with_its_proof(demo_model_path, tmp_path, 
     assert static.split()[-1] == "yes"  # proven against eager
     assert "needs a CUDA device" in next(line for line in lines if " graph " in line)
     saved = json.loads(out.read_text())
-    assert {r["mode_requested"] for r in saved["rows"]} == {"eager", "static", "graph"}
+    assert {r["decode_mode_requested"] for r in saved["rows"]} == {"eager", "static", "graph"}

@@ -190,7 +190,7 @@ def test_the_engine_loop_makes_transformers_tokens_and_a_full_record(engine, dem
     assert mine.attention == "exllamav2-sdpa (sdpa-no-cudnn)"  # its SDPA obeys the workbench's switches
     assert len(mine.token_times_s) == mine.new_tokens and mine.token_times_s == sorted(mine.token_times_s)
     assert mine.prefill_s <= mine.ttft_s == mine.token_times_s[0]
-    assert mine.itl.n == mine.new_tokens - 1
+    assert len(mine.token_gaps_s) == mine.new_tokens - 1
     assert len(mine.logprobs) == mine.new_tokens and all(lp <= 0 for lp in mine.logprobs)
     assert max(abs(a - b) for a, b in zip(mine.logprobs, theirs.logprobs)) < 1e-3
     # greedy picks a top token (ties after log_softmax may list another id first)
@@ -198,7 +198,7 @@ def test_the_engine_loop_makes_transformers_tokens_and_a_full_record(engine, dem
     # one prefill of the whole prompt, then one forward of one token per new token but the last
     calls = engine.engine_handle.calls
     assert calls[-mine.new_tokens] == (1, mine.prompt_tokens) and set(calls[-mine.new_tokens + 1:]) == {(1, 1)}
-    forced = generate_ids(engine, [mine.token_ids[:4] * 3], DecodeConfig.greedy(max_new_tokens=5, min_new_tokens=5))[0]
+    forced = generate_ids(engine, [mine.token_ids[:4] * 3], DecodeConfig.forced(5))[0]
     assert forced.new_tokens == 5 and forced.stop_reason == "max_new_tokens"
 
 

@@ -21,6 +21,11 @@ def test_decode_config_factories_and_validation():
     assert (card.do_sample, card.top_p, card.temperature, card.max_new_tokens) == (True, 0.95, 0.1, 512)
     greedy = DecodeConfig.greedy()
     assert (greedy.do_sample, greedy.num_beams, greedy.max_new_tokens) == (False, 1, 512)
+    forced = DecodeConfig.forced(20, repetition_penalty=1.3)  # fixed-length timing runs
+    assert (forced.do_sample, forced.max_new_tokens, forced.min_new_tokens, forced.repetition_penalty) == \
+        (False, 20, 20, 1.3)
+    with pytest.raises(ConfigError, match="DecodeConfig.max_new_tokens="):
+        DecodeConfig.forced(0)
     for bad, field in [({"temperature": 0}, "temperature"), ({"top_p": 1.5}, "top_p"), ({"top_k": -1}, "top_k"),
                        ({"num_beams": 0}, "num_beams"), ({"max_new_tokens": 0}, "max_new_tokens"),
                        ({"min_new_tokens": 9, "max_new_tokens": 8}, "min_new_tokens"), ({"seed": -2}, "seed"),
@@ -40,10 +45,13 @@ def test_record_is_consistent(demo_loaded):
     assert all(b > a for a, b in zip(times, times[1:])), "token times must increase"
     assert rec.ttft_s == times[0] and 0 < rec.prefill_s <= rec.ttft_s
     gaps = [b - a for a, b in zip(times, times[1:])]
+    assert rec.token_gaps_s == gaps
     assert math.isclose(rec.ttft_s + sum(gaps), times[-1], rel_tol=1e-9)
-    if rec.itl:
-        assert rec.itl.n == len(gaps) and rec.itl.min_ms <= rec.itl.p50_ms <= rec.itl.p90_ms <= rec.itl.max_ms
-        assert math.isclose(rec.decode_tokens_per_s, len(gaps) / (times[-1] - times[0]))
+    if gaps:
+        lat = rec.token_latency()
+        assert lat.n == len(gaps) and lat.min_ms <= rec.token_ms_p50 <= rec.token_ms_p90 <= lat.max_ms
+        assert (rec.token_ms_p50, rec.token_ms_p90) == (lat.p50_ms, lat.p90_ms)
+        assert math.isclose(rec.tokens_per_s, len(gaps) / (times[-1] - times[0]))
     assert rec.stop_reason in ("eos", "max_new_tokens")
     assert rec.kernel == demo_loaded.kernel and rec.env["torch"] == torch.__version__
     assert rec.checkpoint_hash and rec.memory["generation"]["rss_gb"] > 0

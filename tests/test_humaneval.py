@@ -79,7 +79,7 @@ def test_the_program_is_prompt_completion_tests_and_the_check_call():
     assert program == P0.prompt + "    return False\n" + "\n" + P0.test + "\ncheck(has_close_elements)\n"
 
 
-# --- Post-processing, on answers in the forms FACTS.md describes --------------------------------
+# --- Post-processing, on answers in the forms docs/model-facts.md describes -----------------------
 
 BODY = "    for i, a in enumerate(numbers):\n        if a > threshold:\n            return True\n    return False\n"
 

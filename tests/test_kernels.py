@@ -58,14 +58,16 @@ def test_registry_matches_gptqmodel(name):
 
     gptqmodel = import_gptqmodel()
     spec = KERNELS[name]
-    cls = getattr(importlib.import_module(f"gptqmodel.nn_modules.qlinear.{_QLINEAR_MODULES[spec.qlinear]}"), spec.qlinear)
+    module = importlib.import_module(f"gptqmodel.nn_modules.qlinear.{_QLINEAR_MODULES[spec.qlinear]}")
+    cls = getattr(module, spec.qlinear)
     assert gptqmodel.BACKEND(spec.backend) in cls.SUPPORTS_BACKENDS
     assert set(spec.bits) == set(cls.SUPPORTS_BITS)
     assert set(spec.group_sizes) == set(cls.SUPPORTS_GROUP_SIZE)
     assert set(spec.desc_act) == set(cls.SUPPORTS_DESC_ACT)
     assert set(spec.sym) == set(cls.SUPPORTS_SYM)
     assert set(spec.dtypes) == {str(d).removeprefix("torch.") for d in cls.SUPPORTS_DTYPES}
-    assert spec.features_multiple == (cls.SUPPORTS_IN_FEATURES_DIVISIBLE_BY[0], cls.SUPPORTS_OUT_FEATURES_DIVISIBLE_BY[0])
+    assert spec.features_multiple == (cls.SUPPORTS_IN_FEATURES_DIVISIBLE_BY[0],
+                                      cls.SUPPORTS_OUT_FEATURES_DIVISIBLE_BY[0])
     devices = {d.value for d in cls.SUPPORTS_DEVICES}
     assert set(spec.devices) <= ({"cpu", "cuda"} if "all" in devices else devices)
 
@@ -135,7 +137,8 @@ def test_a_different_kernel_than_asked_is_refused(tiny, monkeypatch):
 def test_auto_picks_and_records(tiny):
     loaded = load_model(tiny, device="cpu")
     rec = loaded.load_record
-    assert loaded.kernel == rec.kernel == AUTO_ORDER["cpu"][0] and loaded.kernel_requested == rec.kernel_requested == "auto"
+    assert loaded.kernel == rec.kernel == AUTO_ORDER["cpu"][0]
+    assert loaded.kernel_requested == rec.kernel_requested == "auto"
     assert rec.checkpoint_hash == checkpoint_hash(tiny) and rec.verified and rec.verify_source == "manifest"
     assert rec.layout == "autogptq_bin" and rec.loaded_from != str(tiny) and rec.synthetic
     assert rec.settings["bits"] == 4 and rec.devices == ["cpu"]

@@ -97,22 +97,23 @@ def test_kernels_numbers(report):
     table = {row["kernel"]: row for row in d["data"]["table"]}
     assert set(table) == {"torch_fused", "torch"}
     for row in table.values():
-        assert row["decode_ms_p50"] > 0 and row["prefill_tok_s"] > 0
+        assert row["token_ms_p50"] > 0 and row["prefill_tokens_per_s"] > 0
     agreements = {a["kernel"]: a for a in d["data"]["study"]["agreements"]}
     # torch_fused (float32) against torch (float16) and against the dense float32 model
     assert agreements["torch"]["top1_agreement"] > 0.9 and math.isfinite(agreements["torch"]["max_abs_dlogit"])
     assert "triton" in d["data"]["skipped"] and "cuda" in d["data"]["skipped"]["triton"]
     study = d["data"]["study"]
-    ran = {(r["kernel"], r["mode_requested"]): r for r in study["modes"]}
+    ran = {(r["kernel"], r["decode_mode_requested"]): r for r in study["modes"]}
     assert set(ran) == {(k, m) for k in ("torch_fused", "torch") for m in ("eager", "static", "graph")}
     for kernel in ("torch_fused", "torch"):
-        assert ran[kernel, "static"]["mode"] == "static" and ran[kernel, "static"]["decode_ms_p50"] > 0
+        assert ran[kernel, "static"]["decode_mode"] == "static" and ran[kernel, "static"]["token_ms_p50"] > 0
         assert "needs a CUDA device" in ran[kernel, "graph"]["why_not"]  # said, not silently run as static
-    proofs = {(p["kernel"], p.get("mode_requested", p["mode"])): p for p in study["proofs"]}
+    proofs = {(p["kernel"], p.get("decode_mode_requested", p["decode_mode"])): p for p in study["proofs"]}
     assert proofs["torch_fused", "static"]["passed"] and proofs["torch_fused", "static"]["steps"] == 8
     assert proofs["torch", "static"]["tokens_identical"]
     splits = [s for s in study["splits"] if "why_not" not in s]
-    assert {(s["kernel"], s["mode"]) for s in splits} == {(k, m) for k in ("torch_fused", "torch") for m in ("eager", "static")}
+    assert {(s["kernel"], s["decode_mode"]) for s in splits} == \
+        {(k, m) for k in ("torch_fused", "torch") for m in ("eager", "static")}
     assert all(s["wall_ms"] > 0 and s["qgemm_ms"] > 0 for s in splits)
     assert [r["attention"] for r in study["attention_rows"]] == ["sdpa", "eager"]  # on the reference kernel
     assert d["headline"]["fast_modes_proven"] is False  # the graph mode could not run on the CPU
@@ -122,13 +123,14 @@ def test_latency_curve_numbers(report):
     d = _saved(report[0], "05_latency_curves")
     assert [r["prompt_tokens"] for r in d["data"]["ttft"]] == [8, 32]
     assert all(r["ttft_ms"] > 0 for r in d["data"]["ttft"])
-    assert [(r["mode"], r["batch_size"]) for r in d["data"]["batch"]] == [("eager", 1), ("eager", 2), ("static", 1), ("static", 2)]
+    assert [(r["decode_mode"], r["batch_size"]) for r in d["data"]["batch"]] == \
+        [("eager", 1), ("eager", 2), ("static", 1), ("static", 2)]
     assert len(d["data"]["long_token_times_s"]) == 16
     by_mode = d["data"]["long_by_mode"]
-    assert {m: v["mode"] for m, v in by_mode.items()} == {"eager": "eager", "static": "static"}
+    assert {m: v["decode_mode"] for m, v in by_mode.items()} == {"eager": "eager", "static": "static"}
     assert all(len(v["token_times_s"]) == 16 for v in by_mode.values())
     head = d["headline"]  # both by-mode figures under the same labels ("graph (ran static)" where refused)
-    assert list(head["decode_floor_share_by_mode"]) == list(head["decode_ms_p50_by_mode"]) == ["eager", "static"]
+    assert list(head["floor_share_by_mode"]) == list(head["token_ms_p50_by_mode"]) == ["eager", "static"]
     assert d["data"]["card_cells"] is None  # a CPU and a small model: the card's cells do not apply
 
 

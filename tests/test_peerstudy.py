@@ -27,7 +27,7 @@ def test_bench_peer_on_the_cpu(demo_model_path):
     assert "why_not" in rows[("exllamav2-engine", None, False)]  # no package / no CUDA here: a reason, not a number
     assert "CUDA" in rows[("torch graph", None, False)]["why_not"]
     fused = rows[("torch fast fused", 24, False)]
-    assert fused["decode_ms_p50"] > 0 and fused["mode"] == "fast" and fused["steps"] == 4
+    assert fused["token_ms_p50"] > 0 and fused["decode_mode"] == "fast" and fused["steps"] == 4
     assert rows[("torch fast fused", None, True)]["ttft_ms"] > 0
     assert "needs a CUDA device" in rows[("torch fast +compile", None, False)]["why_not"]
     assert [p["path"] for p in result["proofs"]] == ["torch fast fused"] and result["proofs"][0]["passed"]

@@ -120,7 +120,7 @@ def test_report_json_records_each_run(suite):
     assert data["counts"] == {"ok": 1, "failed": 1, "timeout": 0}
     assert data["model"]["kind"] == "demo" and data["banner"].startswith("DEMO MODEL")
     assert data["config"]["kernel"] == "torch" and data["config"]["device"] == "cpu"
-    assert data["environment"]["kernel_python"] == sys.executable
+    assert data["environment"]["jupyter_kernel_python"] == sys.executable
     ok, failed = data["notebooks"]
     assert (ok["name"], ok["status"], failed["name"], failed["status"]) == ("01_ok", "ok", "02_fails", "failed")
     assert ok["headline"]["answer"] == 42 and ok["error"] is None
@@ -180,7 +180,8 @@ def test_ending_a_run_also_ends_what_runs_in_a_session_of_its_own():
     # jupyter_client starts the kernel in its own session, as this grandchild is: a process-group
     # kill of papermill's process would leave it running
     grandchild = ("import subprocess, sys, time\n"
-                  "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'], start_new_session=True)\n"
+                  "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'],\n"
+                  "                     start_new_session=True)\n"
                   "print(p.pid, flush=True)\n"
                   "time.sleep(60)")
     child = subprocess.Popen([sys.executable, "-c", grandchild], stdout=subprocess.PIPE, text=True)
@@ -420,9 +421,9 @@ def test_default_notebooks_folder_is_the_repositorys():
 
 
 def test_default_jupyter_kernel_is_this_interpreter():
-    assert runner.kernel_python("python3") == sys.executable
+    assert runner.jupyter_kernel_python("python3") == sys.executable
     with pytest.raises(ConfigError, match="not installed"):
-        runner.kernel_python("no-such-kernel-here")
+        runner.jupyter_kernel_python("no-such-kernel-here")
 
 
 def test_model_kind_for_the_banner(tmp_path):

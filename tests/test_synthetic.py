@@ -194,7 +194,8 @@ def test_deep_model_activations_stay_in_float16_range(tmp_path):
     loaded = load_model(tmp_path / "deep", kernel="torch_aten", device="cpu", verify=False)
     rms = []
     for layer in loaded.model.model.layers:
-        layer.register_forward_hook(lambda m, args, out: rms.append(float((out[0] if isinstance(out, tuple) else out).pow(2).mean().sqrt())))
+        layer.register_forward_hook(
+            lambda m, args, out: rms.append(float((out[0] if isinstance(out, tuple) else out).pow(2).mean().sqrt())))
     with torch.no_grad():
         logits = loaded.model(torch.randint(3, 1000, (1, 32))).logits
     assert torch.isfinite(logits).all()

@@ -17,12 +17,16 @@ DISTRIBUTION = "codefuse-workbench"  # the name pyproject.toml gives the package
 # command -> (module, function, one-line help)
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "demo": ("workbench.model.demo", "main", "build (or reuse) the embedded demo model and print its folder"),
-    "bench-overhead": ("workbench.studies.overhead", "main", "measure what instrumented generation costs against model.generate"),
-    "bench-modes": ("workbench.studies.decode_modes", "main", "ms/token per kernel and decode mode beside the floor, with proofs"),
-    "bench-peer": ("workbench.studies.peer", "main", "ExLlamaV2's own engine beside the workbench's graph and fast paths"),
+    "bench-overhead": ("workbench.studies.overhead", "main",
+                       "measure what instrumented generation costs against model.generate"),
+    "bench-modes": ("workbench.studies.decode_modes", "main",
+                    "ms/token per kernel and decode mode beside the floor, with proofs"),
+    "bench-peer": ("workbench.studies.peer", "main",
+                   "ExLlamaV2's own engine beside the workbench's graph and fast paths"),
     "kernels": ("workbench.model.registry", "main", "list the GPTQ kernels, their constraints and which can run here"),
     "verify": ("workbench.model.checkpoint", "main", "check a checkpoint's files against the card's or its SHA256SUMS"),
-    "synthetic": ("workbench.model.synthetic", "main", "write a random GPTQ checkpoint of a Llama shape (not a trained model)"),
+    "synthetic": ("workbench.model.synthetic", "main",
+                  "write a random GPTQ checkpoint of a Llama shape (not a trained model)"),
     "report": ("workbench.report.runner", "main", "render the notebooks into a report (papermill + HTML + index)"),
 }
 

@@ -47,6 +47,50 @@ def percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
 
 
+def median(values) -> float:
+    """The median of repeated measurements: the middle value, or the mean of the two middle ones
+    (the same number as `Latency.p50_ms`, numpy's and `statistics.median`'s). NaN for none."""
+    return percentile(sorted(values), 50)
+
+
+# --- one key per metric -----------------------------------------------------------------------
+# Every saved number has one name, from a record to a study row, a headline, a DataFrame column
+# and the JSON on disk:
+#   token_ms_p50, token_ms_p90   per-token latency: the gaps between new tokens, in ms
+#   tokens_per_s                 new tokens after the first over the time they took
+#   prefill_tokens_per_s         prompt tokens over one plain forward pass
+#   floor_share                  the bandwidth floor over the measured step (1.0 = at the floor)
+#   decode_mode                  the decode loop that ran (eager, static, graph)
+# Results saved before these names (results/) used the keys on the left; readers of saved rows
+# pass them through `current_keys`.
+OLD_KEYS = {
+    "itl_p50_ms": "token_ms_p50", "decode_ms_p50": "token_ms_p50", "decode_ms_per_step": "token_ms_p50",
+    "itl_p90_ms": "token_ms_p90", "decode_ms_p90": "token_ms_p90",
+    "first_run_ms_p50": "first_run_token_ms_p50",
+    "decode_tokens_per_s": "tokens_per_s", "decode_tok_s": "tokens_per_s",
+    "prefill_tok_s": "prefill_tokens_per_s", "gpu_kernel_ms": "gpu_ops_ms",
+    "mode": "decode_mode", "mode_requested": "decode_mode_requested",
+    # CUDA kernel launches are "launches" and "GPU ops": "kernel" is the GPTQ kernel only
+    "kernels_per_step": "launches_per_step", "top_kernels": "top_gpu_ops", "kernel_counts": "launches_by_op",
+    "kernels_static_kernels_per_step": "launch_check_static_launches_per_step",
+    "kernels_graph_kernels_per_step": "launch_check_graph_launches_per_step",
+    "kernels_qgemm_launches_static": "launch_check_qgemm_launches_static",
+    "kernels_qgemm_launches_graph": "launch_check_qgemm_launches_graph",
+    "kernels_qgemm_kernel_names": "launch_check_qgemm_op_names",
+    "kernels_missing": "launch_check_missing", "kernels_ok": "launch_check_ok",
+}
+
+
+def current_keys(row: dict) -> dict:
+    """`row` with every old metric key renamed (a key present under both names keeps the new one)."""
+    out = {}
+    for key, value in row.items():
+        new = OLD_KEYS.get(key, key)
+        if new not in out or new == key:
+            out[new] = value
+    return out
+
+
 class Clock:
     """Marks points in time on one device; `seconds()` turns the marks into offsets from the first."""
 
@@ -165,7 +209,7 @@ def timed_s(fn, device) -> tuple[object, float]:
 def measure_copy_bandwidth_gbps(device, size_mb: int = 1024, repeats: int = 10) -> float | None:
     """Device-to-device copy bandwidth, counting bytes read plus bytes written (GB/s).
 
-    The floor for one decode step is the bytes it must read over this number (FACTS.md).
+    The floor for one decode step is the bytes it must read over this number (docs/model-facts.md).
     Returns None on the CPU, where the question does not apply the same way.
     """
     import torch

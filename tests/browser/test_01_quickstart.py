@@ -16,7 +16,8 @@ def test_quickstart_streams_the_answer_and_plots_latency(demo_model_path, lab):
     lab.run_all(timeout_s=150)
 
     # what was loaded, in one line
-    expect(lab.output_with_text("demo model (not CodeFuse-34B)", lab.cell("print(describe(loaded))"))).to_have_count(1)
+    described = lab.output_with_text("demo model (not CodeFuse-34B)", lab.cell("print(wb.notebook.describe(loaded))"))
+    expect(described).to_have_count(1)
 
     # the answer arrived a piece at a time, and stayed as one block of text
     answer = lab.outputs(lab.cell(generate_code))

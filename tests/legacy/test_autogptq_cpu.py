@@ -143,11 +143,12 @@ def test_act_order_selects_cuda_not_cuda_old(act_order_checkpoint, prompt_ids):
 def test_the_kernel_study_runs_here_and_names_what_ran(legacy_demo_path):
     """Notebook 04's study under transformers 4.57: gptqmodel's reference is skipped, the fallback
     takes its place, and its row says what ran."""
-    from workbench.studies.kernels import run_kernel_study
+    from workbench.studies.kernels import KernelStudyConfig, run_kernel_study
 
-    study = run_kernel_study(legacy_demo_path, ["autogptq-cuda-old"], "cpu", reference="torch", dtype=torch.float32,
-                             n_prompts=1, prompt_tokens=8, greedy_tokens=2, prefill_tokens=8, decode_tokens=2,
-                             repeats=1, float_reference=True, log=lambda *_: None)
+    config = KernelStudyConfig(kernels=["autogptq-cuda-old"], reference="torch", dtype="float32", n_prompts=1,
+                               prompt_tokens=8, greedy_tokens=2, prefill_tokens=8, decode_tokens=2, repeats=1,
+                               float_reference=True)
+    study = run_kernel_study(legacy_demo_path, config, "cpu", log=lambda *_: None)
     assert "main environment" in study.skipped["torch"]
     table = study.frame()
     assert list(table.index) == [FALLBACK] and study.decode_bytes > 0

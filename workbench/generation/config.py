@@ -58,6 +58,12 @@ class DecodeConfig:
         return cls(**{"do_sample": False, "max_new_tokens": 512, **overrides})
 
     @classmethod
+    def forced(cls, new_tokens: int, **overrides) -> "DecodeConfig":
+        """Greedy decoding of exactly `new_tokens` tokens (eos suppressed until then): every timing
+        run, kernel and mode compared over the same number of steps."""
+        return cls.greedy(**{"max_new_tokens": new_tokens, "min_new_tokens": new_tokens, **overrides})
+
+    @classmethod
     def card(cls, **overrides) -> "DecodeConfig":
         """The model card's quick-start settings."""
         return cls(**{"do_sample": True, "top_p": 0.95, "temperature": 0.1, "max_new_tokens": 512, **overrides})

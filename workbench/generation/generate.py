@@ -13,7 +13,7 @@ from typing import Callable
 
 from ..environment import collect_env
 from ..errors import ConfigError
-from ..measure import Clock, Latency, memory_snapshot, reset_peak_memory
+from ..measure import Clock, memory_snapshot, reset_peak_memory
 from ..model.attention import attention_in_use
 from ..model.exllamav2_engine import is_runner
 from ..prompts.encoding import encode_prompt
@@ -90,7 +90,8 @@ def generate_ids(loaded, prompts_ids: list[list[int]], config: DecodeConfig | No
 
     config = config or DecodeConfig.greedy()
     check_mode(decode_mode)
-    if not prompts_ids or not all(isinstance(p, list) and p and all(isinstance(t, int) for t in p) for p in prompts_ids):
+    if not prompts_ids or not all(isinstance(p, list) and p and all(isinstance(t, int) for t in p)
+                                  for p in prompts_ids):
         raise ConfigError("prompts_ids must be a non-empty list of non-empty lists of token ids")
     if on_token is not None and (len(prompts_ids) > 1 or config.num_beams > 1):
         raise ConfigError("on_token streams one sequence: use it with a single prompt and num_beams=1")
@@ -149,12 +150,9 @@ def _run(loaded, encoded: list[list[int]], config: DecodeConfig, on_token, want_
         times = step_times[:n]
         lps, tops = _logprobs(tok, logits, b, ids, top_k) if logits is not None else \
             _rescore(model, prompt_ids, ids, device, tok, top_k) if want_logprobs else ([], [])
-        gaps = [t1 - t0 for t0, t1 in zip(times, times[1:])]
         records.append(GenerationRecord(
             text=text, prompt_text="", prompt_tokens=len(prompt_ids), token_ids=ids, new_tokens=n,
             token_times_s=times, ttft_s=times[0] if times else float("nan"), prefill_s=prefill_s,
-            itl=Latency.from_values(gaps),
-            decode_tokens_per_s=(len(gaps) / (times[-1] - times[0])) if len(times) > 1 and times[-1] > times[0] else None,
             logprobs=lps, top_logprobs=tops, stop_reason=reason,
             kernel=getattr(loaded, "kernel", None), kernel_requested=getattr(loaded, "kernel_requested", None),
             config=config, format="", batch_size=len(encoded), batch_index=b,

@@ -61,7 +61,7 @@ class CapturedStep:
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph):
                 self._step_body()
-        except Exception as e:  # a kernel that syncs, allocates or launches off-stream while capturing
+        except Exception as e:  # a GPU op that syncs, allocates or launches off-stream while capturing
             torch.cuda.synchronize(self.device)
             rewind()
             why = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
@@ -70,7 +70,7 @@ class CapturedStep:
             return
         capture_s = time.perf_counter() - started
         # The eager step twice, then the replay: the graph must be as close to the eager step as
-        # the eager step is to itself (kernels that add with atomics do not repeat to the bit).
+        # the eager step is to itself (GPU ops that add with atomics do not repeat to the bit).
         self._step_body()
         first = self.logits.clone()
         rewind()
@@ -97,7 +97,7 @@ def tolerance(first, second) -> float:
 
 def graph_mismatch(eager, replayed, atol: float) -> str:
     """Why a replayed step's logits cannot be trusted, or "" when they equal the eager step's.
-    Non-finite values never pass (a graph without its GEMMs gave NaN: H100-BASELINE.md)."""
+    Non-finite values never pass (a graph without its GEMMs gave NaN: docs/h100-baseline.md)."""
     import torch
 
     if not torch.isfinite(replayed).all():

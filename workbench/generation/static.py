@@ -1,9 +1,9 @@
 """A decode loop with a static KV cache, optionally replayed as one CUDA graph per token.
 
-transformers' `generate` rebuilds masks, grows the cache and launches every kernel from Python at
+transformers' `generate` rebuilds masks, grows the cache and launches every GPU op from Python at
 each step; on a 34B model that host work, not the GPU, sets the pace (docs/h100-baseline.md). Here
 the cache has a fixed length, the attention mask is a fixed-size buffer updated in place, and every
-input of a step lives in a buffer of its own, so one step is the same kernels on the same
+input of a step lives in a buffer of its own, so one step is the same GPU ops on the same
 addresses each time: it can be captured once and replayed.
 
 Modes: "eager" is transformers' own `generate` (eager.py runs it); "static" is this loop
@@ -50,7 +50,8 @@ def grouped_sdpa(module, query, key, value, attention_mask, scaling=None, dropou
     b, heads, q_len, dim = query.shape
     kv_heads = key.shape[1]
     if q_len != 1 or heads == kv_heads or dropout:
-        return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
+        return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout,
+                                      **kwargs)
     q = query.reshape(b, kv_heads, heads // kv_heads, dim)  # [B, KV, G, D]: head h shares KV head h // G
     mask = attention_mask[:, :, :, : key.shape[-2]] if attention_mask is not None else None  # [B, 1, 1, L]
     out = F.scaled_dot_product_attention(q, key, value, attn_mask=mask, scale=scaling)  # [B, KV, G, D]

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from importlib import metadata
 
 from ..errors import ConfigError
-from .protocol import HumanEvalError, Problem, check_program, load_problems, pass_at_k, task_number
+from .protocol import CARD_PASS_AT_1, HumanEvalError, Problem, check_program, load_problems, pass_at_k, task_number
 from .sandbox import SandboxLimits, SandboxResult, run_python
 
 STATUSES = ("passed", "failed", "timeout", "error")
@@ -88,6 +88,12 @@ class EvalReport:
 
     def counts(self) -> dict[str, int]:
         return {status: sum(r.status == status for r in self.results) for status in STATUSES}
+
+    def headline(self) -> dict:
+        """The numbers notebook 06 puts in the report's index: pass@1 beside the card's, and how
+        every completion ended."""
+        return {"pass_at_1": round(self.pass_at_k(1), 4), "problems": len(self.tasks()),
+                "card_pass_at_1": CARD_PASS_AT_1, **{f"n_{k}": v for k, v in self.counts().items()}}
 
     def to_dict(self) -> dict:
         return {

@@ -11,6 +11,7 @@ from .checkpoint import (
                          checkpoint_hash,
                          detect_layout,
                          is_synthetic,
+                         model_kind,
                          prepare_checkpoint,
                          verify_checkpoint,
 )
@@ -22,5 +23,5 @@ from .synthetic import LlamaArch, write_synthetic_checkpoint
 __all__ = ["ATTENTION_CHOICES", "DEFAULT_ATTENTION", "KERNELS", "KernelAvailability", "KernelSpec", "Layout",
            "LlamaArch", "LoadRecord", "LoadedModel", "VerifyResult", "attention_in_use", "available_kernels",
            "checkpoint_hash", "choose_kernel", "detect_layout", "is_synthetic", "load_model", "load_reference_model",
-           "prepare_checkpoint", "resolve_device", "resolve_model", "set_attention", "verify_checkpoint",
+           "model_kind", "prepare_checkpoint", "resolve_device", "resolve_model", "set_attention", "verify_checkpoint",
            "write_synthetic_checkpoint"]

@@ -20,7 +20,6 @@ which reads it with `torch.load(weights_only=True)` (whole, into RAM: 19 GB for 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import functools
 import importlib
 import importlib.util
@@ -29,21 +28,18 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..environment import collect_env
 from ..errors import KernelUnavailable
-from ..measure import memory_snapshot, timed_s
+from ..measure import timed_s
 from ..prompts.encoding import DEFAULT_CONTEXT_TOKENS
 from ..prompts.tokenizer import load_tokenizer
 from .attention import attention_in_use
 from .checkpoint import (
-    checkpoint_hash,
     detect_layout,
-    is_synthetic,
     read_gptq_settings,
     verify_checkpoint,
     weight_files,
 )
-from .loaded import LoadedModel, LoadRecord, time_first_forward
+from .loaded import LoadedModel, record_load
 
 ENGINE = "autogptq"
 NEEDS_ENVIRONMENT = "needs the auto-gptq environment (make legacy-env)"
@@ -60,7 +56,7 @@ AUTOGPTQ_FLAGS: dict[str, dict[str, bool]] = {
     "autogptq-triton": {"use_triton": True, "disable_exllama": True, "disable_exllamav2": True},
 }
 # The card's loader flags. Fused attention assumes as many KV heads as query heads, so it would
-# break this model's grouped-query attention: always off (FACTS.md).
+# break this model's grouped-query attention: always off (docs/model-facts.md).
 CARD_FLAGS = {"inject_fused_attention": False, "inject_fused_mlp": False, "use_cuda_fp16": True}
 
 # The module of the injected class -> the registry name of the kernel it runs.
@@ -133,7 +129,8 @@ def expectation(spec, device: str) -> str:
         return "AutoGPTQ's torch fallback (dequantize, then matmul): its CUDA extension never runs on cpu"
     error = _extension_error(spec.name)
     if error:
-        return f"its extension does not load here ({error}): AutoGPTQ will run its torch fallback, and the record says so"
+        return (f"its extension does not load here ({error}): AutoGPTQ will run its torch fallback, "
+                "and the record says so")
     return "ok; inputs of 128 rows or more (a long prefill) take AutoGPTQ's torch path by design"
 
 
@@ -157,7 +154,8 @@ def kernel_in_use(model) -> KernelInUse:
     """Name the kernel that `model`'s AutoGPTQ layers run, torch fallback included."""
     layers = [m for m in model.modules() if type(m).__module__.startswith("auto_gptq.nn_modules.qlinear.")]
     if not layers:
-        raise KernelUnavailable("the loaded model has no AutoGPTQ quantized layers; the checkpoint was not loaded as GPTQ")
+        raise KernelUnavailable("the loaded model has no AutoGPTQ quantized layers; "
+                                "the checkpoint was not loaded as GPTQ")
     classes = sorted({f"{type(m).__module__}.{type(m).__name__}" for m in layers})
     if len(classes) > 1:
         raise KernelUnavailable(f"the loaded model mixes AutoGPTQ kernels ({', '.join(classes)}); expected one")
@@ -179,7 +177,8 @@ def kernel_in_use(model) -> KernelInUse:
             fallback = f"{len(no_extension)} of {len(layers)} layers: in/out features not multiples of 64"
             fallback_layers = len(no_extension)
     kernel = base if fallback is None else f"{base} (torch fallback: {fallback})"
-    return KernelInUse(kernel=kernel, base=base, qlinear=classes[0], quant_type=getattr(layers[0], "QUANT_TYPE", module),
+    return KernelInUse(kernel=kernel, base=base, qlinear=classes[0],
+                       quant_type=getattr(layers[0], "QUANT_TYPE", module),
                        layers=len(layers), fallback_layers=fallback_layers, fallback=fallback, use_cuda_fp16=fp16)
 
 
@@ -216,7 +215,8 @@ def _from_quantized_kwargs(path: Path, device: str, torch_dtype) -> dict:
 
     files = weight_files(path)
     if len(files) != 1:
-        raise KernelUnavailable(f"{path}: AutoGPTQ loads one weights file here; found {', '.join(f.name for f in files)}")
+        names = ", ".join(f.name for f in files)
+        raise KernelUnavailable(f"{path}: AutoGPTQ loads one weights file here; found {names}")
     placement = {"device_map": "auto"} if device == "cuda" else {"device": device}
     return {**placement, "torch_dtype": torch_dtype, "use_safetensors": files[0].suffix == ".safetensors",
             "model_basename": files[0].stem}
@@ -236,7 +236,7 @@ def load_autogptq(path, spec, kernel_requested: str, device: str, torch_dtype, v
     if settings.checkpoint_format != "gptq":
         raise KernelUnavailable(f"{path.name}: checkpoint_format={settings.checkpoint_format!r}; AutoGPTQ 0.7.1 "
                                 "reads only its original ('gptq', v1) packing")
-    layout = detect_layout(path)
+    detect_layout(path)  # a folder that is no GPTQ checkpoint fails here, not after loading
     verified = verify_checkpoint(path) if verify else None
     flags = {**AUTOGPTQ_FLAGS[spec.name], **CARD_FLAGS}
     kwargs = {**_from_quantized_kwargs(path, device, torch_dtype), **flags}
@@ -255,27 +255,17 @@ def load_autogptq(path, spec, kernel_requested: str, device: str, torch_dtype, v
     if ran.base == "autogptq-exllama" and settings.desc_act:
         # exllama v1 with act-order keeps a scratch buffer sized for 2048 tokens; the card's input is 4K.
         exllama_set_max_input_length(model, DEFAULT_CONTEXT_TOKENS)
-    first_forward_s = time_first_forward(model, device, timed_s)
-    devices = sorted({str(p.device) for p in model.parameters()} | {str(b.device) for b in model.buffers()})
-    primary = str(model.get_input_embeddings().weight.device)
-    env = collect_env(primary)
-    env["autogptq"] = {
+    autogptq = {
         "from_quantized": {k: v for k, v in kwargs.items() if k != "torch_dtype"},
         "qlinear": ran.qlinear, "quant_type": ran.quant_type, "layers": ran.layers,
         "fallback": ran.fallback, "fallback_layers": ran.fallback_layers, "use_cuda_fp16": ran.use_cuda_fp16,
         "extensions": extension_errors(), "log": log + load_log,
     }
-    record = LoadRecord(
-        kernel=ran.kernel, kernel_requested=kernel_requested, backend=ran.quant_type, device=device,
-        devices=devices, dtype=str(torch_dtype).removeprefix("torch."), path=str(path), loaded_from=str(path),
-        layout=layout.value, settings=dataclasses.asdict(settings), checkpoint_hash=checkpoint_hash(path),
-        synthetic=is_synthetic(path), verified=verified is not None,
-        verify_source=verified.source if verified else None,
-        verify_s=round(verified.seconds, 3) if verified else None, convert_s=None,
-        load_s=round(load_s, 3), first_forward_s=round(first_forward_s, 3),
-        memory=memory_snapshot(primary).to_dict(), env=env, attention=attention_in_use(model),
-    )
-    return LoadedModel(model=model, tokenizer=load_tokenizer(path), kernel=ran.kernel, kernel_requested=kernel_requested,
+    record = record_load(model, path, kernel=ran.kernel, kernel_requested=kernel_requested, backend=ran.quant_type,
+                         device=device, torch_dtype=torch_dtype, loaded_from=path, verified=verified, convert_s=None,
+                         load_s=load_s, attention=attention_in_use(model), env={"autogptq": autogptq})
+    return LoadedModel(model=model, tokenizer=load_tokenizer(path), kernel=ran.kernel,
+                       kernel_requested=kernel_requested,
                        device=device, dtype=torch_dtype, path=path, load_record=record, engine_handle=handle,
                        attention=record.attention)
 

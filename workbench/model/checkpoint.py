@@ -28,10 +28,10 @@ from enum import Enum
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
-from ..cache import atomic_write_json, building_dir, cache_dir
+from ..cache import atomic_write_json, atomic_write_text, building_dir, cache_dir
 from ..errors import CheckpointError, ChecksumMismatch, UnsafeCheckpoint
 
-# The card's consistency-check table (../shared/codefuse/FACTS.md).
+# The card's consistency-check table (docs/model-facts.md).
 CARD_SHA256 = {
     "config.json": "bd1b92f942549f76d7e02e65fd346b39903943912d6d6a2ff8ff345e43e1115b",
     "generation_config.json": "b625bd13a52d0685313c32919324b9bdc9e75a4f1338ca5c28226d1693e130a3",
@@ -49,6 +49,8 @@ CARD_WEIGHTS_FILE = "gptq_model-4bit-64g.bin"
 CARD_OPTIONAL_FILES = frozenset({"tokenizer.json", "pytorch_model.bin.index.json"})
 
 MANIFEST = "SHA256SUMS"
+# The config.json keys that mark the checkpoints the workbench writes itself (`model_kind`).
+DEMO_MARKER, SYNTHETIC_MARKER = "workbench_demo", "workbench_synthetic"
 CONVERTED_WEIGHTS = "model.safetensors"  # a basename gptqmodel looks for
 SUPPORTED_BITS = (2, 3, 4, 8)  # AutoGPTQ's settings; kernels narrow this further
 CONVERTER_VERSION = 1  # bump when the converted copy's content would change
@@ -174,10 +176,21 @@ def read_gptq_settings(path) -> GPTQSettings:
     return GPTQSettings.from_dict(_read_json(path / "quantize_config.json"), str(path / "quantize_config.json"))
 
 
-def is_synthetic(path) -> bool:
-    """True for checkpoints written by workbench.synthetic (random weights, not a trained model)."""
+def model_kind(path) -> str:
+    """What a model folder holds: "synthetic" (random weights in the real layout, model/synthetic.py),
+    "demo" (the small trained stand-in, model/demo.py) or "checkpoint" (anything else: the real
+    model or another GPTQ checkpoint). Their writers mark the first two in config.json. Raises
+    CheckpointError for a config.json that is not JSON."""
     config = Path(path) / "config.json"
-    return config.exists() and bool(_read_json(config).get("workbench_synthetic", False))
+    data = _read_json(config) if config.is_file() else {}
+    if data.get(SYNTHETIC_MARKER):
+        return "synthetic"
+    return "demo" if data.get(DEMO_MARKER) else "checkpoint"
+
+
+def is_synthetic(path) -> bool:
+    """True for checkpoints written by model/synthetic.py (random weights, not a trained model)."""
+    return model_kind(path) == "synthetic"
 
 
 # --- hashing, cached by file size and mtime ---------------------------------------------------
@@ -264,6 +277,18 @@ def verify_checkpoint(path, progress: bool = True) -> VerifyResult:
             raise ChecksumMismatch(str(path / name), expected[name], actual)
         checked[name] = actual
     return VerifyResult(path, source, checked, tuple(missing), tuple(unlisted), time.perf_counter() - started)
+
+
+def write_manifest(folder, *, note: str | None = None, known: dict[str, str] | None = None) -> Path:
+    """Write the folder's SHA256SUMS over every other file in it, in `sha256sum`'s format (what
+    `verify_checkpoint` and `sha256sum -c` read). `note` goes first as a '#' line; `known` maps
+    file names to digests already computed (a weights file hashed as it was written)."""
+    folder, known = Path(folder), known or {}
+    lines = [f"# {note}"] if note else []
+    for f in sorted(p for p in folder.iterdir() if p.is_file() and p.name != MANIFEST):
+        lines.append(f"{known.get(f.name) or file_sha256(f, progress=False)}  {f.name}")
+    atomic_write_text(folder / MANIFEST, "\n".join(lines) + "\n")
+    return folder / MANIFEST
 
 
 def checkpoint_hash(path, progress: bool = True) -> str:
@@ -460,10 +485,12 @@ def _copy_side_files(src: Path, out: Path) -> None:
             shutil.copy2(p, out / p.name)
 
 
-def _write_conversion_note(out: Path, src: Path, seconds: float, linked: bool, weights_sha256: str | None = None) -> None:
+def _write_conversion_note(out: Path, src: Path, seconds: float, linked: bool,
+                           weights_sha256: str | None = None) -> None:
     atomic_write_json(out / CONVERSION_NOTE, {
         "source": str(src.resolve()), "source_weights": [f.name for f in weight_files(src)],
-        "source_sha256_16": checkpoint_hash(src), "how": "symlink" if linked else "pickle -> safetensors, packing unchanged",
+        "source_sha256_16": checkpoint_hash(src),
+        "how": "symlink" if linked else "pickle -> safetensors, packing unchanged",
         "weights_sha256": weights_sha256, "seconds": round(seconds, 3), "converter_version": CONVERTER_VERSION,
     })
 

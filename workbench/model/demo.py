@@ -28,6 +28,7 @@ from pathlib import Path
 
 from ..cache import atomic_write_json, building_dir, cache_dir
 from ..errors import ConfigError, WorkbenchError
+from .checkpoint import DEMO_MARKER, write_manifest
 from .libraries import import_gptqmodel
 
 ROLE_HUMAN = "<|role_start|>human<|role_end|>"
@@ -480,8 +481,10 @@ def quantize(model, work: Path, sp_path: Path, train_ids, recipe: DemoRecipe):
     gm = gptqmodel.GPTQModel.load(str(fp_dir), quantize_config=qconfig, device="cpu",
                                   dtype=torch.float32)
     rng = random.Random(recipe.seed + 1)
-    calib = [train_ids[i][0][: recipe.block_tokens] for i in rng.sample(range(len(train_ids)), recipe.calibration_samples)]
-    samples = [{"input_ids": torch.tensor([c]), "attention_mask": torch.ones(1, len(c), dtype=torch.long)} for c in calib]
+    picked = rng.sample(range(len(train_ids)), recipe.calibration_samples)
+    calib = [train_ids[i][0][: recipe.block_tokens] for i in picked]
+    samples = [{"input_ids": torch.tensor([c]), "attention_mask": torch.ones(1, len(c), dtype=torch.long)}
+               for c in calib]
     with contextlib.chdir(work):  # gptqmodel writes a logs/ folder into the working directory
         gm.quantize(samples)
     gm.save(str(q_dir))
@@ -515,26 +518,11 @@ def write_checkpoint(out: Path, quantized, config, recipe: DemoRecipe) -> None:
     cfg = config.to_dict()
     cfg.pop("quantization_config", None)
     cfg["torch_dtype"] = "float16"
-    cfg["workbench_demo"] = True
+    cfg[DEMO_MARKER] = True
     atomic_write_json(out / "config.json", cfg)
     atomic_write_json(out / "generation_config.json", {
         "bos_token_id": 1, "eos_token_id": EOS_ID, "pad_token_id": 0,
     })
-
-
-def write_manifest(out: Path) -> None:
-    lines = []
-    for f in sorted(p for p in out.iterdir() if p.is_file() and p.name != "SHA256SUMS"):
-        lines.append(f"{_sha256(f)}  {f.name}")
-    (out / "SHA256SUMS").write_text("\n".join(lines) + "\n")
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # --- quality ---------------------------------------------------------------------------------

@@ -26,7 +26,6 @@ because importing it builds its extension.
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.util
 import math
 import os
@@ -35,13 +34,12 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
-from ..environment import collect_env
 from ..errors import ConfigError, KernelUnavailable
-from ..measure import memory_snapshot, timed_s
+from ..measure import timed_s
 from ..prompts.tokenizer import load_tokenizer
 from .attention import apply_attention, attention_in_use
-from .checkpoint import GPTQSettings, checkpoint_hash, detect_layout, is_synthetic, read_gptq_settings, weight_files
-from .loaded import LoadedModel, LoadRecord
+from .checkpoint import GPTQSettings, read_gptq_settings, weight_files
+from .loaded import LoadedModel, record_load
 
 ENGINE = "exllamav2"
 KERNEL = "exllamav2-engine"
@@ -239,7 +237,7 @@ class ExLlamaV2Runner:
 
     def decode_bytes_per_token(self) -> int:
         """Bytes a batch-1 step must read without the KV cache: the quantized linears (4-bit codes, fp16
-        scales and 4-bit zeros per group), the fp16 lm_head and norms (FACTS.md's count)."""
+        scales and 4-bit zeros per group), the fp16 lm_head and norms (the count of docs/model-facts.md)."""
         c, s = self.config, self.settings
         head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
         q, kv = c.num_attention_heads * head_dim, c.num_key_value_heads * head_dim
@@ -403,20 +401,14 @@ def load_exllamav2(path: Path, prepared: Path, kernel_requested: str, device: st
     apply_attention(runner, attention)
     first = torch.tensor([[config_json.get("bos_token_id", 1)]])
     _, first_forward_s = timed_s(lambda: runner(input_ids=first), device)
-    env = collect_env(device)
-    env["exllamav2"] = {"version": _exllamav2_version(), "import_s": round(import_s, 3),
-                        "attention": runner.config._attn_implementation, "max_seq_len": max_seq_len,
-                        "max_input_len": config.max_input_len, "no_graphs": bool(getattr(config, "no_graphs", False)),
-                        "checkpoint_offset_qzeros": config.checkpoint_offset_qzeros}
-    record = LoadRecord(
-        kernel=KERNEL, kernel_requested=kernel_requested, backend=ENGINE, device=device, devices=[device],
-        dtype="float16", path=str(path), loaded_from=str(prepared), layout=detect_layout(path).value,
-        settings=dataclasses.asdict(settings), checkpoint_hash=checkpoint_hash(path), synthetic=is_synthetic(path),
-        verified=verified is not None, verify_source=verified.source if verified else None,
-        verify_s=round(verified.seconds, 3) if verified else None, convert_s=convert_s,
-        load_s=round(load_s, 3), first_forward_s=round(first_forward_s, 3),
-        memory=memory_snapshot(device).to_dict(), env=env, attention=attention_in_use(runner),
-    )
+    exl = {"version": _exllamav2_version(), "import_s": round(import_s, 3),
+           "attention": runner.config._attn_implementation, "max_seq_len": max_seq_len,
+           "max_input_len": config.max_input_len, "no_graphs": bool(getattr(config, "no_graphs", False)),
+           "checkpoint_offset_qzeros": config.checkpoint_offset_qzeros}
+    record = record_load(runner, path, kernel=KERNEL, kernel_requested=kernel_requested, backend=ENGINE, device=device,
+                         torch_dtype=torch.float16, loaded_from=prepared, verified=verified, convert_s=convert_s,
+                         load_s=load_s, attention=attention_in_use(runner), env={"exllamav2": exl},
+                         first_forward_s=first_forward_s, settings=settings)
     return LoadedModel(model=runner, tokenizer=load_tokenizer(path), kernel=KERNEL, kernel_requested=kernel_requested,
                        device=device, dtype=torch.float16, path=path, load_record=record, engine_handle=model,
                        attention=attention)

@@ -4,26 +4,22 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import io
 import os
 import sys
 from pathlib import Path
 
-from ..environment import collect_env
 from ..errors import CheckpointError, ConfigError, KernelUnavailable
-from ..measure import memory_snapshot, timed_s
+from ..measure import timed_s
 from ..prompts.tokenizer import load_tokenizer
 from .attention import DEFAULT_ATTENTION, apply_attention, check_attention
 from .autogptq_engine import load_autogptq
 from .checkpoint import (
-    checkpoint_hash,
     conversion_seconds,
     converted_folder,
     dequantize_gptq_v1,
     detect_layout,
     gptq_module_names,
-    is_synthetic,
     prepare_checkpoint,
     read_gptq_settings,
     read_state_dict,
@@ -32,7 +28,7 @@ from .checkpoint import (
 from .demo import build
 from .exllamav2_engine import load_exllamav2
 from .libraries import import_gptqmodel, quiet_library_logs
-from .loaded import LoadedModel, LoadRecord, time_first_forward
+from .loaded import LoadedModel, record_load
 from .registry import AUTO, choose_kernel, kernel_in_use, resolve_device, resolve_dtype
 
 
@@ -41,19 +37,18 @@ def load_model(path, kernel: str = AUTO, device: str = AUTO, dtype=None, verify:
     """Load a GPTQ checkpoint with the named kernel (see KERNELS) and record what ran.
 
     device: 'auto' (a GPU if there is one; gptqmodel spreads the layers over every visible GPU),
-    'cpu', 'cuda' or 'cuda:N'. dtype: activations; None = float16 on a GPU, float32 on the CPU where the kernel has it. verify: check SHA256s
-    first (cached after the first time). A pickled checkpoint is converted once to safetensors.
-    attention: see workbench.attention (default: SDPA without cuDNN; AutoGPTQ's loader keeps its own).
+    'cpu', 'cuda' or 'cuda:N'. dtype: activations; None = float16 on a GPU, float32 on the CPU where
+    the kernel has it. verify: check SHA256s first (cached after the first time). A pickled
+    checkpoint is converted once to safetensors. attention: see model/attention.py (default: SDPA
+    without cuDNN; AutoGPTQ's loader keeps its own).
     """
 
     path = Path(path).expanduser()
     check_attention(attention)  # before minutes of loading, not after
     device = resolve_device(device)
-    layout = detect_layout(path)
-    settings = read_gptq_settings(path)
+    detect_layout(path), read_gptq_settings(path)  # a folder that is no GPTQ checkpoint fails here, not later
     spec = choose_kernel(path, kernel, device, dtype)
     torch_dtype = resolve_dtype(dtype, spec, device)
-    dtype_name = str(torch_dtype).removeprefix("torch.")
     if spec.engine == "autogptq":  # loads the AutoGPTQ layout as it is: no conversion
 
         return load_autogptq(path, spec, kernel, device, torch_dtype, verify)
@@ -80,23 +75,12 @@ def load_model(path, kernel: str = AUTO, device: str = AUTO, dtype=None, verify:
     model.eval()
     in_use = kernel_in_use(model)
     if in_use != spec.name:
-        raise KernelUnavailable(f"asked for kernel {spec.name!r} but gptqmodel loaded {in_use!r}; refusing a silent fallback")
-    apply_attention(model, attention)  # before the first forward, which it times
-    first_forward_s = time_first_forward(model, device, timed_s)
-    devices = sorted({str(p.device) for p in model.parameters()} | {str(b.device) for b in model.buffers()})
-    primary = str(model.get_input_embeddings().weight.device)
-    memory = memory_snapshot(primary).to_dict()
-    if len(cuda_devices := [d for d in devices if d.startswith("cuda")]) > 1:
-        memory["per_device"] = {d: memory_snapshot(d).to_dict() for d in cuda_devices}
-    record = LoadRecord(
-        kernel=in_use, kernel_requested=kernel, backend=spec.backend, device=device, devices=devices,
-        dtype=dtype_name, path=str(path), loaded_from=str(prepared), layout=layout.value,
-        settings=dataclasses.asdict(settings), checkpoint_hash=checkpoint_hash(path), synthetic=is_synthetic(path),
-        verified=verified is not None, verify_source=verified.source if verified else None,
-        verify_s=round(verified.seconds, 3) if verified else None, convert_s=convert_s,
-        load_s=round(load_s, 3), first_forward_s=round(first_forward_s, 3),
-        memory=memory, env=collect_env(primary), attention=attention,
-    )
+        raise KernelUnavailable(f"asked for kernel {spec.name!r} but gptqmodel loaded {in_use!r}; "
+                                "refusing a silent fallback")
+    apply_attention(model, attention)  # before the first forward, which record_load times
+    record = record_load(model, path, kernel=in_use, kernel_requested=kernel, backend=spec.backend, device=device,
+                         torch_dtype=torch_dtype, loaded_from=prepared, verified=verified, convert_s=convert_s,
+                         load_s=load_s, attention=attention)
     return LoadedModel(model=model, tokenizer=load_tokenizer(path), kernel=in_use, kernel_requested=kernel,
                        device=device, dtype=torch_dtype, path=path, load_record=record, engine_handle=handle,
                        attention=attention)
@@ -117,7 +101,8 @@ def load_reference_model(path, dtype=None):
     dtype = dtype or torch.float32
     settings = read_gptq_settings(path)
     if settings.checkpoint_format != "gptq":
-        raise ConfigError(f"{path}: checkpoint_format={settings.checkpoint_format!r}; the reference decodes v1 ('gptq') only")
+        raise ConfigError(f"{path}: checkpoint_format={settings.checkpoint_format!r}; "
+                          "the reference decodes v1 ('gptq') only")
     state = read_state_dict(path)
     dense = {}
     for prefix in gptq_module_names(state):

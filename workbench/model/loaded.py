@@ -7,6 +7,10 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..environment import collect_env
+from ..measure import memory_snapshot, timed_s
+from .checkpoint import VerifyResult, checkpoint_hash, detect_layout, is_synthetic, read_gptq_settings
+
 
 @dataclass
 class LoadRecord:
@@ -79,7 +83,7 @@ class LoadedModel:
             torch.cuda.empty_cache()
 
 
-def time_first_forward(model, device: str, timed_s) -> float:
+def time_first_forward(model, device: str) -> float:
     """One forward of one token: lazy kernel builds and torch.compile happen here, not in a benchmark."""
     import torch
 
@@ -88,3 +92,35 @@ def time_first_forward(model, device: str, timed_s) -> float:
     with torch.no_grad():
         _, seconds = timed_s(lambda: model(input_ids=ids), device)
     return seconds
+
+
+def record_load(model, path, *, kernel: str, kernel_requested: str, backend: str, device: str, torch_dtype,
+                loaded_from, verified: VerifyResult | None, convert_s: float | None, load_s: float,
+                attention: str, env: dict | None = None, first_forward_s: float | None = None,
+                settings=None) -> LoadRecord:
+    """The `LoadRecord` of a model an engine has just loaded, the same for every engine: times the
+    first forward (unless the engine timed its own: `first_forward_s`), then reads where the
+    parameters are, memory (per GPU when the model is spread over several) and the checkpoint's
+    identity. `env` adds engine-specific facts to the environment (AutoGPTQ's flags and
+    fallbacks); `settings` the GPTQ settings the engine read, where not the checkpoint's own file."""
+    path = Path(path)
+    if first_forward_s is None:
+        first_forward_s = time_first_forward(model, device)
+    primary = str(model.get_input_embeddings().weight.device)
+    if hasattr(model, "parameters"):
+        devices = sorted({str(p.device) for p in model.parameters()} | {str(b.device) for b in model.buffers()})
+    else:  # an engine that is no torch module (ExLlamaV2's runner) works on its one device
+        devices = [device]
+    memory = memory_snapshot(primary).to_dict()
+    if len(cuda_devices := [d for d in devices if d.startswith("cuda")]) > 1:
+        memory["per_device"] = {d: memory_snapshot(d).to_dict() for d in cuda_devices}
+    return LoadRecord(
+        kernel=kernel, kernel_requested=kernel_requested, backend=backend, device=device, devices=devices,
+        dtype=str(torch_dtype).removeprefix("torch."), path=str(path), loaded_from=str(loaded_from),
+        layout=detect_layout(path).value, settings=dataclasses.asdict(settings or read_gptq_settings(path)),
+        checkpoint_hash=checkpoint_hash(path), synthetic=is_synthetic(path), verified=verified is not None,
+        verify_source=verified.source if verified else None,
+        verify_s=round(verified.seconds, 3) if verified else None, convert_s=convert_s,
+        load_s=round(load_s, 3), first_forward_s=round(first_forward_s, 3),
+        memory=memory, env={**collect_env(primary), **(env or {})}, attention=attention,
+    )

@@ -213,9 +213,11 @@ def _device_problem(spec: KernelSpec, device: str) -> str | None:
         cc = torch.cuda.get_device_capability(i)
         name = torch.cuda.get_device_name(i)
         if spec.min_capability and cc < spec.min_capability:
-            return f"needs compute capability >= {'.'.join(map(str, spec.min_capability))}; cuda:{i} ({name}) is {cc[0]}.{cc[1]}"
+            need = ".".join(map(str, spec.min_capability))
+            return f"needs compute capability >= {need}; cuda:{i} ({name}) is {cc[0]}.{cc[1]}"
         if spec.max_capability and cc > spec.max_capability:
-            return f"needs compute capability <= {'.'.join(map(str, spec.max_capability))}; cuda:{i} ({name}) is {cc[0]}.{cc[1]}"
+            need = ".".join(map(str, spec.max_capability))
+            return f"needs compute capability <= {need}; cuda:{i} ({name}) is {cc[0]}.{cc[1]}"
     if spec.needs_package and importlib.util.find_spec(spec.needs_package) is None:
         return f"needs the {spec.needs_package} package, which is not installed"
     if spec.needs_toolchain:
@@ -276,7 +278,8 @@ def available_kernels(device: str = AUTO) -> list[KernelAvailability]:
             problem = None if usable else "none of its candidates can run here"
             reason = f"would pick {usable[0]} (for a checkpoint all allow)" if usable else problem
         else:
-            reason = problem or (_engine_expectation(spec, device) if spec.engine != "gptqmodel" else _expectation(spec))
+            reason = problem or (_engine_expectation(spec, device) if spec.engine != "gptqmodel"
+                                 else _expectation(spec))
         out.append(KernelAvailability(spec.name, device, problem is None, reason))
     return out
 

@@ -20,9 +20,17 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..cache import atomic_write_json, atomic_write_text, building_dir
+from ..cache import atomic_write_json, building_dir
 from ..errors import CheckpointError, ConfigError
-from .checkpoint import MANIFEST, Layout, TensorSpec, file_sha256, progress_bar, write_safetensors
+from .checkpoint import (
+    SYNTHETIC_MARKER,
+    Layout,
+    TensorSpec,
+    file_sha256,
+    progress_bar,
+    write_manifest,
+    write_safetensors,
+)
 
 _MAPPED_WINDOW_BYTES = 512 << 20  # how much of the .bin is mapped while its tensors are filled in
 SYNTHETIC_NOTE = ("synthetic checkpoint written by workbench.synthetic: random GPTQ codes with "
@@ -31,7 +39,7 @@ SYNTHETIC_NOTE = ("synthetic checkpoint written by workbench.synthetic: random G
 
 @dataclass(frozen=True)
 class LlamaArch:
-    """The shapes of a LlamaForCausalLM; defaults are CodeFuse-CodeLlama-34B's (FACTS.md)."""
+    """The shapes of a LlamaForCausalLM; defaults are CodeFuse-CodeLlama-34B's (docs/model-facts.md)."""
 
     vocab_size: int = 32000
     hidden_size: int = 8192
@@ -50,9 +58,11 @@ class LlamaArch:
             if getattr(self, field) <= 0:
                 raise ConfigError(f"LlamaArch.{field}={getattr(self, field)} must be positive")
         if self.hidden_size % self.num_heads:
-            raise ConfigError(f"LlamaArch.hidden_size={self.hidden_size} must be divisible by num_heads={self.num_heads}")
+            raise ConfigError(f"LlamaArch.hidden_size={self.hidden_size} must be divisible by "
+                              f"num_heads={self.num_heads}")
         if self.num_heads % self.num_kv_heads:
-            raise ConfigError(f"LlamaArch.num_heads={self.num_heads} must be a multiple of num_kv_heads={self.num_kv_heads}")
+            raise ConfigError(f"LlamaArch.num_heads={self.num_heads} must be a multiple of "
+                              f"num_kv_heads={self.num_kv_heads}")
         if self.vocab_size < 259 + 96:
             raise ConfigError(f"LlamaArch.vocab_size={self.vocab_size}: needs >= 355 (3 specials, 256 bytes, ASCII)")
 
@@ -149,7 +159,7 @@ def write_synthetic(path, arch: str | LlamaArch, layout: Layout, *, bits: int = 
                                                    {"format": "pt", "workbench_synthetic": "true"}, progress)}
         seconds = time.perf_counter() - started
         _write_side_files(out, arch, layout, bits, group_size, desc_act, sym, seed, seconds)
-        _write_manifest(out, sha)
+        write_manifest(out, note=SYNTHETIC_NOTE, known=sha)
     weights_bytes = sum(s.nbytes for s in gen.specs)
     return SyntheticRecord(final, arch, layout, weights_bytes, seconds)
 
@@ -172,7 +182,8 @@ class _Generator:
                  with_bias: bool):
         import torch
 
-        self.arch, self.bits, self.group_size, self.desc_act, self.sym, self.seed = arch, bits, group_size, desc_act, sym, seed
+        self.arch, self.bits, self.group_size = arch, bits, group_size
+        self.desc_act, self.sym, self.seed = desc_act, sym, seed
         self.per_word = 32 // bits
         self.linear_shape: dict[str, tuple[int, int]] = {}
         a, f16, i32 = arch, torch.float16, torch.int32
@@ -236,7 +247,8 @@ class _Generator:
                 zeros = np.full((spec.shape[0], fout), 1 << (self.bits - 1), dtype=np.int64)
             else:  # near the middle; never 0, whose v1 encoding (zero - 1) would wrap
                 mid = 1 << (self.bits - 1)
-                zeros = np.clip(np.rint(rng.normal(mid, max(1.0, mid / 5), size=(spec.shape[0], fout))), 1, top).astype(np.int64)
+                drawn = rng.normal(mid, max(1.0, mid / 5), size=(spec.shape[0], fout))
+                zeros = np.clip(np.rint(drawn), 1, top).astype(np.int64)
             return torch.from_numpy(_pack_last_dim(zeros - 1, self.bits))  # v1 stores zero - 1
         if kind == "scales":
             # A weight's std is scale * code std; scale it so each linear keeps unit-RMS inputs at
@@ -330,7 +342,7 @@ def _windows(specs: list[TensorSpec], max_bytes: int):
 def _write_side_files(out: Path, arch: LlamaArch, layout: Layout, bits: int, group_size: int, desc_act: bool,
                       sym: bool, seed: int, seconds: float) -> None:
     base = f"gptq_model-{bits}bit-{group_size}g"
-    config = arch.config_dict() | {"workbench_synthetic": True, "workbench_note": SYNTHETIC_NOTE}
+    config = arch.config_dict() | {SYNTHETIC_MARKER: True, "workbench_note": SYNTHETIC_NOTE}
     qcfg = {"bits": bits, "group_size": group_size, "damp_percent": 0.01, "desc_act": desc_act,
             "static_groups": False, "sym": sym, "true_sequential": True, "model_name_or_path": None,
             "model_file_base_name": base}
@@ -354,13 +366,6 @@ def _write_side_files(out: Path, arch: LlamaArch, layout: Layout, bits: int, gro
         "group_size": group_size, "desc_act": desc_act, "sym": sym, "seed": seed,
         "weights_write_seconds": round(seconds, 3),
     })
-
-
-def _write_manifest(out: Path, weights_sha: dict[str, str]) -> None:
-    lines = [f"# {SYNTHETIC_NOTE}"]
-    for f in sorted(p for p in out.iterdir() if p.is_file() and p.name != MANIFEST):
-        lines.append(f"{weights_sha.get(f.name) or file_sha256(f, progress=False)}  {f.name}")
-    atomic_write_text(out / MANIFEST, "\n".join(lines) + "\n")
 
 
 def synthetic_tokenizer_model(vocab_size: int) -> bytes:

@@ -96,14 +96,15 @@ def render_index(summary: dict) -> str:
     if summary.get("note"):  # e.g. why a report says interrupted
         body.append(f'<p class="note">{e(summary["note"])}</p>')
     counts = ", ".join(f"{n} {s}" for s, n in summary["counts"].items())
-    model_text = config["model"] + (f" ({model['folder']})" if model.get("folder") and model["folder"] != config["model"] else "")
+    folder = model.get("folder")
+    model_text = config["model"] + (f" ({folder})" if folder and folder != config["model"] else "")
     meta = [("model", model_text), ("kernel", config["kernel"]), ("device", config["device"]),
             ("started", summary["started_at"]), ("duration", _duration_text(summary["duration_s"])),
             ("state", f"{summary['state']}: {counts}"),
-            ("environment" if env.get("kernel_in_runner_env", True) else "runner's environment",
+            ("environment" if env.get("jupyter_kernel_in_runner_env", True) else "runner's environment",
              ", ".join(f"{k} {env[k]}" for k in ("python", "torch", "transformers", "gptqmodel") if env.get(k))),
             ("hardware", env.get("device_name", "?")),
-            ("jupyter kernel", f"{config['jupyter_kernel']} ({env.get('kernel_python', '?')})"),
+            ("jupyter kernel", f"{config['jupyter_kernel']} ({env.get('jupyter_kernel_python', '?')})"),
             ("time limit", f"{config['timeout_s']:g} s per notebook")]
     if env.get("collect_env_error"):
         meta.append(("environment error", env["collect_env_error"]))

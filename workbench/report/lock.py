@@ -2,9 +2,9 @@
 
 Two runners writing into one folder overwrite each other's files, and one can print the other's
 numbers as its own. The lock is an `flock` on `OUT/.workbench-report.lock`, which holds the
-holder's pid, host, start time and command line: the kernel releases it when the holder dies
-however it dies, so a lock left by a dead runner is simply taken over, and a live holder is
-named in the error.
+holder's pid, host, start time and command line: the operating system releases it when the
+holder dies however it dies, so a lock left by a dead runner is simply taken over, and a live
+holder is named in the error.
 """
 
 from __future__ import annotations

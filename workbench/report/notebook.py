@@ -5,12 +5,14 @@ Notebooks stay thin; the steps they share live here, where they are tested.
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
 
 from ..cache import atomic_write_json
+from ..errors import ConfigError
+from ..generation.record import GenerationRecord
+from ..model.checkpoint import model_kind
 from ..model.libraries import quiet
 from ..model.load import load_model, resolve_model
 
@@ -24,17 +26,10 @@ def setup(model="demo", kernel="auto", device="auto", dtype=None, verify=True):
 def describe(loaded) -> str:
     """One line saying what is loaded, for the top of a notebook's output."""
     rec = loaded.load_record
-    what = "SYNTHETIC checkpoint (random weights): speed and memory only" if rec.synthetic else \
-        "demo model (not CodeFuse-34B)" if _is_demo(loaded.path) else "checkpoint"
+    what = {"synthetic": "SYNTHETIC checkpoint (random weights): speed and memory only",
+            "demo": "demo model (not CodeFuse-34B)", "checkpoint": "checkpoint"}[model_kind(loaded.path)]
     return (f"{what}: {loaded.path.name} | kernel {loaded.kernel} (asked: {loaded.kernel_requested}) | "
             f"{rec.env.get('device_name')} | {rec.dtype} | load {rec.load_s:.1f} s")
-
-
-def _is_demo(path: Path) -> bool:
-    try:
-        return bool(json.loads((Path(path) / "config.json").read_text()).get("workbench_demo"))
-    except (OSError, ValueError):
-        return False
 
 
 def printer(end="", file=None):
@@ -48,9 +43,23 @@ def printer(end="", file=None):
     return on_token
 
 
-def save_results(output_dir, name: str, *, headline: dict, loaded=None, records=(), data=None) -> Path:
+def save_results(output_dir, name: str, result=None, *, headline: dict | None = None, loaded=None,
+                 records=None, data=None) -> dict:
     """Write OUTPUT_DIR/<name>.json: the headline numbers, the records, the figures' data and
-    the context (what was loaded, where, when)."""
+    the context (what was loaded, where, when). Returns the headline, so that a notebook's last
+    cell shows the numbers the report's index will show.
+
+    `result` is what a notebook's study returned (or one GenerationRecord): it gives the headline
+    (`headline()`), the data (`data()`) and the records (`records`); a keyword given wins."""
+    if isinstance(result, GenerationRecord):
+        records = [result] if records is None else records
+    elif result is not None:
+        data = result.data() if data is None and hasattr(result, "data") else data
+        records = getattr(result, "records", None) if records is None else records
+    if headline is None:
+        if result is None:
+            raise ConfigError(f"save_results({name!r}): give a result that builds its headline, or headline=")
+        headline = result.headline()
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     payload = {
@@ -58,12 +67,11 @@ def save_results(output_dir, name: str, *, headline: dict, loaded=None, records=
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "headline": headline,
         "load": loaded.load_record.to_dict() if loaded is not None else None,
-        "records": [r.to_dict() for r in records],
+        "records": [r.to_dict() for r in records or ()],
         "data": data or {},
     }
-    path = out / f"{name}.json"
-    atomic_write_json(path, payload)
-    return path
+    atomic_write_json(out / f"{name}.json", payload)
+    return headline
 
 
 def summary(record):
@@ -79,9 +87,9 @@ def summary(record):
         "stop reason": record.stop_reason,
         "time to first token (ms)": round(record.ttft_s * 1e3, 2),
         "prefill (ms)": round(record.prefill_s * 1e3, 2),
-        "decode tokens/s": round(record.decode_tokens_per_s, 1) if record.decode_tokens_per_s else None,
-        "inter-token p50 / p90 / p99 (ms)": (f"{record.itl.p50_ms:.2f} / {record.itl.p90_ms:.2f} / {record.itl.p99_ms:.2f}"
-                                             if record.itl else None),
+        "tokens/s (after the first)": round(record.tokens_per_s, 1) if record.tokens_per_s else None,
+        "per-token p50 / p90 / p99 (ms)": (f"{lat.p50_ms:.2f} / {lat.p90_ms:.2f} / {lat.p99_ms:.2f}"
+                                           if (lat := record.token_latency()) else None),
         "mean log-prob": round(sum(record.logprobs) / len(record.logprobs), 3) if record.logprobs else None,
         "warm-up runs": record.warmup_runs,
         "decode mode (asked)": f"{record.decode_mode} ({record.decode_mode_requested})",

@@ -18,14 +18,13 @@ def token_latency(records, title: str = "Per-token latency"):
     records = records if isinstance(records, (list, tuple)) else [records]
     fig, ax = _figure()
     for r in records:
-        times = r.token_times_s
-        gaps_ms = [(t1 - t0) * 1e3 for t0, t1 in zip(times, times[1:])]
+        gaps_ms = [g * 1e3 for g in r.token_gaps_s]
         label = f"{r.kernel or '?'}"
         if len({x.decode_mode for x in records}) > 1:
             label += f" · {r.decode_mode}"
         elif len(records) > 1:
             label += f" #{r.batch_index}" if r.batch_size > 1 else f" ({r.format})"
-        ax.plot(range(2, len(times) + 1), gaps_ms, lw=1, label=label)
+        ax.plot(range(2, len(gaps_ms) + 2), gaps_ms, lw=1, label=label)
         ax.scatter([1], [r.ttft_s * 1e3], marker="o", s=18)
     ax.set_xlabel("new token")
     ax.set_ylabel("ms (token 1: time to first token)")
@@ -74,7 +73,8 @@ def grouped_bars(frame, group: str, series: str, value: str, ylabel: str, title:
     width = 0.8 / max(1, len(names))
     for j, name in enumerate(names):
         sub = frame[frame[series] == name]
-        values = [float(sub[sub[group] == g][value].iloc[0]) if (sub[group] == g).any() else float("nan") for g in groups]
+        values = [float(sub[sub[group] == g][value].iloc[0]) if (sub[group] == g).any() else float("nan")
+                  for g in groups]
         xs = [i + (j - (len(names) - 1) / 2) * width for i in range(len(groups))]
         ax.bar(xs, values, width=width, label=str(name))
         for x, v in zip(xs, values):

@@ -1,15 +1,15 @@
 """`python -m workbench report`: run every notebook with papermill and render a browsable report.
 
 Each notebook `NN_name.ipynb` runs in a fresh process of this same interpreter that executes it
-with papermill, under a wall-clock limit that, when reached, ends that process and the kernel it
-started. A crash or a hang in one notebook therefore cannot stop the others. The runner then
+with papermill, under a wall-clock limit that, when reached, ends that process and the Jupyter
+kernel it started. A crash or a hang in one notebook therefore cannot stop the others. The runner then
 renders the executed notebook to an HTML page that makes no network requests, and writes, into
 the output folder OUT:
 
     OUT/<name>.ipynb   the executed notebook (partial when it failed or timed out)
     OUT/<name>.html    the same, rendered, images embedded
     OUT/<name>.json    written by the notebook itself; its "headline" dict is shown in the index
-    OUT/<name>.log     what the papermill process and the kernel printed on stdout/stderr
+    OUT/<name>.log     what the papermill process and the Jupyter kernel printed on stdout/stderr
     OUT/index.html     one table: status, duration, headline numbers, error excerpt, links
     OUT/report.json    the same, machine-readable, with the config and the environment
 
@@ -69,7 +69,7 @@ from typing import Any
 from ..cache import atomic_write_json, atomic_write_text
 from ..environment import collect_env
 from ..errors import ConfigError, WorkbenchError
-from ..model.checkpoint import is_synthetic
+from ..model.checkpoint import model_kind
 from ..model.demo import default_path
 from ..model.registry import resolve_device
 from .html import REFRESH_TAG, headline_text, render_html, render_index
@@ -117,8 +117,8 @@ class ReportConfig:
     out: Path = Path("reports")  # the report folder, made absolute
     params: Mapping[str, Any] = field(default_factory=dict)  # the params file's mapping (module docstring)
     notebooks: tuple[Path, ...] = field(default_factory=find_notebooks)
-    timeout_s: float = DEFAULT_TIMEOUT_S  # wall clock per notebook, kernel start included
-    jupyter_kernel: str = DEFAULT_JUPYTER_KERNEL  # python3 = the kernel of this interpreter
+    timeout_s: float = DEFAULT_TIMEOUT_S  # wall clock per notebook, Jupyter kernel start included
+    jupyter_kernel: str = DEFAULT_JUPYTER_KERNEL  # python3 = the Jupyter kernel of this interpreter
     progress_bars: bool = False  # papermill's per-cell progress bars, on stderr
     # notebook name -> the names its parameters cell defines (papermill's reading); set from the files
     declared: Mapping[str, frozenset[str]] = field(init=False, repr=False, compare=False, default_factory=dict)
@@ -242,32 +242,16 @@ class ReportResult:
 # --- the model, the kernel and the environment the report describes ------------------------------
 
 def describe_model(model: str) -> dict:
-    """The model's folder and kind (demo, synthetic, checkpoint or unknown), for the index's banner."""
-    folder: Path | None = Path(model)
-    if model == "demo":
-        try:
-
-            folder = default_path()
-        except (ImportError, WorkbenchError):
-            folder = None
-    kind = "demo" if model == "demo" else "unknown"
-    config = _read_json_or_none(folder / "config.json") if folder else None
-    if isinstance(config, dict):
-        if _is_synthetic(folder, config):
-            kind = "synthetic"
-        elif config.get("workbench_demo"):
-            kind = "demo"
-        elif model != "demo":
-            kind = "checkpoint"
-    return {"given": model, "folder": str(folder) if folder else None, "kind": kind}
-
-
-def _is_synthetic(folder: Path, config: dict) -> bool:
+    """The model's folder and kind (demo, synthetic, checkpoint, or unknown when its config.json
+    cannot be read), for the index's banner. "demo" names the demo model even before it is built."""
+    folder = default_path() if model == "demo" else Path(model)
     try:
-
-        return bool(is_synthetic(folder))
-    except (ImportError, WorkbenchError):  # checkpoint's rule is this one key
-        return bool(config.get("workbench_synthetic", False))
+        kind = model_kind(folder) if (folder / "config.json").is_file() else "unknown"
+    except WorkbenchError:  # a config.json that is not JSON: the notebooks will say more
+        kind = "unknown"
+    if model == "demo":
+        kind = "demo"
+    return {"given": model, "folder": str(folder), "kind": kind}
 
 
 BANNERS = {
@@ -278,7 +262,7 @@ BANNERS = {
 }
 
 
-def kernel_python(jupyter_kernel: str) -> str:
+def jupyter_kernel_python(jupyter_kernel: str) -> str:
     """The interpreter that Jupyter kernel `jupyter_kernel` runs, as jupyter_client will launch it."""
     from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 
@@ -288,7 +272,7 @@ def kernel_python(jupyter_kernel: str) -> str:
     except NoSuchKernel:
         known = ", ".join(sorted(manager.find_kernel_specs())) or "none"
         raise ConfigError(f"Jupyter kernel {jupyter_kernel!r} is not installed (installed: {known}); "
-                          "for this environment's own kernel install ipykernel here "
+                          "for this environment's own Jupyter kernel install ipykernel here "
                           "(pip install -e '.[notebooks]')") from None
     # jupyter_client's own rule: a bare "python" in a kernelspec means the launching interpreter
     major, minor = sys.version_info[:2]
@@ -303,7 +287,7 @@ def _same_environment(python_a: str, python_b: str) -> bool:
 
 
 def _check_jupyter_kernel(config: ReportConfig) -> str:
-    python = kernel_python(config.jupyter_kernel)
+    python = jupyter_kernel_python(config.jupyter_kernel)
     if config.jupyter_kernel == DEFAULT_JUPYTER_KERNEL and not _same_environment(python, sys.executable):
         raise ConfigError(
             f"the Jupyter kernel {DEFAULT_JUPYTER_KERNEL!r} runs {python}, not this interpreter "
@@ -320,13 +304,13 @@ def _version(dist: str) -> str | None:
         return None
 
 
-def report_environment(config: ReportConfig, kernel_python_path: str) -> dict:
+def report_environment(config: ReportConfig, python_path: str) -> dict:
     """Where the report ran: `workbench.environment.collect_env()` plus the runner's own tools."""
     env = {"runner_python": sys.executable, "jupyter_kernel": config.jupyter_kernel,
-           "kernel_python": kernel_python_path, "papermill": _version("papermill"),
+           "jupyter_kernel_python": python_path, "papermill": _version("papermill"),
            "nbconvert": _version("nbconvert"), "ipykernel": _version("ipykernel"),
            # with --jupyter-kernel of another environment, the versions below are not the notebooks'
-           "kernel_in_runner_env": _same_environment(kernel_python_path, sys.executable)}
+           "jupyter_kernel_in_runner_env": _same_environment(python_path, sys.executable)}
     try:
 
         try:
@@ -364,7 +348,7 @@ def run_notebook(config: ReportConfig, notebook: Path) -> NotebookRun:
             child.wait(timeout=config.timeout_s)
         except subprocess.TimeoutExpired:
             timed_out = True
-        finally:  # after a timeout or Ctrl-C: end papermill and its kernel
+        finally:  # after a timeout or Ctrl-C: end papermill and its Jupyter kernel
             _end_process_tree(child)
     duration_s = time.perf_counter() - start
 
@@ -402,7 +386,7 @@ def _outcome(nb, timed_out: bool, returncode: int, log: Path, timeout_s: float) 
 def _end_process_tree(child: subprocess.Popen) -> None:
     """Kill a still-running papermill process and all it started.
 
-    The kernel runs in a session of its own (jupyter_client starts it so), so killing the
+    The Jupyter kernel runs in a session of its own (jupyter_client starts it so), so killing the
     child's process group would miss it: the tree is collected by parenthood instead.
     """
     if child.poll() is not None:
@@ -445,7 +429,7 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
 def _error_from_notebook(nb) -> NotebookError | None:
-    """The first error output, or the cell papermill marked failed (e.g. the kernel died in it)."""
+    """The first error output, or the cell papermill marked failed (e.g. the Jupyter kernel died in it)."""
     for cell in nb.cells:
         for output in cell.get("outputs", []):
             if output.get("output_type") == "error":

@@ -90,3 +90,13 @@ def answer_stats(records) -> AnswerStats:
         mean_new_tokens=sum(r.new_tokens for r in records) / n if n else math.nan,
         mean_logprob=sum(lps) / len(lps) if lps else math.nan,
     )
+
+
+def formats_headline(stats: dict[str, dict], kl_nats: dict[str, float], prompts: int) -> dict:
+    """The numbers notebook 02 puts in the report's index, from its per-format `answer_stats`
+    (as dicts) and the first token's KL divergences."""
+    def eos(name):
+        return stats[name]["eos_share"] if name in stats else None
+
+    return {"eos_share_codefuse": eos("codefuse"), "eos_share_raw": eos("raw"),
+            "max_kl_nats": round(max(kl_nats.values()), 4), "prompts": prompts}

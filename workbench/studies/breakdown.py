@@ -1,15 +1,16 @@
 """Where a decode step's time goes, from torch.profiler.
 
 A step's wall time splits into GPU work — the quantized GEMMs, attention (the attention block
-without its q/k/v/o projections: rotary embedding, cache update, the attention kernel) and
+without its q/k/v/o projections: rotary embedding, cache update, the attention itself) and
 everything else (norms, MLP activation, residual adds, lm_head, sampling) — and host time that
 no GPU work covers, which is what launch overhead and Python cost when the GPU waits for them.
 
-How kernels are attributed: during profiling every quantized linear and every attention block
-runs inside a profiler annotation, and a kernel belongs to the innermost annotation that was open
-when the host launched it. A replayed CUDA graph launches its kernels from no Python code, so in
-graph mode the kernels are attributed by name, with the shares a static-mode profile of the same
-step gave each name. On the CPU there are no kernels: the split is of host time itself.
+How GPU ops are attributed: during profiling every quantized linear and every attention block
+runs inside a profiler annotation, and a GPU op (a CUDA kernel launch, a memcpy or a memset)
+belongs to the innermost annotation that was open when the host launched it. A replayed CUDA
+graph launches its ops from no Python code, so in graph mode they are attributed by name, with
+the shares a static-mode profile of the same step gave each name. On the CPU there are no GPU
+ops: the split is of host time itself. ("kernel" alone means the GPTQ kernel that was loaded.)
 """
 
 from __future__ import annotations
@@ -40,8 +41,8 @@ STEP_MARKS = ("wb::step", "wb::forward")  # static/graph steps; transformers' fo
 class StepBreakdown:
     """Per decode step, in milliseconds (means over the profiled steps)."""
 
-    kernel: str | None
-    mode: str  # the decode mode that ran
+    kernel: str | None  # the GPTQ kernel
+    decode_mode: str  # the decode mode that ran
     attention: str
     device: str
     context_tokens: int
@@ -51,12 +52,12 @@ class StepBreakdown:
     qgemm_ms: float  # GPU time (CPU: host time) inside quantized linears
     attention_ms: float  # attention blocks without their projections
     other_gpu_ms: float | None  # other GPU work (None on the CPU)
-    gpu_busy_ms: float | None  # time at least one kernel ran (overlaps counted once)
+    gpu_busy_ms: float | None  # time at least one GPU op ran (overlaps counted once)
     host_uncovered_ms: float | None  # unprofiled wall time with no GPU work: the GPU waited for the host
     other_host_ms: float | None = None  # CPU only: wall time outside quantized linears and attention
-    kernels_per_step: float | None = None
-    top_kernels: list = field(default_factory=list)  # [name, ms per step, launches per step]
-    kernel_counts: dict = field(default_factory=dict)  # name -> launches per step
+    launches_per_step: float | None = None  # GPU ops launched per step
+    top_gpu_ops: list = field(default_factory=list)  # [name, ms per step, launches per step]
+    launches_by_op: dict = field(default_factory=dict)  # GPU op name -> launches per step
     note: str = ""
 
     def to_dict(self) -> dict:
@@ -117,7 +118,7 @@ def profile_decode(loaded, context_tokens: int = 128, steps: int = 16, decode_mo
     set_attention(loaded, attention)
     device = input_device(loaded.model)
     shares = None
-    if decode_mode == "graph":  # learn which kernel names belong where from the same step run eagerly
+    if decode_mode == "graph":  # learn which GPU op names belong where from the same step run eagerly
         shares = _name_shares(_profile(loaded, context_tokens, steps, "static", warmup)[0])
     elif decode_mode == "fast" and fast_config(loaded).graph and device.type == "cuda":
         with _fast_without_graph(loaded):  # the fast step itself, launched from Python
@@ -128,7 +129,7 @@ def profile_decode(loaded, context_tokens: int = 128, steps: int = 16, decode_mo
     result = _split(trace, device.type, shares if graph_ran else None)
     if result["gpu_busy_ms"] is not None:  # the GPU's share is what the profiler cannot inflate
         result["host_uncovered_ms"] = max(0.0, unprofiled_ms - result["gpu_busy_ms"])
-    return StepBreakdown(kernel=loaded.kernel, mode=ran, attention=attention, device=str(device),
+    return StepBreakdown(kernel=loaded.kernel, decode_mode=ran, attention=attention, device=str(device),
                          context_tokens=context_tokens, note=note, unprofiled_wall_ms=unprofiled_ms, **result)
 
 
@@ -151,9 +152,9 @@ def _profile(loaded, context_tokens, steps, mode, warmup):
 
     ids = prompt_ids_of_length(loaded.tokenizer, context_tokens)
     n = steps + 2  # the first token comes from the prefill; the last step has no end mark
-    config = DecodeConfig.greedy(max_new_tokens=n, min_new_tokens=n)
+    config = DecodeConfig.forced(n)
     plain = generate_ids(loaded, [ids], config, warmup=warmup, logprobs=False, decode_mode=mode)[0]
-    unprofiled_ms = plain.itl.p50_ms if plain.itl else None
+    unprofiled_ms = plain.token_ms_p50
     activities = [ProfilerActivity.CPU]
     if torch.cuda.is_available() and next(loaded.model.parameters()).is_cuda:
         activities.append(ProfilerActivity.CUDA)
@@ -175,7 +176,8 @@ def _events(trace):
 
 
 def _intervals(events, name):
-    spans = sorted((e["ts"], e["ts"] + e["dur"]) for e in events if e.get("cat") == "user_annotation" and e["name"] == name)
+    spans = sorted((e["ts"], e["ts"] + e["dur"]) for e in events
+                   if e.get("cat") == "user_annotation" and e["name"] == name)
     return [s for s, _ in spans], [t for _, t in spans]
 
 
@@ -195,7 +197,7 @@ def _step_starts(events) -> list[float]:
 
 
 def _gpu_work(events):
-    """Kernels, memcpys and memsets with the host timestamp of the call that launched them."""
+    """GPU ops (CUDA kernels, memcpys, memsets) with the host timestamp of the call that launched them."""
     launch_ts = {e["args"]["correlation"]: e["ts"] for e in events
                  if e.get("cat") in ("cuda_runtime", "cuda_driver") and "correlation" in e.get("args", {})}
     work = []
@@ -248,15 +250,16 @@ def _split(trace, device_type: str, shares: dict | None) -> dict:
     top = sorted(per_name_us.items(), key=lambda kv: -kv[1])[:12]
     return dict(
         steps=n, wall_ms=wall_us / 1e3, qgemm_ms=totals[QGEMM] / n / 1e3, attention_ms=totals[ATTENTION] / n / 1e3,
-        other_gpu_ms=totals[OTHER] / n / 1e3, gpu_busy_ms=busy / n / 1e3, host_uncovered_ms=max(0.0, wall_us - busy / n) / 1e3,
-        kernels_per_step=len(work) / n,
-        top_kernels=[[name, us / n / 1e3, per_name_n[name] / n] for name, us in top],
-        kernel_counts={name: c / n for name, c in sorted(per_name_n.items())},
+        other_gpu_ms=totals[OTHER] / n / 1e3, gpu_busy_ms=busy / n / 1e3,
+        host_uncovered_ms=max(0.0, wall_us - busy / n) / 1e3,
+        launches_per_step=len(work) / n,
+        top_gpu_ops=[[name, us / n / 1e3, per_name_n[name] / n] for name, us in top],
+        launches_by_op={name: c / n for name, c in sorted(per_name_n.items())},
     )
 
 
 def _name_shares(trace) -> dict:
-    """For each kernel name in a static-mode profile: the share of its time in each category."""
+    """For each GPU op name in a static-mode profile: the share of its time in each category."""
     events = _events(trace)
     q_s, q_e = _intervals(events, QGEMM)
     a_s, a_e = _intervals(events, ATTENTION)
@@ -267,22 +270,22 @@ def _name_shares(trace) -> dict:
     return {name: {cat: v / sum(c.values()) for cat, v in c.items()} for name, c in by_name.items()}
 
 
-def graph_kernel_check(loaded, context_tokens: int = 128, steps: int = 4, attention: str = DEFAULT_ATTENTION) -> dict:
-    """Does a replayed graph step launch the same kernels as the same step run eagerly (static)?
+def graph_launch_check(loaded, context_tokens: int = 128, steps: int = 4, attention: str = DEFAULT_ATTENTION) -> dict:
+    """Does a replayed graph step launch the same GPU ops as the same step run eagerly (static)?
 
-    Counts every kernel name per step in both profiles; `missing` lists names the graph launches
+    Counts every GPU op name per step in both profiles; `missing` lists names the graph launches
     fewer times (a graph that lost its GEMMs shows them here), `qgemm_launches` the launches that
     the static profile attributes to quantized linears, in both."""
     set_attention(loaded, attention)
     static_trace = _profile(loaded, context_tokens, steps, "static", 1)[0]
     graph_trace, ran, note, _ = _profile(loaded, context_tokens, steps, "graph", 1)
     shares = _name_shares(static_trace)
-    s = _split(static_trace, "cuda", None)["kernel_counts"]
-    g = _split(graph_trace, "cuda", shares)["kernel_counts"]
+    s = _split(static_trace, "cuda", None)["launches_by_op"]
+    g = _split(graph_trace, "cuda", shares)["launches_by_op"]
     qnames = {name for name, share in shares.items() if share.get(QGEMM, 0) > 0.5}
     missing = {name: [s[name], g.get(name, 0.0)] for name in s if g.get(name, 0.0) + 1e-9 < s[name]}
-    return {"mode": ran, "note": note, "static_kernels_per_step": sum(s.values()),
-            "graph_kernels_per_step": sum(g.values()),
+    return {"decode_mode": ran, "note": note, "static_launches_per_step": sum(s.values()),
+            "graph_launches_per_step": sum(g.values()),
             "qgemm_launches_static": sum(v for k, v in s.items() if k in qnames),
             "qgemm_launches_graph": sum(v for k, v in g.items() if k in qnames),
-            "qgemm_kernel_names": sorted(qnames), "missing": missing, "ok": ran == "graph" and not missing and bool(qnames)}
+            "qgemm_op_names": sorted(qnames), "missing": missing, "ok": ran == "graph" and not missing and bool(qnames)}

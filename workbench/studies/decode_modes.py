@@ -3,8 +3,8 @@
 For each mode (eager / static / graph, generation/static.py) at each context length: ms per token (median
 and p90 over forced-length greedy runs) beside the memory-bandwidth floor for that context. A
 fast mode's numbers are only worth reading beside its proof (`prove_equal`: logits against
-transformers' generate at every step) and, for graphs, the kernel check (`graph_kernel_check`:
-the replay launches every kernel the eager step launches).
+transformers' generate at every step) and, for graphs, the launch check (`graph_launch_check`:
+the replay launches every GPU op the eager step launches).
 """
 
 from __future__ import annotations
@@ -15,52 +15,53 @@ from ..cache import atomic_write_json
 from ..errors import ConfigError, WorkbenchError
 from ..generation.config import DecodeConfig
 from ..generation.generate import generate_ids
-from ..measure import Latency, measure_copy_bandwidth_gbps
+from ..measure import measure_copy_bandwidth_gbps, median, percentile
 from ..model.attention import DEFAULT_ATTENTION, set_attention
 from ..model.libraries import quiet
 from ..model.load import load_model, resolve_model
 from ..model.registry import resolve_device
 from ..prompts.encoding import prompt_ids_of_length
-from .breakdown import graph_kernel_check, profile_decode
-from .floor import step_floor_ms
+from .breakdown import graph_launch_check, profile_decode
+from .floor import floor_share, step_floor_ms
 from .proofs import prove_equal
 
 
 def measure_modes(loaded, modes=("eager",), contexts=(128,), decode_tokens: int = 32, repeats: int = 3,
                   bandwidth_gbps: float | None = None, attention: str = DEFAULT_ATTENTION) -> list[dict]:
-    """One row per (context, mode): ms/token p50 and p90, tokens/s, the floor and its share. A mode
+    """One row per (context, mode): token_ms_p50 and p90, tokens/s, the floor and its share. A mode
     that cannot run here gives a row with `why_not` instead of numbers."""
     set_attention(loaded, attention)
-    config = DecodeConfig.greedy(max_new_tokens=decode_tokens, min_new_tokens=decode_tokens)
+    config = DecodeConfig.forced(decode_tokens)
     rows = []
     for ctx in contexts:
         ids = prompt_ids_of_length(loaded.tokenizer, ctx)
         floor = step_floor_ms(loaded, ctx + decode_tokens // 2, 1, bandwidth_gbps)  # the cache midway
         for mode in modes:
-            row = {"kernel": loaded.kernel, "attention": attention, "mode_requested": mode, "context_tokens": ctx,
-                   "floor_ms": floor}
+            row = {"kernel": loaded.kernel, "attention": attention, "decode_mode_requested": mode,
+                   "context_tokens": ctx, "floor_ms": floor}
             try:
-                recs = [generate_ids(loaded, [ids], config, warmup=1 if r == 0 else 0, logprobs=False, decode_mode=mode)[0]
+                recs = [generate_ids(loaded, [ids], config, warmup=1 if r == 0 else 0, logprobs=False,
+                                     decode_mode=mode)[0]
                         for r in range(repeats)]
             except (ConfigError, WorkbenchError, RuntimeError) as e:  # e.g. a graph on the CPU, flash with a mask
-                rows.append({**row, "mode": None, "why_not": f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"})
+                rows.append({**row, "decode_mode": None,
+                             "why_not": f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"})
                 continue
-            gaps = [b - a for r in recs for a, b in zip(r.token_times_s, r.token_times_s[1:])]
-            lat = Latency.from_values(gaps)
+            gaps_ms = sorted(1e3 * g for r in recs for g in r.token_gaps_s)
+            p50 = percentile(gaps_ms, 50)
             # the first run reaches cache lengths this process may not have decoded at before; what is
             # built per new shape (cuDNN attention plans) shows there and not in the later repeats
-            first = recs[0].itl
-            row.update(mode=recs[-1].decode_mode, note=recs[-1].decode_note or recs[0].decode_note,
-                       decode_ms_p50=lat.p50_ms, decode_ms_p90=lat.p90_ms, tokens_per_s=1e3 / lat.p50_ms,
-                       first_run_ms_p50=first.p50_ms if first else None,
-                       floor_share=floor / lat.p50_ms if floor else None,
-                       ttft_ms=sorted(r.ttft_s for r in recs)[len(recs) // 2] * 1e3)
+            row.update(decode_mode=recs[-1].decode_mode, note=recs[-1].decode_note or recs[0].decode_note,
+                       token_ms_p50=p50, token_ms_p90=percentile(gaps_ms, 90), tokens_per_s=1e3 / p50,
+                       first_run_token_ms_p50=recs[0].token_ms_p50, floor_share=floor_share(floor, p50),
+                       ttft_ms=median(r.ttft_s for r in recs) * 1e3)
             rows.append(row)
     return rows
 
 
-def prove_modes(loaded, modes, context_tokens: int = 128, steps: int = 64, attention: str = DEFAULT_ATTENTION) -> list[dict]:
-    """`prove_equal` for every fast mode, plus the graph kernel check on a GPU."""
+def prove_modes(loaded, modes, context_tokens: int = 128, steps: int = 64,
+                attention: str = DEFAULT_ATTENTION) -> list[dict]:
+    """`prove_equal` for every fast mode, plus the graph launch check on a GPU."""
 
     set_attention(loaded, attention)
     rows = []
@@ -70,17 +71,18 @@ def prove_modes(loaded, modes, context_tokens: int = 128, steps: int = 64, atten
         try:
             row = prove_equal(loaded, mode, context_tokens=context_tokens, steps=steps).to_dict()
         except (ConfigError, WorkbenchError, RuntimeError) as e:
-            rows.append({"kernel": loaded.kernel, "mode": mode, "why_not": f"{type(e).__name__}: {e}"})
+            rows.append({"kernel": loaded.kernel, "decode_mode": mode, "why_not": f"{type(e).__name__}: {e}"})
             continue
-        row["mode_requested"] = mode
-        if mode == "graph" and row["mode"] == "graph":
-            check = graph_kernel_check(loaded, context_tokens=context_tokens, attention=attention)
-            row.update({f"kernels_{k}": v for k, v in check.items() if k not in ("mode", "note")})
+        row["decode_mode_requested"] = mode
+        if mode == "graph" and row["decode_mode"] == "graph":
+            check = graph_launch_check(loaded, context_tokens=context_tokens, attention=attention)
+            row.update({f"launch_check_{k}": v for k, v in check.items() if k not in ("decode_mode", "note")})
         rows.append(row)
     return rows
 
 
-def breakdowns(loaded, modes, context_tokens: int = 128, steps: int = 16, attention: str = DEFAULT_ATTENTION) -> list[dict]:
+def breakdowns(loaded, modes, context_tokens: int = 128, steps: int = 16,
+               attention: str = DEFAULT_ATTENTION) -> list[dict]:
     """`profile_decode` for every mode that can run: where each step's time goes."""
 
     rows = []
@@ -88,7 +90,8 @@ def breakdowns(loaded, modes, context_tokens: int = 128, steps: int = 16, attent
         try:
             rows.append(profile_decode(loaded, context_tokens, steps, mode, attention).to_dict())
         except (ConfigError, WorkbenchError, RuntimeError) as e:
-            rows.append({"kernel": loaded.kernel, "mode": mode, "attention": attention, "why_not": f"{type(e).__name__}: {e}"})
+            rows.append({"kernel": loaded.kernel, "decode_mode": mode, "attention": attention,
+                         "why_not": f"{type(e).__name__}: {e}"})
     return rows
 
 
@@ -135,18 +138,19 @@ def main(argv=None) -> int:
         if args.prove_steps:
             proofs += prove_modes(loaded, args.modes, args.contexts[0], args.prove_steps)
         loaded.release()
-    proven = {(p["kernel"], p.get("mode_requested")): p.get("passed") for p in proofs}
+    proven = {(p["kernel"], p.get("decode_mode_requested")): p.get("passed") for p in proofs}
     print(f"{path.name} on {device}" + (f" · copy bandwidth {bandwidth:.0f} GB/s" if bandwidth else ""))
     print(f"{'kernel':<12} {'mode':<16} {'context':>7} {'p50 ms':>8} {'p90 ms':>8} {'floor':>6} {'proven':>6}")
     for r in rows:
-        mode = r["mode_requested"] if r.get("mode") in (None, r["mode_requested"]) else f"{r['mode_requested']}->{r['mode']}"
+        asked = r["decode_mode_requested"]
+        mode = asked if r.get("decode_mode") in (None, asked) else f"{asked}->{r['decode_mode']}"
         if "why_not" in r:
             print(f"{r['kernel']:<12} {mode:<16} {r['context_tokens']:>7}  {r['why_not'][:60]}")
             continue
         share = f"{r['floor_share']:.0%}" if r.get("floor_share") else "-"
-        ok = proven.get((r["kernel"], r["mode_requested"]))
-        print(f"{r['kernel']:<12} {mode:<16} {r['context_tokens']:>7} {r['decode_ms_p50']:>8.2f} "
-              f"{r['decode_ms_p90']:>8.2f} {share:>6} {'-' if ok is None else 'yes' if ok else 'NO':>6}")
+        ok = proven.get((r["kernel"], asked))
+        print(f"{r['kernel']:<12} {mode:<16} {r['context_tokens']:>7} {r['token_ms_p50']:>8.2f} "
+              f"{r['token_ms_p90']:>8.2f} {share:>6} {'-' if ok is None else 'yes' if ok else 'NO':>6}")
     if args.out:
 
         atomic_write_json(args.out, {"model": str(path), "device": device, "bandwidth_gbps": bandwidth,

@@ -12,8 +12,9 @@ import math
 # --- bytes and the floor ----------------------------------------------------------------------
 
 def decode_bytes_per_token(loaded) -> int:
-    """Bytes one decode step must read at batch 1, not counting the KV cache (FACTS.md's count:
-    packed weights, 16-bit scales and packed zeros of every quantized layer, the lm_head, norms)."""
+    """Bytes one decode step must read at batch 1, not counting the KV cache (the count of
+    docs/model-facts.md: packed weights, 16-bit scales and packed zeros of every quantized layer,
+    the lm_head, norms)."""
     try:
         from gptqmodel.nn_modules.qlinear import BaseQuantLinear
     except ImportError:  # the AutoGPTQ environment (make legacy-env) has no gptqmodel
@@ -58,3 +59,11 @@ def step_floor_ms(loaded, context_tokens: float, batch: int = 1, bandwidth_gbps:
     `context_tokens`. None without a bandwidth (on the CPU)."""
     kv = kv_bytes_per_token(loaded.model.config)
     return floor_ms(decode_bytes_per_token(loaded) + batch * kv * context_tokens, bandwidth_gbps)
+
+
+def floor_share(floor_ms: float | None, step_ms: float | None) -> float | None:
+    """How close a measured step comes to its floor: floor / step (1.0 = at the floor). None
+    without a floor (no bandwidth, on the CPU) or without a measured step."""
+    if not floor_ms or step_ms is None or not math.isfinite(step_ms) or step_ms <= 0:
+        return None
+    return floor_ms / step_ms

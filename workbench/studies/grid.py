@@ -3,34 +3,83 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
+from ..errors import ConfigError
 from ..generation.config import DecodeConfig
 from ..generation.generate import generate
-from ..humaneval.protocol import build_prompt, extract_completion
+from ..humaneval.protocol import build_prompt, extract_completion, load_problems
 from ..humaneval.score import evaluate
 from .answers import distinct_n, parses
 
 
+@dataclass(frozen=True)
+class DecodingGridConfig:
+    """What notebook 03 sweeps: one field per entry of its parameters cell (MODEL, KERNEL, DEVICE
+    and OUTPUT_DIR apart), same names in lower case."""
+
+    temperatures: tuple[float, ...] = (0.1, 0.7, 1.2)  # < 1 sharpens the distribution, > 1 flattens it
+    top_ps: tuple[float, ...] = (0.5, 0.95)  # nucleus sampling mass
+    top_k: int = 0  # 0: off
+    repetition_penalty: float = 1.0  # 1.0: off
+    samples: int = 2  # seeded samples per grid point and prompt
+    n_prompts: int = 2  # HumanEval prompts used
+    max_new_tokens: int = 40
+    seed: int = 0
+    pass_rate: bool = False  # also score each point's samples with HumanEval's tests (slower)
+
+    def __post_init__(self):
+        def bad(name, allowed):
+            raise ConfigError(f"DecodingGridConfig.{name}={getattr(self, name)!r} is invalid: allowed {allowed}")
+
+        for name in ("temperatures", "top_ps"):
+            if isinstance(getattr(self, name), list):  # lists from a notebook's parameters cell
+                object.__setattr__(self, name, tuple(getattr(self, name)))
+            if not (isinstance(getattr(self, name), tuple) and getattr(self, name)):
+                bad(name, "a non-empty list of numbers")
+        for name in ("samples", "n_prompts"):
+            if not (isinstance(getattr(self, name), int) and getattr(self, name) >= 1):
+                bad(name, "an integer >= 1")
+        for t, p in ((t, p) for t in self.temperatures for p in self.top_ps):
+            self.point(t, p)  # DecodeConfig names a bad temperature, top_p, top_k, ... itself
+
+    def point(self, temperature: float, top_p: float) -> DecodeConfig:
+        """The sampling settings of one grid point."""
+        return DecodeConfig(do_sample=True, temperature=temperature, top_p=top_p, top_k=self.top_k,
+                            repetition_penalty=self.repetition_penalty, max_new_tokens=self.max_new_tokens,
+                            seed=self.seed)
+
+
+@dataclass
 class DecodingGrid:
     """The records of a temperature x top-p sweep and one row of metrics per grid point."""
 
-    def __init__(self, frame, records):
-        self.frame, self.records = frame, records
+    frame: object  # pandas DataFrame: temperature, top_p, distinct_2, mean_logprob, parses_share, ...
+    records: list
+    problems: list = field(default_factory=list)  # the HumanEval problems it sampled
+
+    def headline(self) -> dict:
+        """The numbers notebook 03 puts in the report's index."""
+        f = self.frame
+        return {"grid_points": len(f), "best_parses_share": float(f["parses_share"].max()),
+                "distinct_2_range": [round(float(f["distinct_2"].min()), 3), round(float(f["distinct_2"].max()), 3)]}
+
+    def data(self) -> dict:
+        return {"grid": self.frame.to_dict(orient="records")}
 
 
-def decoding_grid(loaded, problems, temperatures, top_ps, *, samples=2, top_k=0, repetition_penalty=1.0,
-                  max_new_tokens=40, seed=0, pass_rate=False) -> DecodingGrid:
-    """Sample every problem `samples` times (one seeded batch) at every grid point."""
+def decoding_grid(loaded, config: DecodingGridConfig = DecodingGridConfig(), problems=None) -> DecodingGrid:
+    """Sample every problem `config.samples` times (one seeded batch) at every grid point; the
+    problems are the first `config.n_prompts` of HumanEval unless given."""
     import pandas as pd
 
-
+    problems = list(problems) if problems is not None else list(load_problems().values())[:config.n_prompts]
     rows, records = [], []
-    for t in temperatures:
-        for p in top_ps:
-            config = DecodeConfig(do_sample=True, temperature=t, top_p=p, top_k=top_k,
-                                  repetition_penalty=repetition_penalty, max_new_tokens=max_new_tokens, seed=seed)
+    for t in config.temperatures:
+        for p in config.top_ps:
             point = []
             for problem in problems:
-                point += generate(loaded, [build_prompt(problem)] * samples, config, format="raw")
+                point += generate(loaded, [build_prompt(problem)] * config.samples, config.point(t, p), format="raw")
             records += point
             lps = [lp for r in point for lp in r.logprobs]
             row = {"temperature": t, "top_p": p,
@@ -38,14 +87,13 @@ def decoding_grid(loaded, problems, temperatures, top_ps, *, samples=2, top_k=0,
                    "mean_logprob": sum(lps) / len(lps) if lps else float("nan"),
                    "parses_share": sum(parses(r.text) for r in point) / len(point),
                    "mean_new_tokens": sum(r.new_tokens for r in point) / len(point)}
-            if pass_rate:
-                row["pass_rate"] = _pass_rate(problems, point, samples)
+            if config.pass_rate:
+                row["pass_rate"] = _pass_rate(problems, point, config.samples)
             rows.append(row)
-    return DecodingGrid(pd.DataFrame(rows), records)
+    return DecodingGrid(pd.DataFrame(rows), records, problems)
 
 
 def _pass_rate(problems, records, samples: int) -> float:
-
     completions = {}
     for i, problem in enumerate(problems):
         batch = records[i * samples:(i + 1) * samples]

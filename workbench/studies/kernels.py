@@ -3,19 +3,30 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 from ..errors import ConfigError, KernelUnavailable
-from ..generation.config import DecodeConfig
+from ..generation.config import DECODE_MODES, DecodeConfig
 from ..generation.generate import generate_ids
 from ..generation.inputs import input_device
-from ..measure import Latency, measure_copy_bandwidth_gbps, memory_snapshot, reset_peak_memory, timed_s
-from ..model.attention import DEFAULT_ATTENTION, set_attention
+from ..measure import (
+    current_keys,
+    measure_copy_bandwidth_gbps,
+    median,
+    memory_snapshot,
+    percentile,
+    reset_peak_memory,
+    timed_s,
+)
+from ..model.attention import DEFAULT_ATTENTION, check_attention, set_attention
+from ..model.checkpoint import is_synthetic
 from ..model.load import load_model, load_reference_model
-from ..model.registry import resolve_device
+from ..model.registry import AUTO, available_kernels, resolve_device
 from ..prompts.encoding import prompt_ids_of_length
 from .decode_modes import breakdowns, compare_attention, measure_modes, prove_modes
-from .floor import decode_bytes_per_token, floor_ms, kv_bytes_per_token
+from .floor import decode_bytes_per_token, floor_ms, floor_share, kv_bytes_per_token
 
 # --- one kernel -------------------------------------------------------------------------------
 
@@ -31,22 +42,29 @@ class KernelMeasurement:
     prefill_ms: float  # median of the repeats
     prefill_tokens_per_s: float
     decode_tokens: int
-    decode: Latency  # inter-token latencies of a fixed-length greedy generation
-    ttft_ms: float
+    token_ms_p50: float | None  # per-token latency over every repeat's inter-token gaps
+    token_ms_p90: float | None
+    ttft_ms: float  # median of the repeats
     peak_generation: dict
 
     def to_dict(self) -> dict:
-        d = asdict(self)
-        d["decode"] = self.decode.to_dict() if self.decode else None
-        return d
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "KernelMeasurement":
+        """A measurement from its JSON; older ones kept a `decode` latency summary (results/)."""
+        d = dict(d)
+        old = d.pop("decode", None) or {}
+        d.setdefault("token_ms_p50", old.get("p50_ms"))
+        d.setdefault("token_ms_p90", old.get("p90_ms"))
+        return cls(**d)
 
 
 def measure_kernel(loaded, prefill_tokens: int = 128, decode_tokens: int = 32, repeats: int = 3,
                    warmup: int = 1) -> KernelMeasurement:
-    """Prefill throughput (a plain forward pass) and decode latency (a greedy generation forced to
-    `decode_tokens` new tokens). `warmup` untimed runs of each come first."""
+    """Prefill throughput (a plain forward pass) and per-token latency (a greedy generation forced
+    to `decode_tokens` new tokens). `warmup` untimed runs of each come first."""
     import torch
-
 
     device = input_device(loaded.model)
     ids = prompt_ids_of_length(loaded.tokenizer, prefill_tokens)
@@ -54,23 +72,19 @@ def measure_kernel(loaded, prefill_tokens: int = 128, decode_tokens: int = 32, r
     with torch.inference_mode():
         for _ in range(warmup):
             loaded.model(input_ids=x)
-        times = [timed_s(lambda: loaded.model(input_ids=x), device)[1] for _ in range(repeats)]
-    prefill_s = sorted(times)[len(times) // 2]
-    config = DecodeConfig.greedy(max_new_tokens=decode_tokens, min_new_tokens=decode_tokens)
+        prefill_s = median(timed_s(lambda: loaded.model(input_ids=x), device)[1] for _ in range(repeats))
+    config = DecodeConfig.forced(decode_tokens)
     reset_peak_memory(device)
-    gaps, ttfts = [], []
-    for record in (generate_ids(loaded, [ids], config, warmup=warmup if r == 0 else 0, logprobs=False)[0]
-                   for r in range(repeats)):
-        t = record.token_times_s
-        gaps += [b - a for a, b in zip(t, t[1:])]
-        ttfts.append(record.ttft_s)
+    records = [generate_ids(loaded, [ids], config, warmup=warmup if r == 0 else 0, logprobs=False)[0]
+               for r in range(repeats)]
+    gaps_ms = sorted(1e3 * g for r in records for g in r.token_gaps_s)
     rec = loaded.load_record
     return KernelMeasurement(
         kernel=loaded.kernel, load_s=rec.load_s, first_forward_s=rec.first_forward_s,
         memory_after_load=rec.memory, prefill_tokens=prefill_tokens, prefill_ms=prefill_s * 1e3,
         prefill_tokens_per_s=prefill_tokens / prefill_s, decode_tokens=decode_tokens,
-        decode=Latency.from_values(gaps), ttft_ms=sorted(ttfts)[len(ttfts) // 2] * 1e3,
-        peak_generation=memory_snapshot(device).to_dict(),
+        token_ms_p50=percentile(gaps_ms, 50), token_ms_p90=percentile(gaps_ms, 90),
+        ttft_ms=median(r.ttft_s for r in records) * 1e3, peak_generation=memory_snapshot(device).to_dict(),
     )
 
 
@@ -134,6 +148,76 @@ def agreement(reference: str, kernel: str, ref_logits, logits, ref_tokens, token
 
 # --- the whole kernel comparison --------------------------------------------------------------
 
+DTYPES = ("float32", "float16", "bfloat16")
+REFERENCE_WORD = "reference"  # in attention_kernels: whichever kernel `reference` names
+
+
+@dataclass(frozen=True)
+class KernelStudyConfig:
+    """What notebook 04 compares: one field per entry of its parameters cell (MODEL, DEVICE and
+    OUTPUT_DIR apart), same names in lower case. The defaults are the plain kernel comparison;
+    the notebook asks for the decode modes, proofs, profiles and attention comparison too."""
+
+    kernels: str | tuple[str, ...] = "all"  # "all" registered kernels, or names; those that cannot run here are skipped
+    reference: str = "torch"  # the kernel the others are compared with (the first that ran, if it cannot)
+    dtype: str | None = None  # None: each kernel's default; "float32" | "float16" | "bfloat16"
+    attention: str = DEFAULT_ATTENTION
+    n_prompts: int = 4  # prompts for the agreement check
+    prompt_tokens: int = 48  # their length (the i-th starts 7 * i tokens later)
+    greedy_tokens: int = 16  # greedy continuation compared token by token
+    prefill_tokens: int = 128
+    decode_tokens: int = 32  # a forced-length greedy generation gives the per-token latencies
+    repeats: int = 3
+    float_reference: bool = False  # also compare with the checkpoint dequantized to dense float32 (small models)
+    decode_modes: tuple[str, ...] = ("eager",)
+    decode_contexts: tuple[int, ...] | None = None  # prompt lengths of the decode-mode table; None: prefill_tokens
+    prove_steps: int = 64  # greedy steps each fast mode is compared with eager over; 0: no proof
+    breakdown_steps: int = 0  # decode steps profiled for the time split; 0: none
+    attentions: tuple[str, ...] = ()  # attention implementations compared, decoding eagerly
+    attention_kernels: tuple[str, ...] = ()  # kernels that get that comparison ("reference": `reference`)
+
+    def __post_init__(self):
+        def bad(name, allowed):
+            raise ConfigError(f"KernelStudyConfig.{name}={getattr(self, name)!r} is invalid: allowed {allowed}")
+
+        for name in ("kernels", "decode_modes", "decode_contexts", "attentions", "attention_kernels"):
+            value = getattr(self, name)
+            if isinstance(value, (list, tuple)):  # lists from a notebook's parameters cell
+                object.__setattr__(self, name, tuple(value))
+        if self.kernels != "all" and not (isinstance(self.kernels, tuple) and self.kernels
+                                          and all(isinstance(k, str) for k in self.kernels)):
+            bad("kernels", '"all" or a non-empty list of kernel names')
+        if self.dtype not in (None, *DTYPES):
+            bad("dtype", f"None or one of {', '.join(DTYPES)}")
+        check_attention(self.attention)
+        for name in ("n_prompts", "prompt_tokens", "greedy_tokens", "prefill_tokens", "repeats"):
+            if not (isinstance(getattr(self, name), int) and getattr(self, name) >= 1):
+                bad(name, "an integer >= 1")
+        if not (isinstance(self.decode_tokens, int) and self.decode_tokens >= 2):
+            bad("decode_tokens", "an integer >= 2 (latencies are the gaps between tokens)")
+        for name in ("prove_steps", "breakdown_steps"):
+            if not (isinstance(getattr(self, name), int) and getattr(self, name) >= 0):
+                bad(name, "an integer >= 0 (0: skip)")
+        if not self.decode_modes or any(m not in DECODE_MODES for m in self.decode_modes):
+            bad("decode_modes", f"a non-empty list of {', '.join(DECODE_MODES)}")
+        if self.decode_contexts is not None and not (
+                self.decode_contexts and all(isinstance(c, int) and c >= 1 for c in self.decode_contexts)):
+            bad("decode_contexts", "None or a non-empty list of integers >= 1")
+        for attention in self.attentions:
+            check_attention(attention)
+
+    @property
+    def contexts(self) -> list[int]:
+        return list(self.decode_contexts or [self.prefill_tokens])
+
+    def compares_attention_on(self, kernel: str) -> bool:
+        names = {self.reference if k == REFERENCE_WORD else k for k in self.attention_kernels}
+        return bool(self.attentions) and kernel in names
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
 @dataclass
 class KernelStudy:
     """Every kernel that ran (speed, memory, agreement) and every one that could not (why)."""
@@ -152,8 +236,11 @@ class KernelStudy:
     proofs: list = field(default_factory=list)  # prove_modes rows: fast modes against eager
     splits: list = field(default_factory=list)  # breakdown.StepBreakdown dicts: where a step's time goes
     attention_rows: list = field(default_factory=list)  # compare_attention rows
+    notes: list = field(default_factory=list)  # what the study left out and why
+    config: dict = field(default_factory=dict)  # the KernelStudyConfig it ran with
 
     def frame(self):
+        """One row per kernel that ran: speed, memory, the floor's share and agreement."""
         import pandas as pd
 
         agree = {a.kernel: a for a in self.agreements}
@@ -163,15 +250,38 @@ class KernelStudy:
             row = {"kernel": m.kernel, "dtype": self.dtype.get(m.kernel), "load_s": m.load_s,
                    "first_forward_s": m.first_forward_s,
                    "mem_after_load_gb": m.memory_after_load.get("allocated_gb") or m.memory_after_load.get("rss_gb"),
-                   "prefill_tok_s": m.prefill_tokens_per_s, "decode_ms_p50": m.decode.p50_ms,
-                   "decode_ms_p90": m.decode.p90_ms, "ttft_ms": m.ttft_ms}
+                   "prefill_tokens_per_s": m.prefill_tokens_per_s, "token_ms_p50": m.token_ms_p50,
+                   "token_ms_p90": m.token_ms_p90, "ttft_ms": m.ttft_ms}
             if self.floor_ms:
-                row["floor_share"] = self.floor_ms / m.decode.p50_ms
+                row["floor_share"] = floor_share(self.floor_ms, m.token_ms_p50)
             if a:
                 row.update(max_abs_dlogit=a.max_abs_dlogit, mean_kl=a.mean_kl_nats,
                            top1_agree=a.top1_agreement, greedy_identical=a.greedy_identical)
             rows.append(row)
         return pd.DataFrame(rows).set_index("kernel") if rows else pd.DataFrame()
+
+    def headline(self) -> dict:
+        """The numbers notebook 04 puts in the report's index."""
+        ran = [m for m in self.measurements if m.token_ms_p50 is not None]
+        best = min(ran, key=lambda m: m.token_ms_p50, default=None)
+        share = floor_share(self.floor_ms, best.token_ms_p50) if best else None
+        headline = {"kernels_run": len(self.measurements), "fastest_kernel": best.kernel if best else None,
+                    "token_ms_p50": round(best.token_ms_p50, 3) if best else None,
+                    "floor_share": round(share, 3) if share else None,
+                    "worst_max_abs_dlogit": max((a.max_abs_dlogit for a in self.agreements), default=None)}
+        timed = [r for r in self.modes if r.get("token_ms_p50") is not None]
+        if timed:
+            top = min(timed, key=lambda r: r["token_ms_p50"])
+            headline.update(fastest_mode=f"{top['kernel']} · {top['decode_mode']} @ {top['context_tokens']}",
+                            fastest_mode_token_ms_p50=round(top["token_ms_p50"], 3),
+                            fastest_mode_floor_share=round(top["floor_share"], 3) if top.get("floor_share") else None)
+        headline["fast_modes_proven"] = all(p.get("passed", False) for p in self.proofs) if self.proofs else None
+        return headline
+
+    def data(self) -> dict:
+        """What notebook 04 saves under "data" (merge_kernel_reports reads it back)."""
+        return {"study": self.to_dict(), "table": self.frame().reset_index().to_dict(orient="records"),
+                "skipped": self.skipped}
 
     def to_dict(self) -> dict:
         return {"device": self.device, "reference": self.reference, "attention": self.attention,
@@ -179,82 +289,116 @@ class KernelStudy:
                 "measurements": [m.to_dict() for m in self.measurements],
                 "agreements": [a.to_dict() for a in self.agreements], "skipped": self.skipped, "dtype": self.dtype,
                 "modes": self.modes, "proofs": self.proofs, "splits": self.splits,
-                "attention_rows": self.attention_rows}
+                "attention_rows": self.attention_rows, "notes": self.notes, "config": self.config}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "KernelStudy":
+        """A study from its JSON, this version's or an older one's (results/): old metric keys are
+        renamed (measure.current_keys) and parts that older runs did not have come back empty."""
+        d = dict(d)
+        d["measurements"] = [KernelMeasurement.from_dict(m) for m in d.get("measurements", [])]
+        d["agreements"] = [Agreement(**a) for a in d.get("agreements", [])]
+        for rows in ("modes", "proofs", "splits", "attention_rows"):
+            d[rows] = [current_keys(r) for r in d.get(rows) or []]
+        return cls(**d)
 
 
-def run_kernel_study(model_path, kernels, device: str, reference: str = "torch", *, dtype=None,
-                     attention: str = DEFAULT_ATTENTION, n_prompts: int = 4, prompt_tokens: int = 48,
-                     greedy_tokens: int = 16, prefill_tokens: int = 128, decode_tokens: int = 32,
-                     repeats: int = 3, float_reference: bool = False, decode_modes=("eager",),
-                     decode_contexts=None, prove_steps: int = 64, breakdown_steps: int = 0,
-                     attentions=(), attention_kernels=(), log=print) -> KernelStudy:
-    """Load the checkpoint with each kernel in turn (the reference first), measure it, compare its
-    logits and greedy tokens with the reference's, and release it before the next one.
-    `float_reference` also compares with the checkpoint dequantized to a dense float32 model.
+def run_kernel_study(model_path, config: KernelStudyConfig = KernelStudyConfig(), device: str = "auto",
+                     log=print) -> KernelStudy:
+    """Load the checkpoint with each kernel of `config` in turn (the reference first), measure it,
+    compare its logits and greedy tokens with the reference's, and release it before the next one.
+    `skipped` says why every other registered kernel did not run: the registry's reason where it
+    cannot run here, its error where it failed to load, or that it was not asked for.
+    `float_reference` also compares with the checkpoint dequantized to a dense float32 model (not
+    for a synthetic checkpoint: a dense copy of the real shapes would need 130 GB).
 
-    Per kernel, also: ms/token in each of `decode_modes` at each of `decode_contexts` (default:
-    prefill_tokens), each fast mode proven against eager over `prove_steps` steps (0: not),
-    the per-step time split of each mode over `breakdown_steps` steps (0: not), and for the
-    kernels in `attention_kernels`, eager decoding with each of `attentions`."""
-
+    Per kernel, also: ms/token in each of `decode_modes` at each of `decode_contexts`, each fast mode
+    proven against eager over `prove_steps` steps, the per-step time split of each mode over
+    `breakdown_steps` steps, and for the kernels in `attention_kernels`, eager decoding with each
+    of `attentions`."""
+    import torch
 
     device = resolve_device(device)
-    order = [reference] + [k for k in kernels if k != reference]
-    measurements, agreements, skipped, dtypes = [], [], {}, {}
-    modes, proofs, splits, attention_rows = [], [], [], []
-    ref_logits = ref_tokens = None
-    prompts = None
+    path = Path(model_path)
+    available = {a.kernel: a for a in available_kernels(device) if a.kernel != AUTO}
+    wanted = list(available) if config.kernels == "all" else list(config.kernels)
+    order = [config.reference] + [k for k in wanted if k != config.reference]
+    skipped = {k: a.reason for k, a in available.items() if not a.available}
+    skipped.update({k: "not asked for (KernelStudyConfig.kernels)" for k in available
+                    if k not in order and k not in skipped})
+    dtype = getattr(torch, config.dtype) if config.dtype else None
     bandwidth = measure_copy_bandwidth_gbps(device)
-    decode_bytes = floor = None
-    for name in order:
+    study = KernelStudy(device=device, reference=config.reference, attention=config.attention,
+                        bandwidth_gbps=bandwidth, decode_bytes=None, floor_ms=None, measurements=[], agreements=[],
+                        skipped=skipped, dtype={}, config=config.to_dict())
+    prompts = reference = None
+    for name in (k for k in order if k not in skipped):  # a name the registry does not know fails to load
         log(f"[{name}] loading")
         try:
-            loaded = load_model(model_path, kernel=name, device=device, dtype=dtype)
+            loaded = load_model(path, kernel=name, device=device, dtype=dtype)
         except KernelUnavailable as e:
-            skipped[name] = str(e)
+            study.skipped[name] = str(e)
             log(f"[{name}] skipped: {e}")
             continue
-        set_attention(loaded, attention)
-        dtypes[loaded.kernel] = loaded.load_record.dtype  # what ran: AutoGPTQ's may name a fallback
         if prompts is None:
-            prompts = [prompt_ids_of_length(loaded.tokenizer, prompt_tokens + 7 * i)[7 * i:] for i in range(n_prompts)]
-            decode_bytes = decode_bytes_per_token(loaded) + kv_bytes_per_token(loaded.model.config) * prefill_tokens
-            floor = floor_ms(decode_bytes, bandwidth)
-        logits = prompt_logits(loaded, prompts)
-        tokens = greedy_continuations(loaded, prompts, greedy_tokens)
-        if ref_logits is None:
-            ref_logits, ref_tokens, ref_name = logits, tokens, loaded.kernel
-        else:
-            agreements.append(agreement(ref_name, loaded.kernel, ref_logits, logits, ref_tokens, tokens))
-        m = measure_kernel(loaded, prefill_tokens=prefill_tokens, decode_tokens=decode_tokens, repeats=repeats)
-        measurements.append(m)
-        log(f"[{name}] decode p50 {m.decode.p50_ms:.2f} ms/token, prefill {m.prefill_tokens_per_s:.0f} tok/s")
-        contexts = list(decode_contexts or [prefill_tokens])
-        if decode_modes and tuple(decode_modes) != ("eager",) or decode_contexts:
-            rows = measure_modes(loaded, decode_modes, contexts, decode_tokens, repeats, bandwidth, attention)
-            modes += rows
-            log(f"[{name}] " + "; ".join(f"{r['mode_requested']}@{r['context_tokens']}: " +
-                                         (f"{r['decode_ms_p50']:.2f} ms" if "why_not" not in r else "n/a") for r in rows))
-        if prove_steps and any(mode != "eager" for mode in decode_modes):
-            proofs += prove_modes(loaded, decode_modes, contexts[0], prove_steps, attention)
-        if breakdown_steps:
-            splits += breakdowns(loaded, decode_modes, contexts[0], breakdown_steps, attention)
-        if attentions and name in attention_kernels:
-            attention_rows += compare_attention(loaded, attentions, contexts[0], decode_tokens, repeats,
-                                                            breakdown_steps or 8, bandwidth)
+            prompts = [prompt_ids_of_length(loaded.tokenizer, config.prompt_tokens + 7 * i)[7 * i:]
+                       for i in range(config.n_prompts)]
+            study.decode_bytes = (decode_bytes_per_token(loaded)
+                                  + kv_bytes_per_token(loaded.model.config) * config.prefill_tokens)
+            study.floor_ms = floor_ms(study.decode_bytes, bandwidth)
+        reference = _measure_one(loaded, name, config, prompts, bandwidth, study, reference, log)
         loaded.release()
-    if float_reference and ref_logits is not None:
-        import torch
+    if config.float_reference and reference is not None:
+        if is_synthetic(path):
+            study.notes.append("float_reference: not compared; the checkpoint is synthetic (random weights of "
+                               "the real shapes: a dense float32 copy would not fit)")
+        else:
+            study.agreements.insert(0, _float_agreement(path, prompts, reference))
+    return study
 
-        dense = load_reference_model(model_path)
-        with torch.inference_mode():
-            dense_logits = [dense(input_ids=torch.tensor([p])).logits[0].float() for p in prompts]
-        agreements.insert(0, agreement("float32-dequantized", ref_name, dense_logits, ref_logits, ref_tokens, ref_tokens))
-        del dense
-    return KernelStudy(device=device, reference=order[0], attention=attention, bandwidth_gbps=bandwidth,
-                       decode_bytes=decode_bytes, floor_ms=floor, measurements=measurements,
-                       agreements=agreements, skipped=skipped, dtype=dtypes, modes=modes, proofs=proofs,
-                       splits=splits, attention_rows=attention_rows)
+
+def _measure_one(loaded, name, config: KernelStudyConfig, prompts, bandwidth, study: KernelStudy, reference, log):
+    """Everything the study measures on one loaded kernel; returns the reference's (name, logits,
+    tokens): this kernel's when no kernel ran before it."""
+    set_attention(loaded, config.attention)
+    study.dtype[loaded.kernel] = loaded.load_record.dtype  # what ran: AutoGPTQ's may name a fallback
+    logits = prompt_logits(loaded, prompts)
+    tokens = greedy_continuations(loaded, prompts, config.greedy_tokens)
+    if reference is None:
+        reference = (loaded.kernel, logits, tokens)
+    else:
+        study.agreements.append(agreement(reference[0], loaded.kernel, reference[1], logits, reference[2], tokens))
+    m = measure_kernel(loaded, prefill_tokens=config.prefill_tokens, decode_tokens=config.decode_tokens,
+                       repeats=config.repeats)
+    study.measurements.append(m)
+    log(f"[{name}] {m.token_ms_p50:.2f} ms/token (p50), prefill {m.prefill_tokens_per_s:.0f} tokens/s")
+    contexts, modes = config.contexts, config.decode_modes
+    if modes != ("eager",) or config.decode_contexts:
+        rows = measure_modes(loaded, modes, contexts, config.decode_tokens, config.repeats, bandwidth,
+                             config.attention)
+        study.modes += rows
+        log(f"[{name}] " + "; ".join(f"{r['decode_mode_requested']}@{r['context_tokens']}: "
+                                     + (f"{r['token_ms_p50']:.2f} ms" if "why_not" not in r else "n/a")
+                                     for r in rows))
+    if config.prove_steps and any(mode != "eager" for mode in modes):
+        study.proofs += prove_modes(loaded, modes, contexts[0], config.prove_steps, config.attention)
+    if config.breakdown_steps:
+        study.splits += breakdowns(loaded, modes, contexts[0], config.breakdown_steps, config.attention)
+    if config.compares_attention_on(name):
+        study.attention_rows += compare_attention(loaded, config.attentions, contexts[0], config.decode_tokens,
+                                                  config.repeats, config.breakdown_steps or 8, bandwidth)
+    return reference
+
+
+def _float_agreement(path, prompts, reference) -> Agreement:
+    """The reference kernel against the checkpoint dequantized to a dense float32 model."""
+    import torch
+
+    ref_name, ref_logits, ref_tokens = reference
+    dense = load_reference_model(path)
+    with torch.inference_mode():
+        dense_logits = [dense(input_ids=torch.tensor([p])).logits[0].float() for p in prompts]
+    return agreement("float32-dequantized", ref_name, dense_logits, ref_logits, ref_tokens, ref_tokens)
 
 
 # --- kernel reports of several environments -------------------------------------------------------
@@ -269,11 +413,7 @@ def merge_kernel_reports(paths):
     in none of the runs, with each run's reason in `why_not`. The agreement columns compare a
     kernel with its own run's reference kernel: across runs only where the references agree.
     """
-    import json
-    from pathlib import Path
-
     import pandas as pd
-
 
     rows, why_not = [], {}
     for given in paths:
@@ -286,7 +426,7 @@ def merge_kernel_reports(paths):
         if not isinstance(data.get("table"), list):
             raise ConfigError(f"{file}: has no data.table; is it the 04_kernels.json that notebook 04 saves?")
         run = _kernel_run_context(file, data.get("study") or {})
-        rows += [{"kernel": row["kernel"], **run, **{k: v for k, v in row.items() if k != "kernel"}}
+        rows += [{"kernel": row["kernel"], **run, **{k: v for k, v in current_keys(row).items() if k != "kernel"}}
                  for row in data["table"]]
         for kernel, reason in (data.get("skipped") or {}).items():
             why_not.setdefault(kernel, []).append(f"{run['source']}: {reason}")
@@ -299,8 +439,6 @@ def merge_kernel_reports(paths):
 def _kernel_run_context(file, study: dict) -> dict:
     """Where one 04_kernels.json came from. Its reference is read off its agreements, because the
     reference it asked for may not run in that environment (the first kernel that ran takes over)."""
-    import json
-
     agreements = study.get("agreements", [])
     refs = [a["reference"] for a in agreements if a["reference"] != "float32-dequantized"]
     refs += [a["kernel"] for a in agreements] + [m["kernel"] for m in study.get("measurements", [])]
@@ -308,8 +446,9 @@ def _kernel_run_context(file, study: dict) -> dict:
                "jupyter_kernel": None, "python": None}
     try:
         report = json.loads((file.parent / "report.json").read_text(encoding="utf-8"))
+        env = report["environment"]  # reports before the vocabulary named it kernel_python
         context.update(jupyter_kernel=report["config"]["jupyter_kernel"],
-                       python=report["environment"].get("kernel_python"))
+                       python=env.get("jupyter_kernel_python", env.get("kernel_python")))
     except (OSError, ValueError, KeyError, TypeError):
         pass  # a notebook run by hand has no report.json beside it
     return context

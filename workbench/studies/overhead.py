@@ -27,7 +27,7 @@ from ..generation.eager import StepMarks
 from ..generation.generate import generate_ids
 from ..generation.inputs import input_device, left_pad
 from ..generation.static import static_generate
-from ..measure import Clock, NullClock, synchronize
+from ..measure import Clock, NullClock, median, synchronize
 from ..model.libraries import quiet
 from ..model.load import load_model, resolve_model
 from ..prompts.encoding import prompt_ids_of_length
@@ -74,7 +74,7 @@ def measure_overhead(loaded, prompt_tokens: int = 64, new_tokens: int = 64, roun
         raise ConfigError(f"rounds={rounds!r} is invalid: allowed an integer >= 2 (pairs need at least two)")
     device = input_device(loaded.model)
     ids = [prompt_ids_of_length(loaded.tokenizer, prompt_tokens)] * batch
-    config = DecodeConfig.greedy(max_new_tokens=new_tokens, min_new_tokens=new_tokens)
+    config = DecodeConfig.forced(new_tokens)
     gen_config = config.generation_config(loaded.tokenizer)
     x, mask = (t.to(device) for t in left_pad(ids, loaded.tokenizer.pad_token_id))
 
@@ -121,14 +121,15 @@ def measure_overhead(loaded, prompt_tokens: int = 64, new_tokens: int = 64, roun
     def paired_pct(values: list[float], against: list[float]) -> dict:
         return {k: 100 * v for k, v in _quartiles([x / b - 1 for x, b in zip(values, against)]).items()}
 
-    per_token_ms = {v: 1e3 * statistics.median(call[v]) / new_tokens for v in VARIANTS}
+    per_token_ms = {v: 1e3 * median(call[v]) / new_tokens for v in VARIANTS}
     marks_us = marking_cost_us(device, decode_mode)
     return {
         "prompt_tokens": prompt_tokens, "new_tokens": new_tokens, "rounds": rounds, "batch": batch,
         "decode_mode": decode_mode, "kernel": loaded.kernel,
-        "plain_is": "model.generate" if decode_mode == "eager" else f"static_generate({decode_mode!r}) without marks or logits",
+        "plain_is": "model.generate" if decode_mode == "eager"
+        else f"static_generate({decode_mode!r}) without marks or logits",
         "runs_s": call, "loop_runs_s": {v: loop[v] for v in ("timing_only", "with_logprobs")},
-        "median_s": {v: statistics.median(call[v]) for v in VARIANTS},
+        "median_s": {v: median(call[v]) for v in VARIANTS},
         "call_ms_per_new_token": per_token_ms,
         "overhead_pct": {
             "timing_only_call": paired_pct(call["timing_only"], base),
@@ -139,7 +140,7 @@ def measure_overhead(loaded, prompt_tokens: int = 64, new_tokens: int = 64, roun
         "plain_a_a_pct": paired_pct(call["plain_again"], call["plain"]),
         "marking_us_per_token": marks_us,
         "marking_pct_of_plain_token": 100 * marks_us / 1e3 / per_token_ms["plain"],
-        "plain_spread_pct": 100 * (max(call["plain"]) - min(call["plain"])) / statistics.median(call["plain"]),
+        "plain_spread_pct": 100 * (max(call["plain"]) - min(call["plain"])) / median(call["plain"]),
         "same_tokens_as_first_plain_run": {v: f"{same[v]}/{rounds}" for v in VARIANTS},
     }
 
@@ -150,17 +151,18 @@ def format_overhead(result: dict) -> str:
         return f"{d['median']:+6.2f}%  [{d['q1']:+.2f}, {d['q3']:+.2f}]"
 
     o, ms = result["overhead_pct"], result["call_ms_per_new_token"]
+    n = result["new_tokens"]
     lines = [
         f"{result['env']['device_name']} · kernel {result['kernel']} · decode_mode {result['decode_mode']} · "
         f"{result['prompt_tokens']} prompt + {result['new_tokens']} new tokens · batch {result['batch']} · "
         f"{result['rounds']} rounds, order reversed every other round",
         f"  plain = {result['plain_is']}; overhead = median over rounds of (run / mean of the round's two plain "
         "runs - 1) [quartiles]",
-        f"  plain                        {ms['plain'] * result['new_tokens']:9.1f} ms  ({ms['plain']:.2f} ms per new token)",
-        f"  plain again (A/A noise)      {ms['plain_again'] * result['new_tokens']:9.1f} ms  {pct(result['plain_a_a_pct'])}",
-        f"  instrumented, timing only    {ms['timing_only'] * result['new_tokens']:9.1f} ms  call {pct(o['timing_only_call'])}"
+        f"  plain                        {ms['plain'] * n:9.1f} ms  ({ms['plain']:.2f} ms per new token)",
+        f"  plain again (A/A noise)      {ms['plain_again'] * n:9.1f} ms  {pct(result['plain_a_a_pct'])}",
+        f"  instrumented, timing only    {ms['timing_only'] * n:9.1f} ms  call {pct(o['timing_only_call'])}"
         f"   loop {pct(o['timing_only_loop'])}",
-        f"  instrumented, with logprobs  {ms['with_logprobs'] * result['new_tokens']:9.1f} ms  call {pct(o['with_logprobs_call'])}"
+        f"  instrumented, with logprobs  {ms['with_logprobs'] * n:9.1f} ms  call {pct(o['with_logprobs_call'])}"
         f"   loop {pct(o['with_logprobs_loop'])}",
         "  (call: the whole instrumented call, records built; loop: its start to its last token, from its own marks)",
         f"  the marks themselves: {result['marking_us_per_token']:.1f} us of host time per token = "

@@ -25,14 +25,14 @@ from ..errors import ConfigError
 from ..generation.config import DecodeConfig
 from ..generation.fast import FastConfig, set_fast_config
 from ..generation.generate import generate_ids
-from ..measure import Latency, measure_copy_bandwidth_gbps
+from ..measure import current_keys, measure_copy_bandwidth_gbps, median
 from ..model.attention import ATTENTION_CHOICES, DEFAULT_ATTENTION, set_attention
 from ..model.libraries import quiet
 from ..model.load import load_model, resolve_model
 from ..model.registry import resolve_device
 from ..prompts.encoding import prompt_ids_of_length
 from .breakdown import profile_decode
-from .floor import step_floor_ms
+from .floor import floor_share, step_floor_ms
 from .proofs import eager_reference, prove_equal
 
 # exllama's own switch: above 32 rows its GEMM dequantizes the weight and calls cuBLAS (MAX_Q_GEMM_ROWS)
@@ -64,7 +64,7 @@ class PeerBenchConfig:
     ladder: tuple = tuple(LADDER)  # which LADDER steps to run, in order
     peer: bool = True  # measure ExLlamaV2's engine too
     peer_attentions: tuple = PEER_ATTENTIONS  # SDPA switches the peer is measured under (the first gives its row)
-    profile: bool = True  # the profiler's split of the last proven ladder step, and both prefills' top kernels
+    profile: bool = True  # the profiler's split of the last proven ladder step, and both prefills' top GPU ops
     profile_graph: bool = True  # also the split of the graph mode's step
 
     def __post_init__(self):
@@ -86,14 +86,13 @@ class PeerBenchConfig:
 def measure_decode(loaded, mode: str, context: int, steps: int, bandwidth_gbps: float | None) -> dict:
     """Median ms per token over `steps` steps after a `context`-token prompt (one warm-up run first)."""
     ids = prompt_ids_of_length(loaded.tokenizer, context)
-    config = DecodeConfig.greedy(max_new_tokens=steps + 1, min_new_tokens=steps + 1)
+    config = DecodeConfig.forced(steps + 1)
     rec = generate_ids(loaded, [ids], config, warmup=1, logprobs=False, decode_mode=mode)[0]
-    gaps = [b - a for a, b in zip(rec.token_times_s, rec.token_times_s[1:])]
-    lat = Latency.from_values(gaps)
     floor = step_floor_ms(loaded, context + steps / 2, 1, bandwidth_gbps)
-    return {"context_tokens": context, "steps": len(gaps), "decode_ms_p50": lat.p50_ms, "decode_ms_p90": lat.p90_ms,
-            "tokens_per_s": 1e3 / lat.p50_ms, "floor_ms": floor, "floor_share": floor / lat.p50_ms if floor else None,
-            "mode": rec.decode_mode, "note": rec.decode_note}
+    return {"context_tokens": context, "steps": len(rec.token_gaps_s), "token_ms_p50": rec.token_ms_p50,
+            "token_ms_p90": rec.token_ms_p90, "tokens_per_s": 1e3 / rec.token_ms_p50, "floor_ms": floor,
+            "floor_share": floor_share(floor, rec.token_ms_p50), "decode_mode": rec.decode_mode,
+            "note": rec.decode_note}
 
 
 def measure_prefill(loaded, mode: str, tokens: int, repeats: int) -> dict:
@@ -102,17 +101,17 @@ def measure_prefill(loaded, mode: str, tokens: int, repeats: int) -> dict:
     config = DecodeConfig.greedy(max_new_tokens=1)
     generate_ids(loaded, [ids], config, logprobs=False, decode_mode=mode)  # warm-up: shapes, plans, graphs
     recs = [generate_ids(loaded, [ids], config, logprobs=False, decode_mode=mode)[0] for _ in range(repeats)]
-    ttft = sorted(r.ttft_s for r in recs)
-    return {"prefill_tokens": tokens, "ttft_ms": ttft[len(ttft) // 2] * 1e3, "ttft_ms_all": [t * 1e3 for t in ttft],
-            "prefill_tokens_per_s": tokens / ttft[len(ttft) // 2]}
+    ttft_s = median(r.ttft_s for r in recs)
+    return {"prefill_tokens": tokens, "ttft_ms": ttft_s * 1e3, "ttft_ms_all": sorted(r.ttft_s * 1e3 for r in recs),
+            "prefill_tokens_per_s": tokens / ttft_s}
 
 
 _deadline = [math.inf]  # perf_counter() after which bench_peer starts no new measurement
 
 
 def prefill_profile(loaded, mode: str, tokens: int, top: int = 12) -> dict:
-    """One `tokens`-token prefill (after a warm-up) under torch.profiler: GPU time per kernel name,
-    the largest `top` of them, and the total. Works for any engine whose kernels run on CUDA."""
+    """One `tokens`-token prefill (after a warm-up) under torch.profiler: GPU time per GPU op name,
+    the largest `top` of them, and the total. Works for any engine whose ops run on CUDA."""
     import torch
     from torch.profiler import ProfilerActivity, profile
 
@@ -122,15 +121,15 @@ def prefill_profile(loaded, mode: str, tokens: int, top: int = 12) -> dict:
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
         rec = generate_ids(loaded, [ids], config, logprobs=False, decode_mode=mode)[0]
         torch.cuda.synchronize()
-    kernels = []
+    ops = []
     for e in prof.key_averages():
         us = getattr(e, "self_device_time_total", None) or getattr(e, "self_cuda_time_total", 0)
         if us and e.device_type == torch.autograd.DeviceType.CUDA and not e.key.startswith("wb::"):  # not ranges
-            kernels.append((e.key, us / 1e3, e.count))
-    kernels.sort(key=lambda k: -k[1])
+            ops.append((e.key, us / 1e3, e.count))
+    ops.sort(key=lambda k: -k[1])
     return {"prefill_tokens": tokens, "ttft_ms_profiled": rec.ttft_s * 1e3,
-            "gpu_kernel_ms": sum(k[1] for k in kernels),
-            "top_kernels": [[n[:120], ms, c] for n, ms, c in kernels[:top]]}
+            "gpu_ops_ms": sum(k[1] for k in ops),
+            "top_gpu_ops": [[n[:120], ms, c] for n, ms, c in ops[:top]]}
 
 
 def _row(path: str, fn, log) -> dict:
@@ -233,7 +232,7 @@ def _workbench_rows(loaded, mode: str, step: str | None, config, bandwidth, refe
         return [proof]
     p = proof["proof"]
     out["proofs"].append({"path": name, "fast_config": dataclasses.asdict(LADDER[step]) if step else None, **p})
-    log(f"[{name}] proof: passed={p['passed']} mode={p['mode']} max|dlogit|={p['max_abs_dlogit']:.4g} "
+    log(f"[{name}] proof: passed={p['passed']} decode_mode={p['decode_mode']} max|dlogit|={p['max_abs_dlogit']:.4g} "
         f"of {p['max_abs_logit']:.4g}, tokens identical={p['tokens_identical']}; {p['note']}")
     if not p["passed"]:
         return [{"path": name, "why_not": f"not proven equal to eager (max |dlogit| {p['max_abs_dlogit']:.4g}, first "
@@ -246,7 +245,7 @@ def _workbench_rows(loaded, mode: str, step: str | None, config, bandwidth, refe
 
 def _splits(loaded, config, out, log) -> list:
     """The profiler's split of the graph step and of the last ladder step that was proven, and the
-    top kernels of that step's prefill."""
+    top GPU ops of that step's prefill."""
     proven = [p for p in out["proofs"] if p["passed"]]
     last = proven[-1]["path"].split()[-1] if proven else None
     targets = ([("graph", None)] if config.profile_graph else []) + ([("fast", last)] if last in LADDER else [])
@@ -269,11 +268,11 @@ def _splits(loaded, config, out, log) -> list:
 def table(result: dict) -> str:
     """The side-by-side table: ms per token at each context and the prefill, tokens/s, floor share,
     speed-up over the peer, and whether the path was proven equal to eager."""
-    rows = result["rows"]
+    rows = [current_keys(r) for r in result["rows"]]  # results/h200/issue21 has the old keys
     contexts = list(result["config"]["contexts"])
     paths = list(dict.fromkeys(r["path"] for r in rows))
-    peer = {r["context_tokens"]: r["decode_ms_p50"] for r in rows
-            if r["path"] == "exllamav2-engine" and "decode_ms_p50" in r}
+    peer = {r["context_tokens"]: r["token_ms_p50"] for r in rows
+            if r["path"] == "exllamav2-engine" and "token_ms_p50" in r}
     peer_prefill = next((r["ttft_ms"] for r in rows if r["path"] == "exllamav2-engine" and "ttft_ms" in r), None)
     proven = {p["path"]: p["passed"] for p in result["proofs"]}
     head = ["path"] + [f"{c} ctx ms (floor, x peer)" for c in contexts] + \
@@ -289,8 +288,8 @@ def table(result: dict) -> str:
                 cells.append("-")
                 continue
             share = f"{r['floor_share']:.0%}" if r.get("floor_share") else "-"
-            speed = f", {peer[c] / r['decode_ms_p50']:.2f}x" if c in peer else ""
-            cells.append(f"{r['decode_ms_p50']:.2f} ({share}{speed})")
+            speed = f", {peer[c] / r['token_ms_p50']:.2f}x" if c in peer else ""
+            cells.append(f"{r['token_ms_p50']:.2f} ({share}{speed})")
         pre = next((r for r in mine if "ttft_ms" in r), None)
         cells.append("-" if pre is None else f"{pre['ttft_ms']:.0f}" +
                      (f" ({peer_prefill / pre['ttft_ms']:.2f}x)" if peer_prefill else ""))

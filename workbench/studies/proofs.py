@@ -20,8 +20,8 @@ from ..prompts.encoding import prompt_ids_of_length
 class ModeEquality:
     """A fast mode's logits against transformers' eager generate, step by step (greedy)."""
 
-    kernel: str | None
-    mode: str  # the mode that ran (a graph that fell back says "static")
+    kernel: str | None  # the GPTQ kernel
+    decode_mode: str  # the mode that ran (a graph that fell back says "static")
     note: str
     context_tokens: int
     steps: int
@@ -65,7 +65,7 @@ def eager_reference(loaded, context_tokens: int = 128, steps: int = 64,
     ids = prompt_ids or prompt_ids_of_length(tok, context_tokens)
     device = loaded.model.get_input_embeddings().weight.device
     input_ids, mask = (t.to(device) for t in left_pad([ids], tok.pad_token_id))
-    config = DecodeConfig.greedy(max_new_tokens=steps, min_new_tokens=steps)
+    config = DecodeConfig.forced(steps)
     runs = [run_transformers(loaded.model, tok, input_ids, mask, config, Clock(device), None, True) for _ in range(2)]
     return EagerReference(prompt_ids=ids, steps=steps, tokens=runs[0][0][0].tolist(), logits=runs[0][1],
                           repeat_tokens=runs[1][0][0].tolist(), repeat_logits=runs[1][1])
@@ -86,14 +86,14 @@ def prove_equal(loaded, mode: str = "graph", context_tokens: int = 128, steps: i
     tok = loaded.tokenizer
     device = loaded.model.get_input_embeddings().weight.device
     input_ids, mask = (t.to(device) for t in left_pad([ref.prompt_ids], tok.pad_token_id))
-    config = DecodeConfig.greedy(max_new_tokens=ref.steps, min_new_tokens=ref.steps)
+    config = DecodeConfig.forced(ref.steps)
     fast = static_generate(loaded, input_ids, mask, config, Clock(device), mode)
     a, b = ref.tokens, fast.sequences[0].tolist()
     diverge, per_step, biggest = _compare(a, b, ref.logits, fast.logits)
     repeat_diverge, repeat_steps, _ = _compare(a, ref.repeat_tokens, ref.logits, ref.repeat_logits)
     worst = max(per_step, default=math.nan) if not any(math.isnan(x) for x in per_step) else math.nan
     passed = diverge is None and len(a) == len(b) and not math.isnan(worst) and worst <= rtol * biggest
-    return ModeEquality(kernel=getattr(loaded, "kernel", None), mode=fast.mode, note=fast.note,
+    return ModeEquality(kernel=getattr(loaded, "kernel", None), decode_mode=fast.mode, note=fast.note,
                         context_tokens=len(ref.prompt_ids), steps=len(b), tokens_identical=diverge is None and a == b,
                         first_divergence=diverge, max_abs_dlogit=worst, step_max_abs_dlogit=per_step,
                         max_abs_logit=biggest, rtol=rtol, passed=passed,

@@ -27,7 +27,7 @@ def test_temperature_slider_regenerates_the_answer(demo_model_path, lab_server, 
         expect(lab.slider(name), f"the {name!r} slider renders").to_be_visible()
     status = explorer.locator(".widget-html", has_text="answer #")
     answer = lab.outputs(explorer.locator(".workbench-answer"))
-    expect(status).to_contain_text("answer #1")
+    expect(status).to_contain_text("answer #1 ·", timeout=60_000)  # the finished answer, not "generating answer #1 ..."
     expect(answer).to_have_count(1)
     first = answer.inner_text()
     assert first.strip(), "the explorer shows no first answer"
@@ -36,7 +36,7 @@ def test_temperature_slider_regenerates_the_answer(demo_model_path, lab_server, 
     # drag temperature high with the mouse: one new answer, in place of the old one
     before = lab.slider_readout("temperature")
     lab.drag_slider("temperature", 0.9)
-    expect(status).to_contain_text("answer #2", timeout=60_000)
+    expect(status).to_contain_text("answer #2 ·", timeout=60_000)
     after = lab.slider_readout("temperature")
     assert float(after) > float(before), f"temperature readout went from {before} to {after}"
     expect(status).to_contain_text(f"T={after}")
@@ -46,7 +46,7 @@ def test_temperature_slider_regenerates_the_answer(demo_model_path, lab_server, 
 
     # one keyboard step on the seed: another sample at the same temperature
     lab.press_on_slider("seed", "ArrowRight")
-    expect(status).to_contain_text("answer #3", timeout=60_000)
+    expect(status).to_contain_text("answer #3 ·", timeout=60_000)
     expect(status).to_contain_text("seed=1")
     expect(answer).to_have_count(1)
     lab.screenshot("answer-after-seed", show=explorer)

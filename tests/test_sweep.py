@@ -224,7 +224,6 @@ class Cluster:
     address: str
     node_ids: set
     root: Path  # Ray's files, and the TMPDIR of everything the cluster starts
-    logs: Path
 
 
 def _free_port() -> int:
@@ -233,23 +232,14 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _ray_cli() -> list[str]:
-    return [sys.executable, "-m", "ray.scripts.scripts"]
-
-
-def _cluster_env(root: Path) -> dict:
-    path = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
-    return {**os.environ, "PYTHONPATH": path, "RAY_USAGE_STATS_ENABLED": "0",
-            # everything the nodes start carries these, so the test can find it again
-            "TMPDIR": str(root / "w"), "JUPYTER_RUNTIME_DIR": str(root / "j")}
-
-
-def _processes_of(root: Path) -> list[psutil.Process]:
-    """Every process this cluster started: Ray's own, its workers, their papermill and kernels."""
+def _processes_of(root: Path, marker: str | None = None) -> list[psutil.Process]:
+    """Every process a test cluster started (Ray's own, its workers, their papermill and kernels),
+    found by the TMPDIR they all inherit; with `marker`, those of one `ray start` only."""
     found = []
     for proc in psutil.process_iter():
         try:
-            if str(root) in " ".join(proc.cmdline()) or proc.environ().get("TMPDIR", "").startswith(str(root)):
+            env = proc.environ()
+            if env.get("TMPDIR", "").startswith(str(root)) and marker in (None, env.get(NODE_MARKER)):
                 found.append(proc)
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             pass
@@ -277,61 +267,133 @@ def _wait_for(condition, timeout_s: float, what: str, step_s: float = 0.2):
     raise AssertionError(f"timed out after {timeout_s:g} s waiting for {what}")
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    if os.environ.get("CI") != "true":
-        pytest.importorskip("ray", reason="the cluster extra is not installed: pip install -e '.[cluster]'")
-    import ray
+NODE_MARKER = "WORKBENCH_TEST_RAY_NODE"  # which `ray start` a process descends from
 
-    # short: Ray's socket paths live under it and must stay below 108 characters
-    root = Path(tempfile.mkdtemp(prefix="wbray-", dir="/tmp"))
-    (root / "w").mkdir()
-    env, port = _cluster_env(root), _free_port()
-    common = ["--block", "--node-ip-address", HOST, "--num-cpus", "1", "--num-gpus", "0",
-              "--temp-dir", str(root / "r"), "--object-store-memory", str(200 * 2**20), "--disable-usage-stats"]
-    logs = root / "logs"
-    logs.mkdir()
-    started = []
 
-    def start(args: list[str], log: str) -> subprocess.Popen:
-        with open(logs / log, "wb") as f:
-            proc = subprocess.Popen([*_ray_cli(), "start", *args, *common], env=env, stdin=subprocess.DEVNULL,
-                                    stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
-        started.append(proc)
-        return proc
+class _StartFailed(Exception):
+    pass
 
-    address = f"{HOST}:{port}"
-    try:
-        start(["--head", "--port", str(port), "--include-dashboard", "false"], "head.log")
-        _wait_for(lambda: "Ray runtime started" in (logs / "head.log").read_text(), 120, "the head node")
-        start(["--address", address], "node.log")
-        ray.init(address=address, logging_level="WARNING", log_to_driver=False)
+
+class LocalCluster:
+    """`ray start --block` processes on HOST, one per node, all of whose descendants the test can find.
+
+    On a loaded machine Ray gives a starting node 30 s to register and then gives up, so a node
+    that did not come up is ended (with everything it started) and started again.
+    """
+
+    ATTEMPTS = 3
+
+    def __init__(self) -> None:
+        # short: Ray's socket paths live under it and must stay below 108 characters
+        self.root = Path(tempfile.mkdtemp(prefix="wbray-", dir="/tmp"))
+        (self.root / "w").mkdir()
+        (self.root / "logs").mkdir()
+        path = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
+        # every process of the cluster inherits these, so the test can find it again
+        self.env = {**os.environ, "PYTHONPATH": path, "RAY_USAGE_STATS_ENABLED": "0",
+                    "TMPDIR": str(self.root / "w"), "JUPYTER_RUNTIME_DIR": str(self.root / "j")}
+        self.started: list[tuple[subprocess.Popen, str]] = []
+        self.address = ""
+
+    def start_head(self) -> None:
+        def args():
+            self.address = f"{HOST}:{_free_port()}"
+            return ["--head", "--port", self.address.rpartition(":")[2], "--include-dashboard", "false"]
+
+        self._start("head", args, alive_before=0)
+
+    def add_node(self, name: str) -> None:
+        self._start(name, lambda: ["--address", self.address], alive_before=len(self.started))
+
+    def _start(self, name: str, args, alive_before: int) -> None:
+        for attempt in range(1, self.ATTEMPTS + 1):
+            marker = f"{name}-{attempt}"
+            log = self.root / "logs" / f"{marker}.log"
+            command = [sys.executable, "-m", "ray.scripts.scripts", "start", *args(), "--block",
+                       "--node-ip-address", HOST, "--num-cpus", "1", "--num-gpus", "0",
+                       "--temp-dir", str(self.root / "r"), "--object-store-memory", str(200 * 2**20),
+                       "--disable-usage-stats"]
+            with open(log, "wb") as f:
+                proc = subprocess.Popen(command, env={**self.env, NODE_MARKER: marker}, stdin=subprocess.DEVNULL,
+                                        stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
+            try:
+                _wait_for(lambda: self._up(proc, log), 300, f"{' '.join(command[3:])} (log: {log})")
+                self.started.append((proc, marker))
+                return
+            except _StartFailed as e:
+                self._end(proc, marker)
+                if attempt == self.ATTEMPTS:
+                    raise AssertionError(str(e)) from None
+                if alive_before:  # the failed node may have registered: wait until it is known dead
+                    _wait_for(lambda: len(self.alive_nodes()) == alive_before, 120, "the failed node to be dropped")
+
+    @staticmethod
+    def _up(proc: subprocess.Popen, log: Path) -> bool:
+        text = log.read_text(errors="replace")
+        if proc.poll() is not None:
+            raise _StartFailed(f"`ray start` exited:\n{text[-3000:]}")
+        return "Ray runtime started" in text
+
+    def alive_nodes(self) -> list[dict]:
+        import ray
+
+        ray.init(address=self.address, logging_level="WARNING", log_to_driver=False)
         try:
-            nodes = _wait_for(lambda: [n for n in ray.nodes() if n["Alive"]][1:] and
-                              [n for n in ray.nodes() if n["Alive"]], 120, "the second node")
-            node_ids = {n["NodeID"] for n in nodes}
+            return [n for n in ray.nodes() if n["Alive"]]
         finally:
             ray.shutdown()
-        yield Cluster(address=address, node_ids=node_ids, root=root, logs=logs)
-    finally:
-        # each `ray start --block` ends the processes it started when it is terminated; `ray stop`
-        # is not used: it kills every Ray process on the machine, other users' clusters included
-        for proc in reversed(started):
+
+    def _end(self, proc: subprocess.Popen, marker: str) -> None:
+        """Terminate one `ray start --block` (it ends what it started), then kill what is left of it."""
+        proc.terminate()
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        try:
+            _wait_for(lambda: not _processes_of(self.root, marker), 30, f"the processes of {marker} to end")
+        except AssertionError:
+            for left in _processes_of(self.root, marker):  # only this node's processes, by pid
+                left.kill()
+
+    def stop(self) -> list[int]:
+        """End every node, the head last; the pids of processes that outlived their node."""
+        for proc, _ in reversed(self.started):
             proc.terminate()
-        for proc in reversed(started):
+        for proc, _ in reversed(self.started):
             try:
                 proc.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 proc.kill()
         left = []
         try:
-            _wait_for(lambda: not _processes_of(root), 30, "the cluster's processes to end")
+            _wait_for(lambda: not _processes_of(self.root), 30, "the cluster's processes to end")
         except AssertionError:
-            left = _processes_of(root)
+            left = _processes_of(self.root)
             for proc in left:  # only processes of this test's cluster, by pid
                 proc.kill()
-        shutil.rmtree(root, ignore_errors=True)
-        assert not left, f"processes of the test cluster were left running: {[p.pid for p in left]}"
+        shutil.rmtree(self.root, ignore_errors=True)
+        return [p.pid for p in left]
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    if os.environ.get("CI") != "true":
+        pytest.importorskip("ray", reason="the cluster extra is not installed: pip install -e '.[cluster]'")
+    local = LocalCluster()
+    left = []
+    try:
+        local.start_head()
+        local.add_node("node")
+        nodes = _wait_for(lambda: (lambda alive: len(alive) == 2 and alive)(local.alive_nodes()), 300,
+                          "two live nodes", step_s=2)
+        yield Cluster(address=local.address, node_ids={n["NodeID"] for n in nodes}, root=local.root)
+    finally:
+        # each `ray start --block` ends the processes it started when it is terminated; `ray stop`
+        # is not used: it kills every Ray process on the machine, other users' clusters included
+        left = local.stop()
+    assert not left, f"processes of the test cluster outlived it: {left}"
 
 
 def _sweep_cli(spec_path: Path, out: Path, cluster: Cluster, *extra: str) -> subprocess.Popen:

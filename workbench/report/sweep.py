@@ -59,6 +59,7 @@ import hashlib
 import itertools
 import json
 import keyword
+import logging
 import math
 import os
 import shutil
@@ -428,8 +429,6 @@ def connect(address: str, timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S) -> str:
     The driver must run on a machine of the cluster (its head, usually): Ray's drivers join
     through the raylet of their own machine.
     """
-    import logging
-
     ray = import_ray()
     common = {"log_to_driver": False, "logging_level": logging.WARNING}  # logs come back with each result
     if address == "local":
@@ -657,7 +656,10 @@ class _Sweep:
         try:
             while refs:
                 ready, _ = ray.wait(list(refs), num_returns=1, timeout=POLL_S)
-                self.starts = ray.get(attempts.snapshot.remote())
+                starts = ray.get(attempts.snapshot.remote())
+                if not ready and starts == self.starts:
+                    continue  # nothing new to show
+                self.starts = starts
                 for ref in ready:
                     point = refs.pop(ref)
                     self._finish(point, self._outcome(ray, ref, point))

@@ -25,7 +25,8 @@ from workbench.errors import ConfigError
 from workbench.generation.config import DecodeConfig
 from workbench.report import html as report_html
 from workbench.report import sweep
-from workbench.report.sweep import Node, SweepSpec, plan_sweep
+from workbench.report.sweep_cluster import Node, check_fits, connect
+from workbench.report.sweep_spec import HumanEvalShards, SweepSpec, load_spec, plan_sweep
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # Ray rewrites 127.0.0.1 and localhost to the machine's network address; another loopback address
@@ -103,7 +104,7 @@ def test_device_auto_follows_the_cluster_and_a_section_wins_over_the_global_valu
 
 
 def test_humaneval_shards_split_the_problems_round_robin_for_each_kernel():
-    plan = plan_sweep(SweepSpec(humaneval=sweep.HumanEvalShards(limit=7, shards=3), device="cpu",
+    plan = plan_sweep(SweepSpec(humaneval=HumanEvalShards(limit=7, shards=3), device="cpu",
                                 kernel=["torch", "triton"]))
     points = plan.points("cpu")
     assert len(points) == 6 and len({p.run for p in points}) == 2
@@ -121,13 +122,13 @@ def test_load_spec_reads_yaml_and_json_and_resolves_the_notebooks_folder(tmp_pat
     data = {"notebooks": ["02"], "notebooks_dir": "notebooks", "grid": {"X": [1, 2]}, "device": "cpu",
             "humaneval": {"limit": 4, "shards": 2, "decode": {"max_new_tokens": 16}}}
     (tmp_path / "s.json").write_text(json.dumps(data))
-    a, b = sweep.load_spec(tmp_path / "s.yaml"), sweep.load_spec(tmp_path / "s.json")
+    a, b = load_spec(tmp_path / "s.yaml"), load_spec(tmp_path / "s.json")
     assert a == b and a.notebooks_dir == notebooks_dir and a.humaneval.decode_config().max_new_tokens == 16
     assert len(plan_sweep(a).points("cpu")) == 4
 
 
 def test_the_example_spec_is_valid():
-    plan = plan_sweep(sweep.load_spec(REPO_ROOT / "examples" / "sweep.yaml"))
+    plan = plan_sweep(load_spec(REPO_ROOT / "examples" / "sweep.yaml"))
     assert len(plan.points("cuda")) >= 4
 
 
@@ -184,10 +185,10 @@ def test_a_point_no_node_can_run_is_refused(notebooks_dir):
     points = plan_sweep(spec(notebooks_dir, notebooks=["02"], device="cuda", gpus=2)).points("cpu")
     one_gpu = [Node("a" * 56, "10.0.0.1", cpus=8, gpus=1)]
     with pytest.raises(ConfigError, match=r"asks for 2 GPU\(s\) and 1 CPU\(s\), more than any node"):
-        sweep.check_fits(points, one_gpu)
-    sweep.check_fits(points, one_gpu + [Node("b" * 56, "10.0.0.2", cpus=1, gpus=2)])  # one node fits
+        check_fits(points, one_gpu)
+    check_fits(points, one_gpu + [Node("b" * 56, "10.0.0.2", cpus=1, gpus=2)])  # one node fits
     with pytest.raises(ConfigError, match="the cluster has no GPU|set device: cpu"):
-        sweep.check_fits(points, [Node("c" * 56, "10.0.0.3", cpus=8, gpus=0)])
+        check_fits(points, [Node("c" * 56, "10.0.0.3", cpus=8, gpus=0)])
 
 
 def test_an_unreachable_address_fails_fast_with_its_name():
@@ -195,10 +196,10 @@ def test_an_unreachable_address_fails_fast_with_its_name():
     port = _free_port()  # nothing listens there
     started = time.perf_counter()
     with pytest.raises(ConfigError, match=rf"--ray {HOST}:{port}: cannot reach a Ray cluster there within 2 s"):
-        sweep.connect(f"{HOST}:{port}", timeout_s=2)
+        connect(f"{HOST}:{port}", timeout_s=2)
     assert time.perf_counter() - started < 5
     with pytest.raises(ConfigError, match="not an address"):
-        sweep.connect("nowhere", timeout_s=2)
+        connect("nowhere", timeout_s=2)
 
 
 def test_the_index_shows_the_sweeps_columns_and_facts():
@@ -491,9 +492,9 @@ def test_a_killed_worker_is_retried_and_a_failing_notebook_is_not(cluster, noteb
     assert "failed on purpose with X=0" in index and "ended without a result" in index
 
     # the same SPEC again: nothing is missing, nothing runs; with retry_failed the failed one runs again
-    again = sweep.run_sweep(sweep.load_spec(spec_path), out, cluster.address, progress=False)
+    again = sweep.run_sweep(load_spec(spec_path), out, cluster.address, progress=False)
     assert again.scheduled == () and len(again.reused) == 2 and again.exit_code == 1
-    again = sweep.run_sweep(sweep.load_spec(spec_path), out, cluster.address, retry_failed=True, progress=False)
+    again = sweep.run_sweep(load_spec(spec_path), out, cluster.address, retry_failed=True, progress=False)
     assert again.scheduled == (failed["id"],) and again.records[failed["id"]]["status"] == "failed"
     assert json.loads((out / failed["id"] / sweep.POINT_FILE).read_text())["finished_at"] >= failed["finished_at"]
 
@@ -504,7 +505,7 @@ def test_sharded_humaneval_equals_one_process(cluster, demo_loaded, tmp_path, mo
     single = humaneval.run(demo_loaded, DecodeConfig.greedy(**decode), limit=8, out=tmp_path / "single")
 
     monkeypatch.setenv("RAY_ADDRESS", cluster.address)  # --ray auto finds the cluster through it
-    he_spec = SweepSpec(device="cpu", humaneval=sweep.HumanEvalShards(limit=8, shards=2, decode=decode))
+    he_spec = SweepSpec(device="cpu", humaneval=HumanEvalShards(limit=8, shards=2, decode=decode))
     result = sweep.run_sweep(he_spec, tmp_path / "out", "auto", progress=False)
     (merged,) = result.humaneval
     assert result.exit_code == 0 and len(result.scheduled) == 2 and merged["status"] == "ok"

@@ -23,6 +23,9 @@ run again unless `--retry-failed` says so. A task whose worker process or node d
 by Ray, at most `max_retries` times; the index shows every attempt, and a point that died on every
 attempt is "lost" and has no folder, so the next run schedules it again.
 
+This module is the driver and the command line; `sweep_spec.py` reads and checks the SPEC and
+expands its points, `sweep_cluster.py` joins the cluster and holds the tasks that run on it.
+
 SPEC (YAML, or JSON when its name ends in .json):
 
     model: demo                  # or a list; "demo", or a checkpoint folder at that path on every node
@@ -55,542 +58,57 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
-import itertools
 import json
-import keyword
-import logging
-import math
 import os
 import shutil
-import socket
 import sys
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from types import MappingProxyType
-from typing import Any
 
 from .. import humaneval
 from ..cache import atomic_write_json, atomic_write_text, building_dir
 from ..errors import ConfigError, WorkbenchError
-from ..generation.config import DecodeConfig
 from .html import render_index
-from .notebook import setup
-from .params import NOTEBOOK_NAME, default_notebooks_dir, load_params
-from .runner import BANNERS, DEFAULT_TIMEOUT_S, ReportConfig, describe_model, run_notebook
+from .runner import BANNERS, describe_model
+from .sweep_cluster import (
+    DEFAULT_CONNECT_TIMEOUT_S,
+    AttemptLog,
+    check_fits,
+    cluster_nodes,
+    cluster_text,
+    connect,
+    error_dict,
+    generate_shard,
+    import_ray,
+    now,
+    render_point,
+)
+from .sweep_spec import (
+    DEFAULT_MAX_RETRIES,
+    Point,
+    SweepPlan,
+    SweepSpec,
+    load_spec,
+    plan_sweep,
+    problems_text,
+    shown_text,
+    task_number,
+)
 
-RAY_SPEC = "ray==2.60.0"  # the cluster extra's pin, named in errors
-SWEEP_KEYS = ("model", "kernel", "device", "notebooks", "notebooks_dir", "params", "grid", "humaneval",
-              "gpus", "cpus", "timeout_s", "max_retries")
-HUMANEVAL_KEYS = ("limit", "shards", "decode", "timeout_s")
-RESERVED = ("MODEL", "KERNEL", "DEVICE", "OUTPUT_DIR")  # set from model/kernel/device and the sweep
-DEVICES = ("auto", "cpu", "cuda")  # no cuda:N: Ray gives each task its GPUs and shows it only those
-DEFAULT_MAX_RETRIES = 2
-DEFAULT_CONNECT_TIMEOUT_S = 10.0
 POINT_FILE = "point.json"
 STATUSES = ("ok", "failed", "timeout", "lost")  # lost: its worker or node died on every attempt
 POLL_S = 0.5  # how often the driver looks for finished tasks and updates the progress display
-
-
-# --- the SPEC ------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class HumanEvalShards:
-    """One HumanEval run of a sweep, split into `shards` tasks of problems."""
-
-    limit: int | None = None  # the first `limit` problems; None: all 164
-    shards: int = 2
-    decode: Mapping[str, Any] = field(default_factory=dict)  # DecodeConfig fields over .greedy()
-    timeout_s: float = humaneval.DEFAULT_TIMEOUT_S  # per scored program
-
-    def __post_init__(self) -> None:
-        if self.limit is not None and (isinstance(self.limit, bool) or not isinstance(self.limit, int)
-                                       or not 1 <= self.limit <= humaneval.N_PROBLEMS):
-            raise ConfigError(f"humaneval.limit={self.limit!r}: must be an integer in [1, {humaneval.N_PROBLEMS}] "
-                              "or left out for all problems")
-        if isinstance(self.shards, bool) or not isinstance(self.shards, int) or self.shards < 1:
-            raise ConfigError(f"humaneval.shards={self.shards!r}: must be an integer >= 1")
-        if self.shards > (self.limit or humaneval.N_PROBLEMS):
-            raise ConfigError(f"humaneval.shards={self.shards}: more shards than problems ({self.limit})")
-        _check_seconds("humaneval.timeout_s", self.timeout_s)
-        if not isinstance(self.decode, Mapping):
-            raise ConfigError(f"humaneval.decode: must map DecodeConfig fields to values, got {self.decode!r}")
-        self.decode_config()  # refuses unknown fields and bad values now, not on a node
-        object.__setattr__(self, "decode", MappingProxyType(dict(self.decode)))
-
-    def decode_config(self) -> DecodeConfig:
-        try:
-            return DecodeConfig.greedy(**self.decode)
-        except TypeError as e:  # an unknown field
-            fields = ", ".join(DecodeConfig.__dataclass_fields__)
-            raise ConfigError(f"humaneval.decode: {e}; fields: {fields}") from None
-
-
-@dataclass(frozen=True)
-class SweepSpec:
-    """What a sweep runs (module docstring); `load_spec` reads one from a file."""
-
-    notebooks: tuple[str, ...] = ()  # names (01_quickstart) or numbers (01)
-    model: tuple[str, ...] = ("demo",)
-    kernel: tuple[str, ...] = ("auto",)
-    device: tuple[str, ...] = ("auto",)
-    params: Mapping[str, Any] = field(default_factory=dict)  # global NAME: value, or a notebook's section
-    grid: Mapping[str, Any] | None = None  # NAME: [values], or a notebook's section of those
-    humaneval: HumanEvalShards | None = None
-    gpus: float = 1  # per point whose device is cuda
-    cpus: float = 1  # per point
-    timeout_s: float = DEFAULT_TIMEOUT_S  # per notebook render
-    max_retries: int = DEFAULT_MAX_RETRIES  # per task, when its worker or node dies
-    notebooks_dir: Path | None = None  # default: the repository's notebooks/
-
-    def __post_init__(self) -> None:
-        for name in ("notebooks", "model", "kernel", "device"):
-            object.__setattr__(self, name, _names(name, getattr(self, name), allow_empty=name == "notebooks"))
-        for device in self.device:
-            if device not in DEVICES:
-                raise ConfigError(f"device={device!r}: allowed values are {', '.join(DEVICES)} (Ray assigns each "
-                                  "CUDA point its own GPUs, so a sweep cannot pick cuda:N)")
-        if not self.notebooks and self.humaneval is None:
-            raise ConfigError("notebooks: empty, and no humaneval section: the sweep has nothing to run")
-        for name in ("gpus", "cpus"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-                    or value <= 0 or (value > 1 and value != int(value)):
-                raise ConfigError(f"{name}={value!r}: must be a fraction in (0, 1] or a whole number (Ray's rule)")
-        _check_seconds("timeout_s", self.timeout_s)
-        if isinstance(self.max_retries, bool) or not isinstance(self.max_retries, int) or self.max_retries < 0:
-            raise ConfigError(f"max_retries={self.max_retries!r}: must be an integer >= 0")
-        object.__setattr__(self, "params", _json_clean("params", self.params))
-        if self.grid is not None:
-            object.__setattr__(self, "grid", _json_clean("grid", self.grid))
-        if self.notebooks_dir is not None:
-            object.__setattr__(self, "notebooks_dir", Path(self.notebooks_dir).expanduser().absolute())
-
-    @classmethod
-    def from_dict(cls, data: Mapping, base: Path | None = None) -> SweepSpec:
-        """A SPEC from its mapping; a relative notebooks_dir is taken from `base` (the SPEC's folder)."""
-        if not isinstance(data, Mapping):
-            raise ConfigError(f"the SPEC must be a mapping of {', '.join(SWEEP_KEYS)}, got a {type(data).__name__}")
-        _refuse_unknown("the SPEC", data, SWEEP_KEYS)
-        fields = dict(data)
-        if isinstance(fields.get("humaneval"), Mapping):
-            _refuse_unknown("humaneval", fields["humaneval"], HUMANEVAL_KEYS)
-            fields["humaneval"] = HumanEvalShards(**fields["humaneval"])
-        elif "humaneval" in fields and fields["humaneval"] is not None:
-            raise ConfigError(f"humaneval: must be a mapping of {', '.join(HUMANEVAL_KEYS)}")
-        if fields.get("notebooks_dir") is not None and base is not None:
-            fields["notebooks_dir"] = base / Path(fields["notebooks_dir"]).expanduser()
-        return cls(**fields)
-
-
-def load_spec(path: str | os.PathLike) -> SweepSpec:
-    """Read a SPEC file: JSON when it ends in .json, otherwise YAML."""
-    path = Path(path)
-    try:
-        data = load_params(path)  # the report runner's reader: same formats, same errors
-    except ConfigError as e:
-        raise ConfigError(str(e).replace("--params", "SPEC", 1)) from None
-    return SweepSpec.from_dict(data, base=path.absolute().parent)
-
-
-def _names(field_name: str, value, allow_empty: bool = False) -> tuple[str, ...]:
-    values = (value,) if isinstance(value, (str, int)) and not isinstance(value, bool) else value
-    if not isinstance(values, Sequence) or isinstance(values, str) or (not values and not allow_empty):
-        raise ConfigError(f"{field_name}={value!r}: must be a name or a non-empty list of names")
-    names = tuple(f"{v:02d}" if isinstance(v, int) and not isinstance(v, bool) else v for v in values)
-    for name in names:
-        if not isinstance(name, str) or not name.strip():
-            raise ConfigError(f"{field_name}: {name!r} is not a non-empty string")
-    if len(set(names)) != len(names):
-        raise ConfigError(f"{field_name}: lists a value twice ({', '.join(names)})")
-    return names
-
-
-def _check_seconds(name: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        raise ConfigError(f"{name}={value!r}: must be a positive number of seconds")
-
-
-def _refuse_unknown(where: str, data: Mapping, known: Sequence[str]) -> None:
-    unknown = [str(k) for k in data if k not in known]
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(known)}")
-
-
-def _json_clean(where: str, mapping) -> Mapping[str, Any]:
-    """A read-only copy of `mapping`, whose values papermill can write as Python literals."""
-    if not isinstance(mapping, Mapping):
-        raise ConfigError(f"{where}: must be a mapping of NAME: value, got a {type(mapping).__name__}")
-    try:
-        return MappingProxyType(json.loads(json.dumps(dict(mapping), allow_nan=False)))
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"{where}: every value must be a string, number, boolean, null, list or mapping ({e})") \
-            from None
-
-
-# --- the plan: notebooks found, parameters checked, points expanded ------------------------------
-
-@dataclass(frozen=True)
-class Point:
-    """One task of the sweep: a notebook with its parameters, or one HumanEval shard."""
-
-    id: str  # its folder under DIR, a hash of what defines it
-    kind: str  # "notebook" or "humaneval-shard"
-    name: str  # the notebook's name, or "humaneval"
-    parameters: Mapping[str, Any]  # a notebook's MODEL, KERNEL, DEVICE and the rest, without OUTPUT_DIR
-    shown: Mapping[str, Any]  # the parameters the index shows: those that vary, and model/kernel/device
-    gpus: float
-    cpus: float
-    notebook: Path | None = None
-    shard: tuple[int, int] | None = None  # (index from 0, count)
-    task_ids: tuple[str, ...] = ()  # a shard's problems
-    run: str | None = None  # a shard's HumanEval run: its folder under DIR
-
-    def folder(self, out: Path) -> Path:
-        return out.joinpath(*self.id.split("/"))
-
-
-@dataclass(frozen=True)
-class SweepPlan:
-    """A checked SPEC: its notebooks and the parameters each declares."""
-
-    spec: SweepSpec
-    notebooks: Mapping[str, Path]  # name -> file, in the SPEC's order
-    declared: Mapping[str, frozenset[str]]  # name -> the parameters its parameters cell declares
-
-    def points(self, auto_device: str) -> list[Point]:
-        """Every point, with device "auto" read as `auto_device` (cuda when the cluster has a GPU)."""
-        points = [p for name in self.notebooks for p in self._notebook_points(name, auto_device)]
-        if self.spec.humaneval is not None:
-            points += self._shards(auto_device)
-        return points
-
-    def _notebook_points(self, name: str, auto_device: str) -> list[Point]:
-        spec, declared = self.spec, self.declared[name]
-        fixed = {**_applying(spec.params, declared), **(spec.params.get(name) or {})}
-        axes = {**_applying(spec.grid or {}, declared), **((spec.grid or {}).get(name) or {})}
-        base_axes = {"MODEL": spec.model, "KERNEL": spec.kernel,
-                     "DEVICE": tuple(dict.fromkeys(auto_device if d == "auto" else d for d in spec.device))}
-        all_axes = {**base_axes, **axes}
-        points = []
-        for values in itertools.product(*all_axes.values()):
-            chosen = dict(zip(all_axes, values))
-            parameters = {"MODEL": chosen["MODEL"], "KERNEL": chosen["KERNEL"], "DEVICE": chosen["DEVICE"],
-                          **fixed, **{k: v for k, v in chosen.items() if k not in base_axes}}
-            points.append(Point(id=_point_id(name, {"notebook": name, "parameters": parameters}), kind="notebook",
-                                name=name, parameters=MappingProxyType(parameters), shown=MappingProxyType(chosen),
-                                gpus=spec.gpus if chosen["DEVICE"] == "cuda" else 0, cpus=spec.cpus,
-                                notebook=self.notebooks[name]))
-        return points
-
-    def _shards(self, auto_device: str) -> list[Point]:
-        """One HumanEval run per model, kernel and device, each split into shards of problems."""
-        spec, he = self.spec, self.spec.humaneval
-        devices = dict.fromkeys(auto_device if d == "auto" else d for d in spec.device)
-        task_ids = [p.task_id for p in humaneval.select_problems(he.limit)]
-        points = []
-        for model, kernel, device in itertools.product(spec.model, spec.kernel, devices):
-            run = {"model": model, "kernel": kernel, "device": device, "decode": he.decode_config().to_dict(),
-                   "limit": he.limit, "shards": he.shards}
-            run_id = _point_id("humaneval", run)
-            for k in range(he.shards):
-                mine = tuple(task_ids[k::he.shards])  # round robin: long and short problems spread evenly
-                shown = {"MODEL": model, "KERNEL": kernel, "DEVICE": device, "shard": f"{k + 1}/{he.shards}",
-                         "problems": _problems_text(mine)}
-                points.append(Point(id=f"{run_id}/shards/{k + 1}-of-{he.shards}", kind="humaneval-shard",
-                                    name="humaneval", parameters=MappingProxyType({**run, "task_ids": list(mine)}),
-                                    shown=MappingProxyType(shown), gpus=spec.gpus if device == "cuda" else 0,
-                                    cpus=spec.cpus, shard=(k, he.shards), task_ids=mine, run=run_id))
-        return points
-
-
-def plan_sweep(spec: SweepSpec) -> SweepPlan:
-    """Find the SPEC's notebooks and check every parameter name against their parameters cells."""
-    folder = spec.notebooks_dir or default_notebooks_dir()
-    if not folder.is_dir():
-        raise ConfigError(f"notebooks_dir {folder} is not a folder")
-    found = sorted(p.absolute() for p in folder.glob("*.ipynb") if NOTEBOOK_NAME.match(p.stem))
-    notebooks: dict[str, Path] = {}
-    for want in spec.notebooks:
-        match = [p for p in found if want in (p.stem, p.stem.split("_", 1)[0])]
-        if not match:
-            raise ConfigError(f"notebooks: {want!r} is not a notebook in {folder}; "
-                              f"known: {', '.join(p.stem for p in found) or 'none'}")
-        notebooks.update((p.stem, p) for p in match)
-    declared = {name: _declared_parameters(path) for name, path in notebooks.items()}
-    _check_names("params", spec.params, declared)
-    if spec.grid is not None:
-        _check_names("grid", spec.grid, declared)
-        _check_grid(spec.grid, set(notebooks))
-        overlap = _global_and_sections(spec.params, declared).keys() & _global_and_sections(spec.grid, declared).keys()
-        if overlap:
-            raise ConfigError(f"{', '.join(sorted(overlap))}: both in params and in grid; keep each in one")
-    return SweepPlan(spec=spec, notebooks=MappingProxyType(notebooks), declared=MappingProxyType(declared))
-
-
-def _declared_parameters(path: Path) -> frozenset[str]:
-    """The names papermill finds in the notebook's cell tagged `parameters`."""
-    try:
-        import papermill
-    except ImportError:
-        raise ConfigError("papermill is not installed: install the notebooks extra, pip install -e '.[notebooks]'") \
-            from None
-    try:
-        return frozenset(papermill.inspect_notebook(str(path)))
-    except Exception as e:  # an unreadable notebook: say which one
-        raise ConfigError(f"{path}: papermill cannot read its parameters ({type(e).__name__}: {e})") from None
-
-
-def _check_names(where: str, mapping: Mapping, declared: Mapping[str, frozenset[str]]) -> None:
-    """Every name is a parameter that a listed notebook declares (its own, in a notebook's section)."""
-    for key, value in mapping.items():
-        if key in declared:
-            if not isinstance(value, Mapping):
-                raise ConfigError(f"{where}.{key}: a notebook's section must map NAME: value, got {value!r}")
-            for name in value:
-                _check_name(f"{where}.{key}", name, declared[key], f"{key} declares")
-        elif NOTEBOOK_NAME.match(str(key)):
-            raise ConfigError(f"{where}.{key}: not one of the SPEC's notebooks ({', '.join(declared) or 'none'})")
-        else:
-            union = frozenset().union(*declared.values())
-            _check_name(where, key, union, "the SPEC's notebooks declare")
-
-
-def _check_name(where: str, name, known: frozenset[str], whose: str) -> None:
-    if not isinstance(name, str) or not name.isidentifier() or keyword.iskeyword(name):
-        raise ConfigError(f"{where}: {name!r} is not a valid parameter name (a Python identifier)")
-    if name in RESERVED:
-        raise ConfigError(f"{where}: {name} is set by the sweep; use the SPEC's "
-                          f"{name.lower() if name != 'OUTPUT_DIR' else '--out'}")
-    if name not in known:
-        raise ConfigError(f"{where}: unknown parameter {name}; {whose}: {', '.join(sorted(known - set(RESERVED)))}")
-
-
-def _check_grid(grid: Mapping, notebook_names: set[str]) -> None:
-    if not grid:
-        raise ConfigError("grid: empty; give each swept parameter a list of values, or leave grid out")
-    for key, value in grid.items():
-        axes = value if key in notebook_names else {key: value}
-        where = f"grid.{key}." if key in notebook_names else "grid."
-        if not axes:
-            raise ConfigError(f"grid.{key}: empty section")
-        for name, values in axes.items():
-            if not isinstance(values, list):
-                raise ConfigError(f"{where}{name}: must be a list of values, got {values!r}; "
-                                  "put a single value under params")
-            if not values:
-                raise ConfigError(f"{where}{name}: an empty list, so the grid has no points")
-            texts = [json.dumps(v, sort_keys=True) for v in values]
-            if len(set(texts)) != len(texts):
-                raise ConfigError(f"{where}{name}: lists a value twice ({values})")
-
-
-def _global_and_sections(mapping: Mapping, declared: Mapping[str, frozenset[str]]) -> dict:
-    names = {k: None for k in mapping if k not in declared}
-    for key in declared:
-        names.update(dict.fromkeys(mapping.get(key) or {}))
-    return names
-
-
-def _applying(mapping: Mapping, declared: frozenset[str]) -> dict:
-    """The global entries of `mapping` that a notebook declaring `declared` takes."""
-    return {k: v for k, v in mapping.items() if k in declared}
-
-
-def _point_id(name: str, definition: Mapping) -> str:
-    digest = hashlib.sha256(json.dumps(definition, sort_keys=True).encode()).hexdigest()
-    return f"{name}-{digest[:12]}"
-
-
-def _problems_text(task_ids: Sequence[str]) -> str:
-    numbers = [t.rpartition("/")[2] for t in task_ids]
-    return f"{len(numbers)} problems: HumanEval/{', '.join(numbers[:8])}{', ...' if len(numbers) > 8 else ''}"
-
-
-# --- the cluster ----------------------------------------------------------------------------------
-
-def import_ray():
-    try:
-        import ray
-    except ImportError:
-        raise ConfigError(f"Ray is not installed in {sys.executable}: install the cluster extra, "
-                          f"pip install -e '.[cluster]' (it pins {RAY_SPEC})") from None
-    return ray
-
-
-def connect(address: str, timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S) -> str:
-    """Join the cluster at `address` (auto, local or HOST:PORT of its head); say what was joined.
-
-    The driver must run on a machine of the cluster (its head, usually): Ray's drivers join
-    through the raylet of their own machine.
-    """
-    ray = import_ray()
-    common = {"log_to_driver": False, "logging_level": logging.WARNING}  # logs come back with each result
-    if address == "local":
-        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # a local instance reports nowhere
-        ray.init(address="local", include_dashboard=False, **common)
-        return "a local Ray instance on this machine"
-    if address != "auto":
-        _check_reachable(address, timeout_s)
-    try:
-        ray.init(address=address, **common)
-    except ConnectionError as e:
-        hint = ("no running cluster was found (RAY_ADDRESS is unset and no `ray start` runs on this machine): "
-                "start one with `ray start --head`, pass its address, or use --ray local"
-                if address == "auto" else "check the address and that the cluster runs the same Ray version")
-        raise ConfigError(f"--ray {address}: cannot join a Ray cluster ({e}); {hint}") from None
-    except RuntimeError as e:  # e.g. a Ray or Python version differing from the cluster's
-        raise ConfigError(f"--ray {address}: Ray refused to join ({e})") from None
-    return f"the Ray cluster at {address}"
-
-
-def _check_reachable(address: str, timeout_s: float) -> None:
-    """Fail in `timeout_s` with a clear error when nothing answers at HOST:PORT (ray.init would wait long)."""
-    host, sep, port = address.rpartition(":")
-    if not sep or not host or not port.isdigit():
-        raise ConfigError(f"--ray {address!r}: not an address; use auto, local or HOST:PORT of the cluster's head")
-    try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
-    except OSError as e:
-        reason = "no answer" if isinstance(e, TimeoutError) else (e.strerror or str(e))
-        raise ConfigError(f"--ray {address}: cannot reach a Ray cluster there within {timeout_s:g} s ({reason}); "
-                          "check that `ray start --head` runs there and that the port is open") from None
-
-
-@dataclass(frozen=True)
-class Node:
-    id: str
-    ip: str
-    cpus: float
-    gpus: float
-
-
-def cluster_nodes() -> list[Node]:
-    """The cluster's live nodes and their CPUs and GPUs, as Ray counts them."""
-    ray = import_ray()
-    return [Node(id=n["NodeID"], ip=n.get("NodeManagerAddress", "?"), cpus=n["Resources"].get("CPU", 0),
-                 gpus=n["Resources"].get("GPU", 0)) for n in ray.nodes() if n.get("Alive")]
-
-
-def check_fits(points: Sequence[Point], nodes: Sequence[Node]) -> None:
-    """Refuse a point no node can run: Ray would keep it waiting forever."""
-    for p in points:
-        if any(n.cpus >= p.cpus and n.gpus >= p.gpus for n in nodes):
-            continue
-        what = f"{p.gpus:g} GPU(s) and {p.cpus:g} CPU(s)" if p.gpus else f"{p.cpus:g} CPU(s)"
-        largest = ", ".join(f"{n.ip} {n.cpus:g} CPUs {n.gpus:g} GPUs" for n in nodes) or "no live node"
-        hint = "; set device: cpu, or join a cluster with GPUs" if p.gpus and not any(n.gpus for n in nodes) else ""
-        raise ConfigError(f"point {p.id} ({_shown_text(p.shown, ', ')}) asks for {what}, more than any node of the "
-                          f"cluster has ({largest}){hint}")
-
-
-def _cluster_text(nodes: Sequence[Node]) -> str:
-    return (f"{len(nodes)} node(s), {sum(n.cpus for n in nodes):g} CPUs, {sum(n.gpus for n in nodes):g} GPUs")
-
-
-# --- what runs on a node ------------------------------------------------------------------------
-
-class AttemptLog:
-    """A Ray actor (one per sweep) told by every task when it starts: the driver's view of what is
-    running, and of the attempts that died, which Ray retries without saying so."""
-
-    def __init__(self) -> None:
-        self.starts: dict[str, list[dict]] = {}
-
-    def started(self, point_id: str, where: dict) -> int:
-        self.starts.setdefault(point_id, []).append(where)
-        return len(self.starts[point_id])
-
-    def snapshot(self) -> dict[str, list[dict]]:
-        return self.starts
-
-
-def _started(attempts, point_id: str) -> tuple[dict, Any]:
-    """This task's node, process and GPUs, sent to the attempt log; and the reply's reference.
-
-    The reply is read only when the work is done: a task that waits in ray.get lends its CPUs to
-    other tasks meanwhile, and two notebooks would then share one node's CPU.
-    """
-    import ray
-
-    where = {"node_id": ray.get_runtime_context().get_node_id(), "ip": ray.util.get_node_ip_address(),
-             "hostname": socket.gethostname(), "pid": os.getpid(),
-             "gpu_ids": [str(g) for g in ray.get_gpu_ids()], "started_at": _now()}
-    return where, attempts.started.remote(point_id, where)
-
-
-def _attempt(reply) -> dict:
-    """Which attempt this task was, from the attempt log's reply (None if the log did not answer)."""
-    import ray
-
-    try:
-        return {"attempt": ray.get(reply, timeout=60)}
-    except Exception as e:  # the count is for the index; the result stands without it
-        return {"attempt": None, "attempt_error": f"{type(e).__name__}: {e}"}
-
-
-def render_point(job: dict, attempts) -> dict:
-    """Ray task: render one notebook in a temporary folder; return its files and outcome."""
-    where, reply = _started(attempts, job["id"])
-    with tempfile.TemporaryDirectory(prefix="workbench-sweep-") as tmp:
-        source = Path(tmp, "notebook", f"{job['name']}.ipynb")
-        source.parent.mkdir()
-        source.write_bytes(job["notebook_bytes"])
-        out = Path(tmp, "out")
-        params = {k: v for k, v in job["parameters"].items() if k not in RESERVED}
-        try:
-            config = ReportConfig(model=job["parameters"]["MODEL"], kernel=job["parameters"]["KERNEL"],
-                                  device=job["parameters"]["DEVICE"], out=out, params={job["name"]: params},
-                                  notebooks=(source,), timeout_s=job["timeout_s"])
-        except WorkbenchError as e:  # e.g. the checkpoint folder is not on this node
-            return {**where, **_attempt(reply), **_failure(e, where), "files": {}}
-        run = run_notebook(config, source).to_dict()
-        files = {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
-    return {**where, **_attempt(reply), "status": run["status"], "duration_s": run["duration_s"],
-            "headline": run["headline"], "error": run["error"], "notes": run["notes"], "files": files}
-
-
-def generate_shard(job: dict, attempts) -> dict:
-    """Ray task: load the model and answer one shard's HumanEval problems; return its generations."""
-    where, reply = _started(attempts, job["id"])
-    started = time.perf_counter()
-    parameters = job["parameters"]
-    try:
-        loaded = setup(parameters["model"], parameters["kernel"], parameters["device"])
-        problems = humaneval.load_problems()
-        chosen = [problems[t] for t in parameters["task_ids"]]
-        with tempfile.TemporaryDirectory(prefix="workbench-shard-") as tmp:
-            done = humaneval.generate_answers(loaded, DecodeConfig.from_dict(parameters["decode"]), chosen, out=tmp)
-            generations = Path(tmp, humaneval.GENERATIONS_FILE).read_bytes()
-    except WorkbenchError as e:
-        return {**where, **_attempt(reply), **_failure(e, where, time.perf_counter() - started), "files": {}}
-    lines = [done[t] for t in parameters["task_ids"]]
-    headline = {"problems": len(lines), "new_tokens": sum(line["new_tokens"] for line in lines),
-                "kernel": lines[0]["record"].get("kernel")}
-    return {**where, **_attempt(reply), "status": "ok", "duration_s": round(time.perf_counter() - started, 3),
-            "headline": headline, "error": None, "notes": [], "files": {humaneval.GENERATIONS_FILE: generations}}
-
-
-def _failure(e: BaseException, where: dict, duration_s: float = 0.0) -> dict:
-    message = f"{e} (on node {where['ip']}, {where['hostname']})"
-    return {"status": "failed", "duration_s": round(duration_s, 3), "headline": {}, "notes": [],
-            "error": _error(type(e).__name__, message)}
-
-
-def _error(name: str, message: str) -> dict:
-    """An error as the report runner's index shows it."""
-    return {"name": name, "message": message, "execution_count": None, "source_head": ""}
 
 
 # --- the driver ---------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class SweepResult:
+    """What one run of the driver did, and what DIR holds for the SPEC now."""
+
     out: Path
     records: Mapping[str, dict]  # point id -> its point.json content (or its lost record)
     scheduled: tuple[str, ...]  # the point ids this run handed to Ray
@@ -614,7 +132,7 @@ def run_sweep(spec: SweepSpec, out: str | os.PathLike, address: str = "auto", *,
         nodes = cluster_nodes()
         points = plan.points(auto_device="cuda" if any(n.gpus for n in nodes) else "cpu")
         check_fits(points, nodes)
-        sweep = _Sweep(plan, points, out, f"{_cluster_text(nodes)}; {joined}", spec_path, retry_failed)
+        sweep = _Sweep(plan, points, out, f"{cluster_text(nodes)}; {joined}", spec_path, retry_failed)
         return sweep.run(ray, progress)
     finally:
         ray.shutdown()
@@ -626,7 +144,7 @@ class _Sweep:
     def __init__(self, plan: SweepPlan, points: list[Point], out: Path, cluster: str, spec_path: str | None,
                  retry_failed: bool) -> None:
         self.plan, self.points, self.out, self.cluster, self.spec_path = plan, points, out, cluster, spec_path
-        self.started_at, self.t0 = _now(), time.perf_counter()
+        self.started_at, self.t0 = now(), time.perf_counter()
         self.records: dict[str, dict] = {}  # finished points: their point.json
         for p in points:
             record = _read_json(p.folder(out) / POINT_FILE)
@@ -699,11 +217,11 @@ class _Sweep:
             return ray.get(ref)
         except ray.exceptions.RayTaskError as e:
             cause = e.cause if isinstance(getattr(e, "cause", None), BaseException) else e
-            return {"status": "failed", "error": _error(type(cause).__name__, str(cause).strip()[-2000:]),
+            return {"status": "failed", "error": error_dict(type(cause).__name__, str(cause).strip()[-2000:]),
                     "files": {}, "notes": []}
         except ray.exceptions.RayError as e:
             message = f"no attempt of {self.plan.spec.max_retries + 1} finished: {str(e).strip()[:1000]}"
-            return {"status": "lost", "error": _error(type(e).__name__, message), "files": {}, "notes": []}
+            return {"status": "lost", "error": error_dict(type(e).__name__, message), "files": {}, "notes": []}
 
     def _finish(self, point: Point, result: dict) -> None:
         """Write a finished point into DIR, whole or not at all; a lost one is only remembered."""
@@ -717,7 +235,7 @@ class _Sweep:
                   "node_id": result.get("node_id"), "ip": result.get("ip"), "hostname": result.get("hostname"),
                   "pid": result.get("pid"), "gpu_ids": result.get("gpu_ids"),
                   "attempts": result.get("attempt") or len(history) or None, "attempt_history": history,
-                  "finished_at": _now(), "files": sorted(result.get("files") or {})}
+                  "finished_at": now(), "files": sorted(result.get("files") or {})}
         self.records[point.id] = record
         if record["status"] == "lost":
             return
@@ -736,13 +254,13 @@ class _Sweep:
         shards = [p for p in self.points if p.run == run]
         he, run_folder = self.plan.spec.humaneval, self.out / run
         records = [self.records.get(p.id) for p in shards]
-        shown = {k: v for k, v in shards[0].shown.items() if k.isupper()}
-        row = {"id": run, "shown": {**shown, "shards": len(shards),
-                                    "problems": _problems_text([t for p in shards for t in p.task_ids])}}
+        shown = {k: v for k, v in shards[0].shown.items() if k.isupper()}  # MODEL, KERNEL, DEVICE
+        task_ids = sorted((t for p in shards for t in p.task_ids), key=task_number)
+        row = {"id": run, "shown": {**shown, "shards": len(shards), "problems": problems_text(task_ids)}}
         bad = [(p, r) for p, r in zip(shards, records) if r is not None and r["status"] != "ok"]
         if bad:
             message = f"shard {bad[0][0].shard[0] + 1} of {len(shards)} {bad[0][1]['status']}; nothing merged"
-            self.humaneval_rows[run] = {**row, "status": "failed", "error": _error("ShardFailed", message)}
+            self.humaneval_rows[run] = {**row, "status": "failed", "error": error_dict("ShardFailed", message)}
             return
         if any(r is None for r in records):
             self.humaneval_rows[run] = {**row, "status": "pending"}
@@ -752,12 +270,12 @@ class _Sweep:
             for p in shards:
                 text = (p.folder(self.out) / humaneval.GENERATIONS_FILE).read_text(encoding="utf-8")
                 lines += [json.loads(x) for x in text.splitlines() if x.strip()]
-            lines.sort(key=lambda line: int(line["task_id"].rpartition("/")[2]))
+            lines.sort(key=lambda line: task_number(line["task_id"]))
             atomic_write_text(run_folder / humaneval.GENERATIONS_FILE, "".join(json.dumps(x) + "\n" for x in lines))
             try:  # on the driver: the same scoring, in the same sandbox, as one process's run
                 humaneval.score_answers(run_folder, he.limit, timeout_s=he.timeout_s)
             except WorkbenchError as e:
-                self.humaneval_rows[run] = {**row, "status": "failed", "error": _error(type(e).__name__, str(e))}
+                self.humaneval_rows[run] = {**row, "status": "failed", "error": error_dict(type(e).__name__, str(e))}
                 return
         summary = _read_json(run_folder / humaneval.SUMMARY_FILE) or {}
         kernels = sorted({str(r["headline"].get("kernel")) for r in records})
@@ -842,7 +360,7 @@ class _Sweep:
         return {"name": name, "status": status, "duration_s": record.get("duration_s"),
                 "headline": record.get("headline") or {}, "error": record.get("error"),
                 "notes": record.get("notes") or [], **links,
-                "columns": {"point": point.id, "parameters": _shown_text(point.shown),
+                "columns": {"point": point.id, "parameters": shown_text(point.shown),
                             "node": f"{node_id[:12]}\n{record.get('ip') or last.get('ip')}" if node_id else "",
                             "GPUs": ", ".join(record.get("gpu_ids") or last.get("gpu_ids") or []) or "none",
                             "attempts": str(record.get("attempts") or len(starts) or "")}}
@@ -853,7 +371,7 @@ class _Sweep:
                 "headline": row.get("headline") or {}, "error": row.get("error"), "notes": row.get("notes") or [],
                 "json": f"{row['id']}/{humaneval.SUMMARY_FILE}" if ok else None,
                 "log": f"{row['id']}/{humaneval.GENERATIONS_FILE}" if ok else None,
-                "columns": {"point": row["id"], "parameters": _shown_text(row["shown"]), "node": "driver (scoring)",
+                "columns": {"point": row["id"], "parameters": shown_text(row["shown"]), "node": "driver (scoring)",
                             "GPUs": "", "attempts": ""}}
 
     def _environment(self) -> dict:
@@ -896,14 +414,6 @@ def _retry_notes(history: Sequence[dict], result: dict) -> list[str]:
     return notes
 
 
-def _shown_text(shown: Mapping, sep: str = "\n") -> str:
-    def short(value):
-        text = value if isinstance(value, str) else json.dumps(value)
-        return Path(text).name if os.sep in text and Path(text).is_absolute() else text
-
-    return sep.join(f"{k}={short(v)}" for k, v in shown.items())
-
-
 def _inside(folder: Path, name: str) -> Path:
     """folder/name, refusing a name that would leave the folder."""
     path = (folder / name).resolve()
@@ -917,10 +427,6 @@ def _read_json(path: Path):
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def _progress_bar(total: int, enabled: bool):

@@ -7,6 +7,7 @@ down at the end and the test checks that none of its processes is left."""
 import json
 import os
 import re
+import secrets
 import shutil
 import socket
 import subprocess
@@ -225,6 +226,7 @@ class Cluster:
     address: str
     node_ids: set
     root: Path  # Ray's files, and the TMPDIR of everything the cluster starts
+    env: dict  # what a driver needs: the token, and this checkout on PYTHONPATH
 
 
 def _free_port() -> int:
@@ -290,9 +292,12 @@ class LocalCluster:
         (self.root / "w").mkdir()
         (self.root / "logs").mkdir()
         path = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
+        # token authentication with a token of its own: only the test's drivers can use the cluster,
+        # and no token file of this machine's user (~/.ray/auth_token) changes how it starts
+        self.driver_env = {**os.environ, "PYTHONPATH": path, "RAY_USAGE_STATS_ENABLED": "0",
+                           "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
         # every process of the cluster inherits these, so the test can find it again
-        self.env = {**os.environ, "PYTHONPATH": path, "RAY_USAGE_STATS_ENABLED": "0",
-                    "TMPDIR": str(self.root / "w"), "JUPYTER_RUNTIME_DIR": str(self.root / "j")}
+        self.env = {**self.driver_env, "TMPDIR": str(self.root / "w"), "JUPYTER_RUNTIME_DIR": str(self.root / "j")}
         self.started: list[tuple[subprocess.Popen, str]] = []
         self.address = ""
 
@@ -335,14 +340,15 @@ class LocalCluster:
             raise _StartFailed(f"`ray start` exited:\n{text[-3000:]}")
         return "Ray runtime started" in text
 
-    def alive_nodes(self) -> list[dict]:
-        import ray
-
-        ray.init(address=self.address, logging_level="WARNING", log_to_driver=False)
-        try:
-            return [n for n in ray.nodes() if n["Alive"]]
-        finally:
-            ray.shutdown()
+    def alive_nodes(self) -> list[str]:
+        """The ids of the live nodes, asked by a driver of its own (Ray reads the token once per process)."""
+        script = ("import json, ray\n"
+                  f"ray.init(address={self.address!r}, logging_level='WARNING', log_to_driver=False)\n"
+                  "print(json.dumps([n['NodeID'] for n in ray.nodes() if n['Alive']]))")
+        ran = subprocess.run([sys.executable, "-c", script], env=self.driver_env, capture_output=True, text=True,
+                             timeout=300)
+        assert ran.returncode == 0, ran.stderr[-3000:]
+        return json.loads(ran.stdout.strip().splitlines()[-1])
 
     def _end(self, proc: subprocess.Popen, marker: str) -> None:
         """Terminate one `ray start --block` (it ends what it started), then kill what is left of it."""
@@ -389,7 +395,7 @@ def cluster():
         local.add_node("node")
         nodes = _wait_for(lambda: (lambda alive: len(alive) == 2 and alive)(local.alive_nodes()), 300,
                           "two live nodes", step_s=2)
-        yield Cluster(address=local.address, node_ids={n["NodeID"] for n in nodes}, root=local.root)
+        yield Cluster(address=local.address, node_ids=set(nodes), root=local.root, env=local.driver_env)
     finally:
         # each `ray start --block` ends the processes it started when it is terminated; `ray stop`
         # is not used: it kills every Ray process on the machine, other users' clusters included
@@ -397,11 +403,23 @@ def cluster():
     assert not left, f"processes of the test cluster outlived it: {left}"
 
 
-def _sweep_cli(spec_path: Path, out: Path, cluster: Cluster, *extra: str) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
+def _sweep_cli(spec_path: Path, out: Path, cluster: Cluster, *extra: str, address: str | None = None,
+               env: dict | None = None) -> subprocess.Popen:
+    """The sweep's command line as a driver process of its own (each driver reads Ray's token once)."""
     return subprocess.Popen([sys.executable, "-m", "workbench", "sweep", str(spec_path), "--out", str(out),
-                             "--ray", cluster.address, "--no-progress", *extra], env=env, stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                             "--ray", address or cluster.address, "--no-progress", *extra],
+                            env=env or cluster.env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+def _sweep(spec_path: Path, out: Path, cluster: Cluster, *extra: str, **kwargs) -> tuple[int, str]:
+    driver = _sweep_cli(spec_path, out, cluster, *extra, **kwargs)
+    try:
+        log, _ = driver.communicate(timeout=900)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    return driver.returncode, log
 
 
 def _finished_points(out: Path) -> dict[str, bytes]:
@@ -427,9 +445,8 @@ def test_a_sweep_spreads_over_both_nodes_and_a_killed_driver_loses_nothing(clust
     # the renders the driver had in flight end with its job: no papermill or kernel lives on
     _wait_for(lambda: not _notebook_processes(cluster.root), 60, "the killed driver's notebooks to end")
 
-    rerun = _sweep_cli(spec_path, out, cluster)
-    log, _ = rerun.communicate(timeout=900)
-    assert rerun.returncode == 0, log
+    code, log = _sweep(spec_path, out, cluster)
+    assert code == 0, log
     assert f"4 point(s), {len(first)} already in {out}, {4 - len(first)} to run" in log, log
     for point_id, data in first.items():  # finished points were kept, not run again
         assert (out / point_id / sweep.POINT_FILE).read_bytes() == data
@@ -491,25 +508,29 @@ def test_a_killed_worker_is_retried_and_a_failing_notebook_is_not(cluster, noteb
     assert re.search(r"01_signal</a></td>.*?<td>2</td><td class=\"status ok\">", index, re.S)
     assert "failed on purpose with X=0" in index and "ended without a result" in index
 
-    # the same SPEC again: nothing is missing, nothing runs; with retry_failed the failed one runs again
-    again = sweep.run_sweep(load_spec(spec_path), out, cluster.address, progress=False)
-    assert again.scheduled == () and len(again.reused) == 2 and again.exit_code == 1
-    again = sweep.run_sweep(load_spec(spec_path), out, cluster.address, retry_failed=True, progress=False)
-    assert again.scheduled == (failed["id"],) and again.records[failed["id"]]["status"] == "failed"
-    assert json.loads((out / failed["id"] / sweep.POINT_FILE).read_text())["finished_at"] >= failed["finished_at"]
+    # the same SPEC again: nothing is missing, nothing runs; --retry-failed runs the failed one only
+    code, log = _sweep(spec_path, out, cluster)
+    assert code == 1 and "2 point(s), 2 already in" in log and ", 0 to run" in log, log
+    code, log = _sweep(spec_path, out, cluster, "--retry-failed")
+    assert code == 1 and "2 point(s), 1 already in" in log and ", 1 to run" in log, log
+    assert f"{failed['id']}: FAILED" in log and "01_signal" not in log
 
 
 @pytest.mark.slow
-def test_sharded_humaneval_equals_one_process(cluster, demo_loaded, tmp_path, monkeypatch):
+def test_sharded_humaneval_equals_one_process(cluster, demo_loaded, tmp_path):
     decode = {"max_new_tokens": 32}
     single = humaneval.run(demo_loaded, DecodeConfig.greedy(**decode), limit=8, out=tmp_path / "single")
 
-    monkeypatch.setenv("RAY_ADDRESS", cluster.address)  # --ray auto finds the cluster through it
-    he_spec = SweepSpec(device="cpu", humaneval=HumanEvalShards(limit=8, shards=2, decode=decode))
-    result = sweep.run_sweep(he_spec, tmp_path / "out", "auto", progress=False)
-    (merged,) = result.humaneval
-    assert result.exit_code == 0 and len(result.scheduled) == 2 and merged["status"] == "ok"
-    run_folder = tmp_path / "out" / merged["id"]
+    spec_path = tmp_path / "spec.json"
+    spec_path.write_text(json.dumps({"device": "cpu", "humaneval": {"limit": 8, "shards": 2, "decode": decode}}))
+    out = tmp_path / "out"
+    # --ray auto finds the cluster through RAY_ADDRESS
+    code, log = _sweep(spec_path, out, cluster, address="auto", env={**cluster.env, "RAY_ADDRESS": cluster.address})
+    assert code == 0 and "2 point(s), 0 already in" in log and ", 2 to run" in log, log
+    summary = json.loads((out / "report.json").read_text())
+    merged = summary["notebooks"][-1]
+    assert merged["name"] == "humaneval (merged)" and merged["status"] == "ok"
+    run_folder = out / merged["columns"]["point"]
 
     def lines(folder):
         return [json.loads(x) for x in (folder / humaneval.GENERATIONS_FILE).read_text().splitlines()]
@@ -524,22 +545,25 @@ def test_sharded_humaneval_equals_one_process(cluster, demo_loaded, tmp_path, mo
         assert a[key] == b[key], key
     assert [(r["task_id"], r["status"]) for r in a["report"]["results"]] == \
         [(r.task_id, r.status) for r in single.results]
+    assert merged["headline"]["pass_at_1"] == round(b["pass_at_1"], 4)
     shard_records = [json.loads(d) for d in _finished_points(run_folder / "shards").values()]
     assert sorted(r["headline"]["problems"] for r in shard_records) == [4, 4]
 
-    again = sweep.run_sweep(he_spec, tmp_path / "out", cluster.address, progress=False)
-    assert again.scheduled == () and len(again.reused) == 2 and again.humaneval[0]["status"] == "ok"
+    code, log = _sweep(spec_path, out, cluster)  # all there: nothing runs, the merged result stands
+    assert code == 0 and "2 point(s), 2 already in" in log and ", 0 to run" in log, log
 
 
 @pytest.mark.slow
 def test_a_point_asking_for_more_gpus_than_the_cluster_has_is_refused_before_anything_runs(cluster, notebooks_dir,
                                                                                           tmp_path):
     out = tmp_path / "out"
-    with pytest.raises(ConfigError, match=r"asks for 1 GPU\(s\) and 1 CPU\(s\), more than any node .*set device: cpu"):
-        sweep.run_sweep(spec(notebooks_dir, notebooks=["02"], device="cuda"), out, cluster.address, progress=False)
-    with pytest.raises(ConfigError, match=r"asks for 3 CPU\(s\)"):
-        sweep.run_sweep(spec(notebooks_dir, notebooks=["02"], device="cpu", cpus=3), out, cluster.address,
-                        progress=False)
+    for fields, message in [({"device": "cuda"}, r"asks for 1 GPU\(s\) and 1 CPU\(s\), more than any node .*"
+                                                  r"set device: cpu"),
+                            ({"device": "cpu", "cpus": 3}, r"asks for 3 CPU\(s\), more than any node")]:
+        spec_path = tmp_path / "spec.json"
+        spec_path.write_text(json.dumps({"notebooks": ["02"], "notebooks_dir": str(notebooks_dir), **fields}))
+        code, log = _sweep(spec_path, out, cluster)
+        assert code == 1 and re.search(rf"^error: point 02_fails-\w+ .*{message}", log, re.M), log
     assert not out.exists()
     # a bad parameter is refused before Ray is even joined
     with pytest.raises(ConfigError, match="unknown parameter NOPE"):

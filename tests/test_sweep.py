@@ -26,6 +26,7 @@ from workbench.errors import ConfigError
 from workbench.generation.config import DecodeConfig
 from workbench.report import html as report_html
 from workbench.report import sweep
+from workbench.report.lock import folder_lock
 from workbench.report.sweep_cluster import Node, check_fits, connect
 from workbench.report.sweep_spec import HumanEvalShards, SweepSpec, load_spec, plan_sweep
 
@@ -554,8 +555,7 @@ def test_sharded_humaneval_equals_one_process(cluster, demo_loaded, tmp_path):
 
 
 @pytest.mark.slow
-def test_a_point_asking_for_more_gpus_than_the_cluster_has_is_refused_before_anything_runs(cluster, notebooks_dir,
-                                                                                          tmp_path):
+def test_bad_input_on_a_cluster_is_refused_before_anything_runs(cluster, notebooks_dir, tmp_path):
     out = tmp_path / "out"
     for fields, message in [({"device": "cuda"}, r"asks for 1 GPU\(s\) and 1 CPU\(s\), more than any node .*"
                                                   r"set device: cpu"),
@@ -565,6 +565,14 @@ def test_a_point_asking_for_more_gpus_than_the_cluster_has_is_refused_before_any
         code, log = _sweep(spec_path, out, cluster)
         assert code == 1 and re.search(rf"^error: point 02_fails-\w+ .*{message}", log, re.M), log
     assert not out.exists()
+    # one writer per folder, as for reports: a second driver into the same DIR is refused
+    spec_path.write_text(json.dumps({"notebooks": ["02"], "notebooks_dir": str(notebooks_dir), "device": "cpu"}))
+    out.mkdir()
+    with folder_lock(out):
+        code, log = _sweep(spec_path, out, cluster)
+    held = rf"^error: out={re.escape(str(out))}: another report runner is writing there: pid {os.getpid()}"
+    assert code == 1 and re.search(held, log, re.M), log
+    assert not _finished_points(out)
     # a bad parameter is refused before Ray is even joined
     with pytest.raises(ConfigError, match="unknown parameter NOPE"):
         sweep.run_sweep(spec(notebooks_dir, params={"NOPE": 1}), out, f"{HOST}:1", progress=False)

@@ -72,6 +72,7 @@ from .. import humaneval
 from ..cache import atomic_write_json, atomic_write_text, building_dir
 from ..errors import ConfigError, WorkbenchError
 from .html import render_index
+from .lock import folder_lock
 from .runner import BANNERS, describe_model
 from .sweep_cluster import (
     DEFAULT_CONNECT_TIMEOUT_S,
@@ -132,8 +133,13 @@ def run_sweep(spec: SweepSpec, out: str | os.PathLike, address: str = "auto", *,
         nodes = cluster_nodes()
         points = plan.points(auto_device="cuda" if any(n.gpus for n in nodes) else "cpu")
         check_fits(points, nodes)
-        sweep = _Sweep(plan, points, out, f"{cluster_text(nodes)}; {joined}", spec_path, retry_failed)
-        return sweep.run(ray, progress)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ConfigError(f"--out {out}: cannot create the sweep's folder there ({e.strerror or e})") from None
+        with folder_lock(out):  # the report runner's: one writer per folder, a dead one's lock taken over
+            sweep = _Sweep(plan, points, out, f"{cluster_text(nodes)}; {joined}", spec_path, retry_failed)
+            return sweep.run(ray, progress)
     finally:
         ray.shutdown()
 
@@ -156,7 +162,6 @@ class _Sweep:
         self.humaneval_rows: dict[str, dict] = {}  # HumanEval run id -> its merged row
 
     def run(self, ray, progress: bool) -> SweepResult:
-        self.out.mkdir(parents=True, exist_ok=True)
         print(f"sweep: {len(self.points)} point(s), {len(self.reused)} already in {self.out}, {len(self.todo)} to run "
               f"on {self.cluster}", flush=True)
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy

@@ -48,7 +48,7 @@ def write_notebook(path: Path, parameters: str, body: list[str]) -> Path:
     return path
 
 
-# 01_signal: on its first attempt it tells the test which processes run it (kernel, papermill) and
+# 01_signal: on its first attempt it tells the test which processes run it (Jupyter kernel, papermill) and
 # waits to be killed; on a later attempt the file is there and it finishes at once.
 SIGNAL_BODY = ["import json, os, time\n"
                "first = not os.path.exists(READY)\n"
@@ -237,7 +237,7 @@ def _free_port() -> int:
 
 
 def _processes_of(root: Path, marker: str | None = None) -> list[psutil.Process]:
-    """Every process a test cluster started (Ray's own, its workers, their papermill and kernels),
+    """Every process a test cluster started (Ray's own, its workers, their papermill and Jupyter kernels),
     found by the TMPDIR they all inherit; with `marker`, those of one `ray start` only."""
     found = []
     for proc in psutil.process_iter():

@@ -381,7 +381,7 @@ class _Sweep:
 
     def _environment(self) -> dict:
         env = {"python": sys.version.split()[0], "kernel_in_runner_env": False,
-               "kernel_python": "each node's own python3 kernel"}
+               "kernel_python": "each node's own python3 Jupyter kernel"}
         for dist in ("torch", "transformers", "gptqmodel", "ray"):
             try:
                 env[dist] = metadata.version(dist)

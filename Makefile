@@ -66,7 +66,7 @@ $(VENV)/.installed: pyproject.toml $(LOCK)
 	@$(PY) -m pip show torch >/dev/null 2>&1 || $(PY) -m pip install --progress-bar off $(TORCH_SPEC) \
 	  $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX),-c $(LOCK))
 	@$(PY) -c 'import importlib.metadata as m; print("torch==" + m.version("torch"))' > $(VENV)/torch.txt
-	$(PY) -m pip install --progress-bar off -c $(LOCK) -c $(VENV)/torch.txt -e ".[notebooks,test]"
+	$(PY) -m pip install --progress-bar off -c $(LOCK) -c $(VENV)/torch.txt -e ".[notebooks,cluster,test]"
 	@touch $@
 
 # A fresh resolution of pyproject.toml in a throwaway venv (no constraints) on PYTHON, which must
@@ -83,7 +83,7 @@ lock:
 	$(PYTHON) -m venv "$$tmp/venv" && \
 	"$$tmp/venv/bin/python" -m pip install -q --progress-bar off --no-deps $(TORCH_SPEC) \
 	  $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) && \
-	"$$tmp/venv/bin/python" -m pip install -q --progress-bar off -e ".[notebooks,test]" && \
+	"$$tmp/venv/bin/python" -m pip install -q --progress-bar off -e ".[notebooks,cluster,test]" && \
 	$(PYTHON) -m venv "$$tmp/uv" && "$$tmp/uv/bin/python" -m pip install -q --progress-bar off $(UV_SPEC) && \
 	"$$tmp/venv/bin/python" tools/lock.py --pythons "$(PYTHONS)" --torch "$(TORCH_SPEC)" \
 	  --uv "$$tmp/uv/bin/uv" --out $(LOCK)

@@ -24,7 +24,7 @@ from packaging.version import Version
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCK = ROOT / "requirements.lock"
-EXTRAS_INSTALLED = {"notebooks", "test"}  # what the Makefile's `-e ".[notebooks,test]"` installs
+EXTRAS_INSTALLED = {"notebooks", "cluster", "test"}  # what the Makefile's `-e ".[notebooks,cluster,test]"` installs
 # Extras the Makefile leaves to the user, and why: the lock does not speak for them.
 USER_EXTRAS = {"exllamav2": "ExLlamaV2's own engine: its wheel compiles a CUDA extension on first import (README)"}
 
@@ -111,7 +111,7 @@ def test_environment_yml_installs_what_make_installs():
     (editable,) = [p for p in pip if p.startswith("-e .")]
     extras = set(re.fullmatch(r"-e \.\[(.*)\]", editable).group(1).split(","))
     assert extras == set(pyproject()["project"]["optional-dependencies"]) - set(USER_EXTRAS) == EXTRAS_INSTALLED
-    assert '-e ".[notebooks,test]"' in (ROOT / "Makefile").read_text()
+    assert '-e ".[notebooks,cluster,test]"' in (ROOT / "Makefile").read_text()
     assert f"-c {LOCK.name}" in pip and makefile_var("LOCK") == LOCK.name
     torch = [p for p in pip if p.startswith("torch")]
     assert torch == [makefile_var("TORCH_SPEC")] == ["torch==2.13.0"]

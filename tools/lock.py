@@ -30,7 +30,7 @@ from packaging.utils import canonicalize_name
 from packaging.version import Version
 
 LEFT_OUT = re.compile(r"^(torch|triton|pip|(nvidia|cuda)-.*)$")
-EXTRAS = ("notebooks", "test")  # what the Makefile installs: -e ".[notebooks,test]"
+EXTRAS = ("notebooks", "cluster", "test")  # what the Makefile installs: -e ".[notebooks,cluster,test]"
 UV_PLATFORM = "x86_64-unknown-linux-gnu"  # CI's, the GPU hosts' and this project's machines'
 
 

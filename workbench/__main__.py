@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "synthetic": ("workbench.model.synthetic", "main",
                   "write a random GPTQ checkpoint of a Llama shape (not a trained model)"),
     "report": ("workbench.report.runner", "main", "render the notebooks into a report (papermill + HTML + index)"),
+    "sweep": ("workbench.report.sweep", "main", "run a grid of notebooks, and HumanEval in shards, on a Ray cluster"),
 }
 
 

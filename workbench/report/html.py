@@ -7,7 +7,7 @@ import functools
 import html
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from ..cache import atomic_write_text
@@ -73,6 +73,7 @@ th { background: #f3f3f3; }
 table.meta th { width: 11em; }
 .status { font-weight: bold; text-transform: uppercase; }
 .ok { color: #1a7f37; } .failed, .interrupted { color: #c62828; } .timeout { color: #b36b00; }
+.lost { color: #c62828; }
 .pending, .running { color: #777; }
 pre { margin: 0; white-space: pre-wrap; max-width: 60em; font-size: .9em; }
 .kv { white-space: nowrap; } .kv b { font-weight: 600; }
@@ -82,7 +83,12 @@ pre { margin: 0; white-space: pre-wrap; max-width: 60em; font-size: .9em; }
 
 
 def render_index(summary: dict) -> str:
-    """A self-contained page (no scripts, no external files) from report.json's content."""
+    """A self-contained page (no scripts, no external files) from report.json's content.
+
+    Two optional keys extend it (the sweep uses both): `meta_extra`, a list of [name, text] rows
+    added to the table at the top, and `columns`, names of columns shown after the notebook's
+    name, whose text each run gives in `run["columns"][name]`.
+    """
     e = html.escape
     config, env, model = summary["config"], summary["environment"], summary["model"]
     head = ['<!doctype html>', '<html lang="en"><head><meta charset="utf-8">',
@@ -108,18 +114,20 @@ def render_index(summary: dict) -> str:
             ("time limit", f"{config['timeout_s']:g} s per notebook")]
     if env.get("collect_env_error"):
         meta.append(("environment error", env["collect_env_error"]))
+    meta += [tuple(row) for row in summary.get("meta_extra", ())]
     body.append('<table class="meta">' + "".join(f"<tr><th>{e(k)}</th><td>{e(str(v))}</td></tr>" for k, v in meta)
                 + "</table>")
-    body.append("<table><thead><tr><th>notebook</th><th>status</th><th>duration</th><th>headline</th>"
-                "<th>files</th><th>error</th></tr></thead><tbody>")
+    columns = list(summary.get("columns", ()))
+    body.append("<table><thead><tr><th>notebook</th>" + "".join(f"<th>{e(c)}</th>" for c in columns)
+                + "<th>status</th><th>duration</th><th>headline</th><th>files</th><th>error</th></tr></thead><tbody>")
     for run in summary["notebooks"]:
-        body.append(_index_row(run))
+        body.append(_index_row(run, columns))
     body.append("</tbody></table>")
     body.append('<p class="notes">Machine-readable: <a href="report.json">report.json</a>.</p></body></html>')
     return "\n".join(head + body) + "\n"
 
 
-def _index_row(run: dict) -> str:
+def _index_row(run: dict, columns: Sequence[str] = ()) -> str:
     e = html.escape
     status = run["status"]
     name = e(run["name"])
@@ -138,6 +146,12 @@ def _index_row(run: dict) -> str:
         error = f"<pre>{e(text[:2000])}</pre>"
     if run.get("notes"):
         error += "".join(f'<div class="notes">{e(note)}</div>' for note in run["notes"])
-    return (f"<tr><td>{title}</td><td class=\"status {e(status)}\">{e(status)}</td>"
+    extra = "".join(_column_cell((run.get("columns") or {}).get(c, "")) for c in columns)
+    return (f"<tr><td>{title}</td>{extra}<td class=\"status {e(status)}\">{e(status)}</td>"
             f"<td>{_duration_text(run.get('duration_s'))}</td><td>{headline}</td><td>{files}</td>"
             f"<td>{error}</td></tr>")
+
+
+def _column_cell(text) -> str:
+    """An extra column's cell: plain text, one line per line."""
+    return "<td>" + "<br>".join(html.escape(line) for line in str(text).splitlines()) + "</td>"

@@ -517,6 +517,20 @@ def checkpoint_tensors(files: list[Path]) -> dict[str, TensorInfo]:
     return found
 
 
+def check_checkpoint_tensors(path, settings: GPTQSettings | None = None) -> None:
+    """CheckpointError unless the checkpoint's tensors match the model of its config.json one to
+    one (for loaders that read the folder as it is; prepare_checkpoint checks its own)."""
+    path = _folder(path)
+    expected, optional = model_tensors(path, settings)
+    files = weight_files(path)
+    if files[0].suffix == ".safetensors":
+        found = checkpoint_tensors(files)
+    else:
+        state = _merge_states([load_pickled_state_dict(f) for f in files], files)
+        found = {name: info_of(t) for name, t in state.items()}
+    match_tensors(found, expected, optional, str(path))
+
+
 def conversion_inputs(path, progress: bool = True, digests: dict[str, str] | None = None,
                       trust_remote_code: bool = False) -> dict[str, str]:
     """Every file a converted copy of `path` is made from -> its SHA256: the weights, the

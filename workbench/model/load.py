@@ -32,7 +32,7 @@ from .exllamav2_engine import load_exllamav2
 from .libraries import import_gptqmodel, quiet_library_logs
 from .loaded import LoadedModel, record_load
 from .registry import AUTO, choose_kernel, kernel_in_use, resolve_device, resolve_dtype
-from .tensors import QUANT_PARTS
+from .tensors import QUANT_PARTS, unique_state
 from .trust import refuse_remote_code
 
 
@@ -114,7 +114,7 @@ def check_loaded_tensors(model, expected: dict, source: str) -> None:
 
     quantized = {name for name, m in model.named_modules() if isinstance(m, BaseQuantLinear)}
     want_quantized = {n.removesuffix(".qweight") for n in expected if n.endswith(".qweight")}
-    dense = {n for n in model.state_dict() if n.rpartition(".")[0] not in quantized}
+    dense = {n for n in unique_state(model) if n.rpartition(".")[0] not in quantized}
     want_dense = {n for n in expected if not (n.rpartition(".")[2] in (*QUANT_PARTS, "bias")
                                              and n.rpartition(".")[0] in want_quantized)}
     problems = []

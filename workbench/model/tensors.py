@@ -142,10 +142,21 @@ def expected_tensors(folder, bits: int, group_size: int, lm_head_quantized: bool
             expected[f"{prefix}.bias"] = TensorInfo("float", (fout,))
         else:
             optional.add(f"{prefix}.bias")
-    for name, t in model.state_dict().items():
+    for name, t in unique_state(model).items():
         if name not in quantized_params:
             expected[name] = TensorInfo("float" if t.dtype.is_floating_point else "int", tuple(t.shape))
     return expected, optional
+
+
+def unique_state(model) -> dict:
+    """The model's state dict with each tensor once: tied weights (an lm_head sharing the input
+    embedding) are one tensor, which a checkpoint stores once."""
+    seen, out = set(), {}
+    for name, t in model.state_dict(keep_vars=True).items():
+        if id(t) not in seen:
+            seen.add(id(t))
+            out[name] = t
+    return out
 
 
 def _meta_model(folder):

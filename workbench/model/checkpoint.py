@@ -531,6 +531,14 @@ def check_checkpoint_tensors(path, settings: GPTQSettings | None = None) -> None
     match_tensors(found, expected, optional, str(path))
 
 
+def side_files(path) -> list[str]:
+    """The allow-listed side files the folder holds (trust.SIDE_FILES), each a regular file."""
+    names = [p.name for p in sorted(Path(path).iterdir()) if is_side_file(p.name)]
+    for name in names:
+        require_regular(Path(path) / name, "side file")
+    return names
+
+
 def conversion_inputs(path, progress: bool = True, digests: dict[str, str] | None = None,
                       trust_remote_code: bool = False) -> dict[str, str]:
     """Every file a converted copy of `path` is made from -> its SHA256: the weights, the
@@ -540,8 +548,7 @@ def conversion_inputs(path, progress: bool = True, digests: dict[str, str] | Non
     path = _folder(path)
     digests = digests or {}
     inputs = {f.name: digests.get(f.name) or file_sha256(f, progress) for f in weight_files(path)}
-    names = [p.name for p in sorted(path.iterdir()) if is_side_file(p.name)]
-    names += code_files(path) if trust_remote_code else []
+    names = side_files(path) + (code_files(path) if trust_remote_code else [])
     return inputs | {name: file_sha256(path / name, progress=False, use_cache=False) for name in names}
 
 
@@ -574,6 +581,7 @@ def prepare_checkpoint(path, progress: bool = True, digests: dict[str, str] | No
     detect_layout(path)
     settings = read_gptq_settings(path)
     files = weight_files(path)
+    side_files(path)  # a FIFO or device among them would hang whatever library reads it next
     expected, optional = expected or model_tensors(path, settings)
     in_place = files[0].suffix == ".safetensors"
     if in_place:

@@ -27,11 +27,12 @@ from workbench.model.checkpoint import (
     CARD_SHA256,
     CARD_WEIGHTS_FILE,
     Layout,
-    checkpoint_hash,
     file_sha256,
-    main as verify_main,
     prepare_checkpoint,
     verify_checkpoint,
+)
+from workbench.model.checkpoint import (
+    main as verify_main,
 )
 from workbench.model.load import load_model, load_reference_model
 from workbench.model.synthetic import write_synthetic_checkpoint
@@ -193,7 +194,8 @@ def test_a_folder_loadable_in_place_is_not_handed_over_with_its_code(tiny_hf, tm
     assert prepare_checkpoint(tiny_hf, progress=False) == tiny_hf  # a clean folder is read where it is
 
 
-def test_a_folder_with_the_cards_weights_is_held_to_the_card_whatever_its_manifest_says(tiny_bin, tmp_path, monkeypatch):
+def test_a_folder_with_the_cards_weights_is_held_to_the_card_whatever_its_manifest_says(tiny_bin, tmp_path,
+                                                                                        monkeypatch):
     """Pretend the tiny checkpoint's files are the card's published ones; then edit config.json
     and let the folder's SHA256SUMS vouch for the edit. The card's table must still decide."""
     published = {n: hashlib.sha256((tiny_bin / n).read_bytes()).hexdigest()
@@ -299,9 +301,11 @@ def test_the_converted_copy_is_keyed_by_every_file_it_depends_on(tiny_bin, tmp_p
 @pytest.mark.parametrize("what, edit, message", [
     ("fewer layers", ("config.json", {"num_hidden_layers": 3}), r"would be left unused \(model.layers.3."),
     ("more layers", ("config.json", {"num_hidden_layers": 5}), r"missing \(model.layers.4."),
-    ("mlp width", ("config.json", {"intermediate_size": 768}), r"do not fit .*mlp.down_proj.g_idx is int \[704\]"),
-    ("bits", ("quantize_config.json", {"bits": 8}), r"down_proj.qweight is int \[88, 256\], the model needs int \[176, 256\]"),
-    ("group size", ("quantize_config.json", {"group_size": 128}), r"down_proj.qzeros is int \[11, 32\], the model needs int \[6, 32\]"),
+    ("mlp width", ("config.json", {"intermediate_size": 768}), r"do not fit .*down_proj.g_idx is int \[704\]"),
+    ("bits", ("quantize_config.json", {"bits": 8}),
+     r"down_proj.qweight is int \[88, 256\], the model needs int \[176, 256\]"),
+    ("group size", ("quantize_config.json", {"group_size": 128}),
+     r"down_proj.qzeros is int \[11, 32\], the model needs int \[6, 32\]"),
     ("tied embeddings", ("config.json", {"tie_word_embeddings": True}), r"unused \(lm_head.weight\)"),
 ])
 def test_weights_that_do_not_fit_the_config_are_a_checkpoint_error(tiny_bin, tmp_path, what, edit, message):
@@ -421,14 +425,15 @@ def test_every_decode_config_field_refuses_non_finite_and_unusable_numbers(field
 def test_the_smallest_allowed_temperature_samples_without_overflow(demo_loaded):
     from workbench.generation.config import MIN_TEMPERATURE
 
-    rec = generate(demo_loaded, "def add(a, b):", DecodeConfig.card(temperature=MIN_TEMPERATURE, max_new_tokens=4, seed=1))
+    config = DecodeConfig.card(temperature=MIN_TEMPERATURE, max_new_tokens=4, seed=1)
+    rec = generate(demo_loaded, "def add(a, b):", config)
     assert rec.new_tokens >= 1 and all(lp <= 0 for lp in rec.logprobs)
 
 
 def test_prompt_plus_new_tokens_must_fit_the_context(demo_loaded):
     ids = prompt_ids_of_length(demo_loaded.tokenizer, 4000)
     assert demo_loaded.model.config.max_position_embeddings == 4096
-    with pytest.raises(PromptError, match="4000 tokens and 300 new tokens .* 4300 > the context of 4096 .* at least 204"):
+    with pytest.raises(PromptError, match="4000 tokens and 300 new tokens .* 4300 > the context of 4096 .* least 204"):
         generate_ids(demo_loaded, [ids], DecodeConfig.greedy(max_new_tokens=300))
     text = demo_loaded.tokenizer.decode(ids)
     with pytest.raises(PromptError, match="> the context of 4096"):

@@ -54,8 +54,9 @@ def context_tokens(loaded, max_context: int | None = None) -> int:
     positions = positions if isinstance(positions, int) and positions > 0 else None
     if max_context is None:
         return min(DEFAULT_CONTEXT_TOKENS, positions or DEFAULT_CONTEXT_TOKENS)
-    if not (isinstance(max_context, int) and not isinstance(max_context, bool) and max_context >= 1):
-        raise ConfigError(f"max_context={max_context!r} is invalid: allowed None (the model's context) or an integer >= 1")
+    if not (_is_int(max_context) and max_context >= 1):
+        raise ConfigError(f"max_context={max_context!r} is invalid: allowed None (the model's context) "
+                          "or an integer >= 1")
     if positions is not None and max_context > positions:
         raise ConfigError(f"max_context={max_context} is past the model's {positions} positions "
                           "(config.json max_position_embeddings)")
@@ -68,19 +69,24 @@ def check_request(loaded, prompts_ids, config: DecodeConfig, *, warmup: int, log
     (PromptError for a request that does not fit the context) naming it, never a torch error."""
     if not isinstance(config, DecodeConfig):
         raise ConfigError(f"config must be a DecodeConfig, got {type(config).__name__}")
-    if not (isinstance(warmup, int) and not isinstance(warmup, bool) and warmup >= 0):
+    if not (_is_int(warmup) and warmup >= 0):
         raise ConfigError(f"warmup={warmup!r} is invalid: allowed an integer >= 0")
     if not isinstance(logprobs, bool):
         raise ConfigError(f"logprobs={logprobs!r} is invalid: allowed True or False")
     vocab = _vocab_size(loaded)
-    if not (isinstance(top_logprobs, int) and not isinstance(top_logprobs, bool) and 0 <= top_logprobs <= vocab):
-        raise ConfigError(f"top_logprobs={top_logprobs!r} is invalid: allowed an integer in [0, {vocab}] (the vocabulary)")
-    if not prompts_ids or not all(isinstance(p, list) and p and all(isinstance(t, int) for t in p) for p in prompts_ids):
+    if not (_is_int(top_logprobs) and 0 <= top_logprobs <= vocab):
+        raise ConfigError(f"top_logprobs={top_logprobs!r} is invalid: allowed an integer in [0, {vocab}] "
+                          "(the vocabulary)")
+    if not prompts_ids or not all(isinstance(p, list) and p and all(_is_int(t) for t in p) for p in prompts_ids):
         raise ConfigError("prompts_ids must be a non-empty list of non-empty lists of token ids")
     if bad := sorted({t for p in prompts_ids for t in p if not 0 <= t < vocab})[:5]:
         raise ConfigError(f"prompts_ids hold token ids outside the vocabulary [0, {vocab}): {bad}")
     for p in prompts_ids:  # the cache holds the prompt and every new token
         check_context(len(p), config.max_new_tokens, context)
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
 
 
 def _vocab_size(loaded) -> int:

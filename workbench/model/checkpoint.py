@@ -118,9 +118,6 @@ class GPTQSettings:
         return s
 
 
-VERIFY_SOURCES = ("card", "self-declared")
-
-
 @dataclass(frozen=True)
 class VerifyResult:
     """What a verification checked, against what, and which digests it did not compute itself."""
@@ -361,8 +358,9 @@ def verify_checkpoint(path, progress: bool = True, trust_cache: bool = False) ->
     present = {p.name for p in path.iterdir() if _present(p) and p.name != MANIFEST}
     unlisted = sorted(present - set(expected))
     if risky := [n for n in unlisted if n.endswith((".bin", ".safetensors", ".index.json")) or is_side_file(n)]:
+        add = f" or add it to {MANIFEST}" if source != "card" else ""
         raise CheckpointError(f"{path}: {', '.join(risky)} would be read when loading but is not in the "
-                              f"{source} checksums; remove it" + (f" or add it to {MANIFEST}" if source != "card" else ""))
+                              f"{source} checksums; remove it{add}")
     for name in sorted(set(expected) - set(missing)):
         if (actual := hashes(name)) != expected[name]:
             raise ChecksumMismatch(str(path / name), expected[name], actual)

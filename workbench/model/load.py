@@ -120,9 +120,11 @@ def check_loaded_tensors(model, expected: dict, source: str) -> None:
     problems = []
     for what, have, want in (("quantized layers", quantized, want_quantized), ("tensors", dense, want_dense)):
         if missing := sorted(want - have):
-            problems.append(f"{len(missing)} {what} of the checkpoint are not in the loaded model ({', '.join(missing[:4])})")
+            problems.append(f"{len(missing)} {what} of the checkpoint are not in the loaded model "
+                            f"({', '.join(missing[:4])})")
         if extra := sorted(have - want):
-            problems.append(f"{len(extra)} {what} of the loaded model are not in the checkpoint ({', '.join(extra[:4])})")
+            problems.append(f"{len(extra)} {what} of the loaded model are not in the checkpoint "
+                            f"({', '.join(extra[:4])})")
     if problems:
         raise CheckpointError(f"{source}: the loaded model and the checkpoint differ: " + "; ".join(problems))
 

@@ -27,6 +27,7 @@ from workbench.model.checkpoint import (
     CARD_SHA256,
     CARD_WEIGHTS_FILE,
     Layout,
+    checkpoint_hash,
     file_sha256,
     prepare_checkpoint,
     verify_checkpoint,
@@ -253,6 +254,10 @@ def test_verify_rehashes_a_file_corrupted_in_place_with_size_and_mtime_kept(tiny
         verify_main([str(path), "--no-progress"])
     with pytest.raises(ChecksumMismatch):  # even when the cache may answer: the file's ctime moved
         verify_checkpoint(path, progress=False, trust_cache=True)
+    with pytest.raises(ChecksumMismatch):  # a load verifies the same way (it recorded verified: true)
+        load_model(path, kernel="torch", device="cpu")
+    actual = hashlib.sha256((path / CARD_WEIGHTS_FILE).read_bytes()).hexdigest()
+    assert checkpoint_hash(path, progress=False) == actual[:16]  # the identity records carry, unverified
 
 
 def test_the_cache_answers_only_when_asked_and_the_result_says_so(tiny_bin, tmp_path, monkeypatch, capsys):

@@ -451,7 +451,8 @@ def test_prompt_plus_new_tokens_must_fit_the_context(demo_loaded):
 
 @pytest.mark.parametrize("mode", ["eager", "static"])
 def test_an_absurd_max_new_tokens_is_refused_before_anything_is_allocated(demo_loaded, mode):
-    config = DecodeConfig.greedy(max_new_tokens=10**9)
+    # 10**6, not 10**9: should the refusal ever go, the cache this would allocate stays ~1 GB.
+    config = DecodeConfig.greedy(max_new_tokens=10**6)
     with pytest.raises(PromptError, match="Shorten the prompt .* or ask for fewer new tokens"):
         generate(demo_loaded, "def add(a, b):", config, format="raw", decode_mode=mode)
     assert demo_loaded.decoder is None or demo_loaded.decoder[0][1] <= 4096  # (batch, cache length, mode)
@@ -464,8 +465,8 @@ def test_the_static_loop_itself_refuses_a_cache_past_the_models_positions(demo_l
     from workbench.measure import Clock
 
     ids = torch.ones((1, 8), dtype=torch.long)
-    with pytest.raises(PromptError, match="needs 100000008 positions; the model has 4096"):
-        static_generate(demo_loaded, ids, torch.ones_like(ids), DecodeConfig.greedy(max_new_tokens=10**8),
+    with pytest.raises(PromptError, match="needs 100008 positions; the model has 4096"):
+        static_generate(demo_loaded, ids, torch.ones_like(ids), DecodeConfig.greedy(max_new_tokens=10**5),
                         Clock("cpu"), "static")
 
 

@@ -75,7 +75,8 @@ def load_model(path, kernel: str = AUTO, device: str = AUTO, dtype=None, verify:
     prepared = prepare_checkpoint(path, digests=digests, trust_remote_code=trust_remote_code, expected=expected)
     convert_s = None if converted_before or prepared == path else conversion_seconds(prepared)
     if spec.engine == "exllamav2":  # ExLlamaV2's own engine reads the safetensors copy itself
-        return load_exllamav2(path, prepared, kernel, device, verified, convert_s, attention)
+        return load_exllamav2(path, prepared, kernel, device, verified, convert_s, attention,
+                              trust_remote_code=trust_remote_code, code_hooks=hooks)
 
     gptqmodel = import_gptqmodel()
 

@@ -11,12 +11,14 @@ import pytest
 import torch
 
 from workbench.errors import CheckpointError, ChecksumMismatch, UnsafeCheckpoint, WorkbenchError
+from workbench.model import checkpoint
 from workbench.model.checkpoint import (
     CARD_SHA256,
     CARD_WEIGHTS_FILE,
     Layout,
     TensorSpec,
     checkpoint_hash,
+    converted_folder,
     dequantize_gptq_v1,
     detect_layout,
     file_sha256,
@@ -92,7 +94,7 @@ def test_hf_layout_reads_settings_from_config(tmp_path):
 def test_flipped_byte_raises_checksum_mismatch(tiny_bin, tmp_path):
     path = copy_of(tiny_bin, tmp_path / "flipped")
     ok = verify_checkpoint(path, progress=False)
-    assert ok.source == "manifest" and CARD_WEIGHTS_FILE in ok.sha256
+    assert ok.source == "self-declared" and CARD_WEIGHTS_FILE in ok.sha256
     weights = path / CARD_WEIGHTS_FILE
     with open(weights, "r+b") as f:
         f.seek(weights.stat().st_size // 2)
@@ -133,16 +135,16 @@ def test_unverifiable_and_unlisted_files_are_errors(tiny_bin, tmp_path):
         verify_checkpoint(named_like_the_card, progress=False)
     extra = copy_of(tiny_bin, tmp_path / "extra")
     (extra / "model.safetensors").write_bytes(b"x")
-    with pytest.raises(CheckpointError, match="model.safetensors would be read .* not in the manifest"):
+    with pytest.raises(CheckpointError, match="model.safetensors would be read .* not in the self-declared checksums"):
         verify_checkpoint(extra, progress=False)
 
 
-def test_hashes_are_cached_by_size_and_mtime(tmp_path, isolated_cache):
+def test_hashes_are_cached_by_size_and_times(tmp_path, isolated_cache, monkeypatch):
     f = tmp_path / "w.bin"
     f.write_bytes(os.urandom(1000))
     real = file_sha256(f, progress=False)
     assert not list((isolated_cache / "sha256").glob("*.json"))  # just written: too fresh to trust
-    age(f)
+    monkeypatch.setattr(checkpoint, "_RACY_WINDOW_S", -1.0)  # as if it had been quiet for a while
     assert file_sha256(f, progress=False) == real
     (entry,) = (isolated_cache / "sha256").glob("*.json")
     entry.write_text(json.dumps(json.loads(entry.read_text()) | {"sha256": "0" * 64}))
@@ -160,14 +162,14 @@ def test_checkpoint_hash_is_the_weights_sha256(tiny_bin):
 def test_verify_cli(tiny_bin, capsys):
     assert main([str(tiny_bin), "--no-progress"]) == 0
     out = capsys.readouterr().out
-    assert "OK  " in out and "match the manifest's SHA256s" in out and "SYNTHETIC" in out
+    assert "OK  " in out and "match the folder's own SHA256SUMS: SELF-DECLARED" in out and "SYNTHETIC" in out
 
 
 # --- conversion of the pickle ----------------------------------------------------------------------
 
 def test_conversion_keeps_packing_bit_for_bit(tiny_bin, isolated_cache):
     out = prepare_checkpoint(tiny_bin, progress=False)
-    assert out.parent == isolated_cache / "converted" and out.name.startswith(checkpoint_hash(tiny_bin))
+    assert out.parent == isolated_cache / "converted" and out == converted_folder(tiny_bin, progress=False)
     assert {p.name for p in out.iterdir()} >= {"model.safetensors", "config.json", "quantize_config.json",
                                                "tokenizer.model", "workbench_converted.json"}
     assert not list(out.glob("*.bin")) and not (out / "SHA256SUMS").exists()

@@ -139,7 +139,7 @@ def test_auto_picks_and_records(tiny):
     rec = loaded.load_record
     assert loaded.kernel == rec.kernel == AUTO_ORDER["cpu"][0]
     assert loaded.kernel_requested == rec.kernel_requested == "auto"
-    assert rec.checkpoint_hash == checkpoint_hash(tiny) and rec.verified and rec.verify_source == "manifest"
+    assert rec.checkpoint_hash == checkpoint_hash(tiny) and rec.verified and rec.verify_source == "self-declared"
     assert rec.layout == "autogptq_bin" and rec.loaded_from != str(tiny) and rec.synthetic
     assert rec.settings["bits"] == 4 and rec.devices == ["cpu"]
     assert rec.dtype == ("float32" if "float32" in KERNELS[rec.kernel].dtypes else "float16")  # the CPU default

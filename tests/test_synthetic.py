@@ -54,7 +54,7 @@ def test_layouts_are_detected_and_marked_synthetic(tiny):
         assert config["workbench_synthetic"] is True and "not a trained model" in config["workbench_note"]
         manifest = (path / "SHA256SUMS").read_text()
         assert manifest.startswith("# synthetic checkpoint")
-        assert verify_checkpoint(path, progress=False).source == "manifest"
+        assert verify_checkpoint(path, progress=False).source == "self-declared"
     qcfg = json.loads((tiny[Layout.AUTOGPTQ_BIN] / "quantize_config.json").read_text())
     assert set(qcfg) == {"bits", "group_size", "damp_percent", "desc_act", "static_groups", "sym",
                          "true_sequential", "model_name_or_path", "model_file_base_name"}

@@ -71,7 +71,8 @@ def test_demo_bin_loads_directly_and_the_fallback_is_recorded(loaded, legacy_dem
     assert engine["fallback_layers"] == engine["layers"] == 7 * 4  # every linear of the 4 blocks
     assert engine["from_quantized"] == {"device": "cpu", "use_safetensors": False,
                                         "model_basename": "gptq_model-4bit-64g",
-                                        **AUTOGPTQ_FLAGS["autogptq-cuda-old"], **CARD_FLAGS}
+                                        **AUTOGPTQ_FLAGS["autogptq-cuda-old"], **CARD_FLAGS,
+                                        "trust_remote_code": False}  # a folder's code never runs here
     assert engine["use_cuda_fp16"] is False  # AutoGPTQ turns it off for any dtype but float16
     assert all(error for error in engine["extensions"].values())  # none loads without CUDA
     assert rec.env["auto_gptq"] == "0.7.1" and rec.env["transformers"].startswith("4.57.")

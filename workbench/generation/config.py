@@ -4,11 +4,26 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 from ..errors import ConfigError
 
 STOP_REASONS = ("eos", "max_new_tokens", "stop_string")
+# Logits are divided by the temperature in float32. Above this no real logit can overflow there
+# (|logit| would need to pass 3e33); far below it inf - inf turns the softmax into NaN. Sampling
+# this cold is greedy decoding in all but name: use do_sample=False for that.
+MIN_TEMPERATURE = 1e-5
+MAX_SEED = 2**64 - 1  # torch.manual_seed's range
+
+
+def _is_number(x) -> bool:
+    """A finite int or float (bool is not a number here, nor inf or nan)."""
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _is_integer(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
 
 
 @dataclass(frozen=True)
@@ -32,23 +47,23 @@ class DecodeConfig:
 
         if not isinstance(self.do_sample, bool):
             bad("do_sample", "True or False")
-        if not (isinstance(self.temperature, (int, float)) and self.temperature > 0):
-            bad("temperature", "a number > 0")
-        if not (isinstance(self.top_p, (int, float)) and 0 < self.top_p <= 1):
+        if not (_is_number(self.temperature) and self.temperature >= MIN_TEMPERATURE):
+            bad("temperature", f"a finite number >= {MIN_TEMPERATURE:g} (for greedy decoding use do_sample=False)")
+        if not (_is_number(self.top_p) and 0 < self.top_p <= 1):
             bad("top_p", "a number in (0, 1]")
-        if not (isinstance(self.top_k, int) and self.top_k >= 0):
+        if not (_is_integer(self.top_k) and self.top_k >= 0):
             bad("top_k", "an integer >= 0 (0 = off)")
-        if not (isinstance(self.repetition_penalty, (int, float)) and self.repetition_penalty > 0):
-            bad("repetition_penalty", "a number > 0 (1.0 = off)")
-        if not (isinstance(self.num_beams, int) and self.num_beams >= 1):
+        if not (_is_number(self.repetition_penalty) and self.repetition_penalty > 0):
+            bad("repetition_penalty", "a finite number > 0 (1.0 = off)")
+        if not (_is_integer(self.num_beams) and self.num_beams >= 1):
             bad("num_beams", "an integer >= 1")
-        if not (isinstance(self.max_new_tokens, int) and self.max_new_tokens >= 1):
-            bad("max_new_tokens", "an integer >= 1")
-        if not (isinstance(self.min_new_tokens, int) and 0 <= self.min_new_tokens <= self.max_new_tokens):
+        if not (_is_integer(self.max_new_tokens) and self.max_new_tokens >= 1):
+            bad("max_new_tokens", "an integer >= 1 (generation also checks it against the model's context)")
+        if not (_is_integer(self.min_new_tokens) and 0 <= self.min_new_tokens <= self.max_new_tokens):
             bad("min_new_tokens", f"an integer in [0, max_new_tokens={self.max_new_tokens}]")
-        if self.seed is not None and not (isinstance(self.seed, int) and self.seed >= 0):
-            bad("seed", "None or an integer >= 0")
-        if isinstance(self.stop, str) or not all(isinstance(s, str) and s for s in self.stop):
+        if self.seed is not None and not (_is_integer(self.seed) and 0 <= self.seed <= MAX_SEED):
+            bad("seed", "None or an integer in [0, 2**64 - 1]")
+        if not isinstance(self.stop, (list, tuple)) or not all(isinstance(s, str) and s for s in self.stop):
             bad("stop", "a sequence of non-empty strings")
         object.__setattr__(self, "stop", tuple(self.stop))
 

@@ -16,7 +16,7 @@ from ..errors import ConfigError
 from ..measure import Clock, memory_snapshot, reset_peak_memory
 from ..model.attention import attention_in_use
 from ..model.exllamav2_engine import is_runner
-from ..prompts.encoding import encode_prompt
+from ..prompts.encoding import DEFAULT_CONTEXT_TOKENS, check_context, encode_prompt
 from ..prompts.formats import render_prompt
 from .config import DecodeConfig, check_mode
 from .eager import run_transformers
@@ -44,9 +44,61 @@ def _as_messages(prompt) -> list[dict]:
     return [{"role": "human", "content": prompt}] if isinstance(prompt, str) else list(prompt)
 
 
+def context_tokens(loaded, max_context: int | None = None) -> int:
+    """How many tokens (prompt plus new ones) a generation may hold.
+
+    None: the card's input length, DEFAULT_CONTEXT_TOKENS (4096), or the model's
+    max_position_embeddings where that is smaller. An explicit `max_context` may go up to the
+    model's positions (CodeLlama's 16384), never past them."""
+    positions = getattr(getattr(loaded.model, "config", None), "max_position_embeddings", None)
+    positions = positions if isinstance(positions, int) and positions > 0 else None
+    if max_context is None:
+        return min(DEFAULT_CONTEXT_TOKENS, positions or DEFAULT_CONTEXT_TOKENS)
+    if not (_is_int(max_context) and max_context >= 1):
+        raise ConfigError(f"max_context={max_context!r} is invalid: allowed None (the model's context) "
+                          "or an integer >= 1")
+    if positions is not None and max_context > positions:
+        raise ConfigError(f"max_context={max_context} is past the model's {positions} positions "
+                          "(config.json max_position_embeddings)")
+    return max_context
+
+
+def check_request(loaded, prompts_ids, config: DecodeConfig, *, warmup: int, logprobs: bool, top_logprobs: int,
+                  context: int) -> None:
+    """Every parameter of a generation, checked before any of it runs: a bad one is a ConfigError
+    (PromptError for a request that does not fit the context) naming it, never a torch error."""
+    if not isinstance(config, DecodeConfig):
+        raise ConfigError(f"config must be a DecodeConfig, got {type(config).__name__}")
+    if not (_is_int(warmup) and warmup >= 0):
+        raise ConfigError(f"warmup={warmup!r} is invalid: allowed an integer >= 0")
+    if not isinstance(logprobs, bool):
+        raise ConfigError(f"logprobs={logprobs!r} is invalid: allowed True or False")
+    vocab = _vocab_size(loaded)
+    if not (_is_int(top_logprobs) and 0 <= top_logprobs <= vocab):
+        raise ConfigError(f"top_logprobs={top_logprobs!r} is invalid: allowed an integer in [0, {vocab}] "
+                          "(the vocabulary)")
+    if not prompts_ids or not all(isinstance(p, list) and p and all(_is_int(t) for t in p) for p in prompts_ids):
+        raise ConfigError("prompts_ids must be a non-empty list of non-empty lists of token ids")
+    if bad := sorted({t for p in prompts_ids for t in p if not 0 <= t < vocab})[:5]:
+        raise ConfigError(f"prompts_ids hold token ids outside the vocabulary [0, {vocab}): {bad}")
+    for p in prompts_ids:  # the cache holds the prompt and every new token
+        check_context(len(p), config.max_new_tokens, context)
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _vocab_size(loaded) -> int:
+    """The output vocabulary: the lm_head's width (ExLlamaV2's engine has none: its config's)."""
+    head = getattr(loaded.model, "get_output_embeddings", None)
+    width = getattr(head(), "out_features", None) if head else None
+    return int(width or loaded.model.config.vocab_size)
+
+
 def generate(loaded, prompt, config: DecodeConfig | None = None, format: str = "codefuse",
              on_token: Callable[[int, str], None] | None = None, *, warmup: int = 0,
-             logprobs: bool = True, top_logprobs: int = 5, max_context: int = 4096,
+             logprobs: bool = True, top_logprobs: int = 5, max_context: int | None = None,
              decode_mode: str = "eager"):
     """Generate from `prompt` and measure it.
 
@@ -56,27 +108,28 @@ def generate(loaded, prompt, config: DecodeConfig | None = None, format: str = "
     decoded during generation. `warmup` untimed runs of a few tokens come first, and the record
     says how many there were. `decode_mode`: "eager" (transformers' generate), "static" (a static
     KV cache) or "graph" (static, each step replayed as a CUDA graph); see static.py. The record
-    says which mode ran and why, if it differs.
+    says which mode ran and why, if it differs. The prompt's tokens plus `max_new_tokens` must
+    fit `max_context` (None: the model's context, see context_tokens), or PromptError says by
+    how much. Every parameter is checked before anything runs.
     """
 
     config = config or DecodeConfig.greedy()
     if not isinstance(config, DecodeConfig):
         raise ConfigError(f"config must be a DecodeConfig, got {type(config).__name__}")
-    if not (isinstance(warmup, int) and warmup >= 0):
-        raise ConfigError(f"warmup={warmup!r} is invalid: allowed an integer >= 0")
     batch = _is_batch(prompt)
     prompts = list(prompt) if batch else [prompt]
     if on_token is not None and (len(prompts) > 1 or config.num_beams > 1):
         raise ConfigError("on_token streams one sequence: use it with a single prompt and num_beams=1")
     tok = loaded.tokenizer
-    encoded = [encode_prompt(tok, _as_messages(p), format=format, max_context=max_context) for p in prompts]
+    context = context_tokens(loaded, max_context)
+    encoded = [encode_prompt(tok, _as_messages(p), format=format, max_context=context) for p in prompts]
     if format == "raw":
         texts = [p if isinstance(p, str) else "".join(m["content"] for m in p) for p in prompts]
     else:
 
         texts = [render_prompt(_as_messages(p), format=format) for p in prompts]
     records = generate_ids(loaded, encoded, config, on_token, warmup=warmup, logprobs=logprobs,
-                           top_logprobs=top_logprobs, decode_mode=decode_mode)
+                           top_logprobs=top_logprobs, decode_mode=decode_mode, max_context=context)
     for r, text in zip(records, texts):
         r.prompt_text = text
         r.format = format
@@ -85,14 +138,16 @@ def generate(loaded, prompt, config: DecodeConfig | None = None, format: str = "
 
 def generate_ids(loaded, prompts_ids: list[list[int]], config: DecodeConfig | None = None,
                  on_token: Callable[[int, str], None] | None = None, *, warmup: int = 0,
-                 logprobs: bool = True, top_logprobs: int = 5, decode_mode: str = "eager") -> list[GenerationRecord]:
+                 logprobs: bool = True, top_logprobs: int = 5, decode_mode: str = "eager",
+                 max_context: int | None = None) -> list[GenerationRecord]:
     """`generate` for prompts already encoded (lists of token ids): one record per prompt."""
 
     config = config or DecodeConfig.greedy()
     check_mode(decode_mode)
-    if not prompts_ids or not all(isinstance(p, list) and p and all(isinstance(t, int) for t in p)
-                                  for p in prompts_ids):
-        raise ConfigError("prompts_ids must be a non-empty list of non-empty lists of token ids")
+    check_request(loaded, prompts_ids, config, warmup=warmup, logprobs=logprobs, top_logprobs=top_logprobs,
+                  context=context_tokens(loaded, max_context))
+    if on_token is not None and not callable(on_token):
+        raise ConfigError(f"on_token={on_token!r} is invalid: allowed None or a function (token_id, text)")
     if on_token is not None and (len(prompts_ids) > 1 or config.num_beams > 1):
         raise ConfigError("on_token streams one sequence: use it with a single prompt and num_beams=1")
     for _ in range(warmup):  # a few tokens through the same path (and, static, the same cache and graph)

@@ -26,7 +26,7 @@ import inspect
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from ..errors import ConfigError
+from ..errors import ConfigError, PromptError
 from ..model.exllamav2_engine import is_runner
 from .config import check_mode
 from .fast import fast_decoder
@@ -281,7 +281,12 @@ def static_generate(loaded, input_ids, attention_mask, config, clock, mode: str,
         raise ConfigError(f"num_beams={config.num_beams}: beam search runs only with decode_mode='eager'")
     tok = loaded.tokenizer
     b, t = input_ids.shape
-    decoder = decoder_for(loaded, b, cache_length(t, max(config.max_new_tokens, cache_new_tokens or 0)), mode)
+    need = t + max(config.max_new_tokens, cache_new_tokens or 0)
+    positions = getattr(loaded.model.config, "max_position_embeddings", None)
+    if isinstance(positions, int) and need > positions:  # before a cache of that length is allocated
+        raise PromptError(f"a static cache for {t} prompt tokens and {need - t} new ones needs {need} positions; "
+                          f"the model has {positions}: ask for at least {need - positions} fewer tokens")
+    decoder = decoder_for(loaded, b, cache_length(t, need - t), mode)
     reused = decoder.graph is not None
     procs = logits_processors(config, tok, t, input_ids.device)
     all_ids = torch.full((b, t + config.max_new_tokens), tok.pad_token_id, dtype=torch.long, device=input_ids.device)

@@ -34,12 +34,14 @@ from ..prompts.encoding import DEFAULT_CONTEXT_TOKENS
 from ..prompts.tokenizer import load_tokenizer
 from .attention import attention_in_use
 from .checkpoint import (
+    check_checkpoint_tensors,
     detect_layout,
     read_gptq_settings,
     verify_checkpoint,
     weight_files,
 )
 from .loaded import LoadedModel, record_load
+from .trust import refuse_remote_code
 
 ENGINE = "autogptq"
 NEEDS_ENVIRONMENT = "needs the auto-gptq environment (make legacy-env)"
@@ -222,13 +224,18 @@ def _from_quantized_kwargs(path: Path, device: str, torch_dtype) -> dict:
             "model_basename": files[0].stem}
 
 
-def load_autogptq(path, spec, kernel_requested: str, device: str, torch_dtype, verify: bool = True):
+def load_autogptq(path, spec, kernel_requested: str, device: str, torch_dtype, verify: bool = True, *,
+                  trust_remote_code: bool = False, trust_cache: bool = False):
     """Load `path` with AutoGPTQ's `from_quantized` and the flags of `spec`; record what ran.
 
     Called by `kernels.load_model`, which has already checked the kernel against this machine and
-    the checkpoint. Returns the same LoadedModel and LoadRecord as every other engine.
+    the checkpoint. Returns the same LoadedModel and LoadRecord as every other engine. As there,
+    a folder that asks for its own code to run is refused unless `trust_remote_code`, the
+    checkpoint's tensors must match the model of its config.json, and `verify` re-hashes every
+    file unless `trust_cache`.
     """
 
+    hooks = refuse_remote_code(Path(path).expanduser(), trust_remote_code)  # before AutoGPTQ reads the folder
     if environment_problem():
         raise KernelUnavailable(f"kernel {spec.name!r} {NEEDS_ENVIRONMENT}; {sys.executable} has no auto_gptq")
     path = Path(path).expanduser()
@@ -237,9 +244,10 @@ def load_autogptq(path, spec, kernel_requested: str, device: str, torch_dtype, v
         raise KernelUnavailable(f"{path.name}: checkpoint_format={settings.checkpoint_format!r}; AutoGPTQ 0.7.1 "
                                 "reads only its original ('gptq', v1) packing")
     detect_layout(path)  # a folder that is no GPTQ checkpoint fails here, not after loading
-    verified = verify_checkpoint(path) if verify else None
+    verified = verify_checkpoint(path, trust_cache=trust_cache) if verify else None
+    check_checkpoint_tensors(path, settings)
     flags = {**AUTOGPTQ_FLAGS[spec.name], **CARD_FLAGS}
-    kwargs = {**_from_quantized_kwargs(path, device, torch_dtype), **flags}
+    kwargs = {**_from_quantized_kwargs(path, device, torch_dtype), **flags, "trust_remote_code": trust_remote_code}
 
     with _autogptq_logs() as log:
         from auto_gptq import AutoGPTQForCausalLM, exllama_set_max_input_length
@@ -263,7 +271,8 @@ def load_autogptq(path, spec, kernel_requested: str, device: str, torch_dtype, v
     }
     record = record_load(model, path, kernel=ran.kernel, kernel_requested=kernel_requested, backend=ran.quant_type,
                          device=device, torch_dtype=torch_dtype, loaded_from=path, verified=verified, convert_s=None,
-                         load_s=load_s, attention=attention_in_use(model), env={"autogptq": autogptq})
+                         load_s=load_s, attention=attention_in_use(model), env={"autogptq": autogptq},
+                         trust_remote_code=trust_remote_code, code_hooks=hooks)
     return LoadedModel(model=model, tokenizer=load_tokenizer(path), kernel=ran.kernel,
                        kernel_requested=kernel_requested,
                        device=device, dtype=torch_dtype, path=path, load_record=record, engine_handle=handle,

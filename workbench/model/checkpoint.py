@@ -6,8 +6,14 @@
   AutoGPTQ `.bin` is converted once into a cached safetensors copy. The pickle is read only with
   `torch.load(weights_only=True)` (memory-mapped, so a 19 GB file never sits in RAM) and
   AutoGPTQ's packing is kept bit for bit.
-- `verify_checkpoint` checks every file's SHA256 against the card's table or the folder's
-  `SHA256SUMS`; hashes are cached by file size and mtime so a checkpoint is hashed once.
+  The copy receives allow-listed side files only (configs, tokenizer files: trust.py) and is keyed
+  by the SHA256 of every file it is made from, so editing any of them makes a new copy.
+- `verify_checkpoint` re-hashes every file and checks it against the card's table or, for a
+  folder whose weights are not the card's, the folder's own `SHA256SUMS`, reported as
+  "self-declared": nothing outside the folder vouches for it. A folder holding the card's
+  weights is always held to the card's table, whatever its manifest says.
+- Hashes are cached (docs/checkpoints.md says how far the cache is trusted): `verify` uses the
+  cache only when asked (`trust_cache=True`, `--trust-cache`) and names the files it answered.
 - `dequantize_gptq_v1` decodes AutoGPTQ's original ("v1") packing: the reference every kernel
   is compared with.
 """
@@ -18,7 +24,6 @@ import hashlib
 import json
 import os
 import pickle
-import shutil
 import struct
 import time
 import zipfile
@@ -30,6 +35,17 @@ from typing import Callable, Iterable, Sequence
 
 from ..cache import atomic_write_json, atomic_write_text, building_dir, cache_dir
 from ..errors import CheckpointError, ChecksumMismatch, UnsafeCheckpoint
+from .tensors import TensorInfo, expected_tensors, info_of, match_tensors, read_safetensors_header
+from .trust import (
+    code_files,
+    find_code_hooks,
+    is_side_file,
+    open_regular,
+    read_json_config,
+    read_small_file,
+    refuse_remote_code,
+    require_regular,
+)
 
 # The card's consistency-check table (docs/model-facts.md).
 CARD_SHA256 = {
@@ -53,9 +69,10 @@ MANIFEST = "SHA256SUMS"
 DEMO_MARKER, SYNTHETIC_MARKER = "workbench_demo", "workbench_synthetic"
 CONVERTED_WEIGHTS = "model.safetensors"  # a basename gptqmodel looks for
 SUPPORTED_BITS = (2, 3, 4, 8)  # AutoGPTQ's settings; kernels narrow this further
-CONVERTER_VERSION = 1  # bump when the converted copy's content would change
+CONVERTER_VERSION = 2  # bump when the converted copy's content would change (2: allow-listed side files)
 CONVERSION_NOTE = "workbench_converted.json"  # written last: its presence means the copy is complete
 _RACY_WINDOW_S = 2.0  # a file modified this close to its hashing may change unnoticed: don't cache
+_PROBE_BYTES = 1 << 20  # a cached digest is used only if three blocks this size still hash the same
 _PROGRESS_MIN_BYTES = 256 << 20
 _CHUNK_BYTES = 16 << 20
 
@@ -75,18 +92,24 @@ class GPTQSettings:
     desc_act: bool  # act-order: g_idx is a permuted group index
     sym: bool
     checkpoint_format: str = "gptq"  # "gptq" = AutoGPTQ's v1 packing (zero stored minus one)
+    lm_head: bool = False  # the output embedding is quantized too (never in the card's checkpoint)
 
     @classmethod
     def from_dict(cls, d: dict, source: str) -> "GPTQSettings":
+        if not isinstance(d, dict):
+            raise CheckpointError(f"{source}: a JSON {type(d).__name__}, not an object of GPTQ settings")
         method = str(d.get("quant_method", "gptq")).lower()
         if method != "gptq":
             raise CheckpointError(f"{source}: quant_method={method!r}; the workbench loads GPTQ checkpoints only")
         try:
             s = cls(bits=int(d["bits"]), group_size=int(d.get("group_size", -1)),
                     desc_act=bool(d.get("desc_act", False)), sym=bool(d.get("sym", True)),
-                    checkpoint_format=str(d.get("checkpoint_format", d.get("format", "gptq"))).lower())
+                    checkpoint_format=str(d.get("checkpoint_format", d.get("format", "gptq"))).lower(),
+                    lm_head=bool(d.get("lm_head", False)))
         except KeyError as e:
             raise CheckpointError(f"{source}: no {e.args[0]!r} field; is this a GPTQ quantize config?") from None
+        except (TypeError, ValueError) as e:
+            raise CheckpointError(f"{source}: a field is not a number where one is needed ({e})") from None
         if s.bits not in SUPPORTED_BITS:
             raise CheckpointError(f"{source}: bits={s.bits} is not a GPTQ setting the workbench supports "
                                   f"(bits must be one of {SUPPORTED_BITS})")
@@ -97,12 +120,25 @@ class GPTQSettings:
 
 @dataclass(frozen=True)
 class VerifyResult:
+    """What a verification checked, against what, and which digests it did not compute itself."""
+
     path: Path
-    source: str  # "card" (the published table) or "manifest" (the folder's SHA256SUMS)
+    # "card": the card's published table; "self-declared": the folder's own SHA256SUMS, which only
+    # shows the files are as the folder says (nothing outside the folder vouches for them).
+    source: str
     sha256: dict[str, str]  # file name -> SHA256, every file checked
     missing_optional: tuple[str, ...]  # listed, absent, and not needed to load
     unlisted: tuple[str, ...]  # present but not in the table (README, .gitattributes, ...)
     seconds: float
+    from_cache: tuple[str, ...] = ()  # files whose digest came from the hash cache, not a re-hash
+    # Whether the folder holds the card's weights: None when no file has their name, False when a
+    # file has their name but not their SHA256 (a demo, a synthetic or a modified checkpoint).
+    card_weights: bool | None = None
+
+    @property
+    def against_card(self) -> bool:
+        """True only when every file was checked against the card's published table."""
+        return self.source == "card"
 
 
 @dataclass(frozen=True)
@@ -134,20 +170,16 @@ def _folder(path) -> Path:
     return path
 
 
-def _read_json(file: Path) -> dict:
-    try:
-        return json.loads(file.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{file} is not valid JSON ({e}); the download may be truncated") from None
-
-
 def weight_files(path) -> list[Path]:
-    """The weights: safetensors files if any, else pickles (`*.bin`); sorted."""
+    """The weights: safetensors files if any, else pickles (`*.bin`); sorted. Each must be a
+    regular file (a FIFO or a link to a device would hang whatever reads it)."""
     path = _folder(path)
     found = sorted(path.glob("*.safetensors")) or sorted(path.glob("*.bin"))
     if not found:
         names = ", ".join(sorted(p.name for p in path.iterdir())[:12])
         raise CheckpointError(f"{path} has no weights (*.safetensors or *.bin); it holds: {names}")
+    for f in found:
+        require_regular(f, "weights file")
     return found
 
 
@@ -157,7 +189,7 @@ def detect_layout(path) -> Layout:
     config = path / "config.json"
     if not config.exists():
         raise CheckpointError(f"{path} has no config.json; not a transformers checkpoint folder")
-    if "quantization_config" in _read_json(config):
+    if "quantization_config" in read_json_config(config):
         weight_files(path)
         return Layout.HF
     if not (path / "quantize_config.json").exists():
@@ -171,9 +203,9 @@ def read_gptq_settings(path) -> GPTQSettings:
     """Bits, group size, act-order and symmetry, from quantize_config.json or config.json."""
     path = _folder(path)
     if detect_layout(path) is Layout.HF:
-        return GPTQSettings.from_dict(_read_json(path / "config.json")["quantization_config"],
+        return GPTQSettings.from_dict(read_json_config(path / "config.json")["quantization_config"],
                                       f"{path / 'config.json'} quantization_config")
-    return GPTQSettings.from_dict(_read_json(path / "quantize_config.json"), str(path / "quantize_config.json"))
+    return GPTQSettings.from_dict(read_json_config(path / "quantize_config.json"), str(path / "quantize_config.json"))
 
 
 def model_kind(path) -> str:
@@ -182,7 +214,7 @@ def model_kind(path) -> str:
     model or another GPTQ checkpoint). Their writers mark the first two in config.json. Raises
     CheckpointError for a config.json that is not JSON."""
     config = Path(path) / "config.json"
-    data = _read_json(config) if config.is_file() else {}
+    data = read_json_config(config) if config.is_file() else {}
     if data.get(SYNTHETIC_MARKER):
         return "synthetic"
     return "demo" if data.get(DEMO_MARKER) else "checkpoint"
@@ -193,7 +225,7 @@ def is_synthetic(path) -> bool:
     return model_kind(path) == "synthetic"
 
 
-# --- hashing, cached by file size and mtime ---------------------------------------------------
+# --- hashing, with a cache that must prove itself -------------------------------------------------
 
 def progress_bar(total: int, desc: str, enabled: bool):
     from tqdm.auto import tqdm
@@ -203,39 +235,71 @@ def progress_bar(total: int, desc: str, enabled: bool):
 
 
 def _hash_cache_file(file: Path, st: os.stat_result) -> Path:
-    ident = f"{file.resolve()}|{st.st_size}|{st.st_mtime_ns}|{st.st_ino}"
+    # ctime is in the key because no user call can set it: rewriting a file in place and putting
+    # its mtime back (os.utime) still moves its ctime, so the old entry no longer answers.
+    ident = f"{file.resolve()}|{st.st_dev}|{st.st_ino}|{st.st_size}|{st.st_mtime_ns}|{st.st_ctime_ns}"
     return cache_dir() / "sha256" / (hashlib.sha256(ident.encode()).hexdigest()[:32] + ".json")
 
 
-def file_sha256(file, progress: bool = True) -> str:
-    """SHA256 of a file, hashed once per (path, size, mtime): later calls read the cache."""
-    file = Path(file)
-    st = file.stat()
-    entry = _hash_cache_file(file, st)
-    if entry.exists():
-        try:
-            return json.loads(entry.read_text())["sha256"]
-        except (json.JSONDecodeError, KeyError):
-            pass  # a damaged entry: hash again
-    started = time.time()
+def _probe(f, size: int) -> str:
+    """SHA256 of three blocks (start, middle, end): a cheap check that a cached digest still
+    describes the bytes, for file systems whose ctime cannot be relied on."""
     h = hashlib.sha256()
-    with open(file, "rb") as f, progress_bar(st.st_size, f"sha256 {file.name}", progress) as bar:
-        while chunk := f.read(_CHUNK_BYTES):
-            h.update(chunk)
-            bar.update(len(chunk))
-    digest = h.hexdigest()
+    for offset in sorted({0, max(0, size // 2 - _PROBE_BYTES // 2), max(0, size - _PROBE_BYTES)}):
+        f.seek(offset)
+        h.update(f.read(_PROBE_BYTES))
+    f.seek(0)
+    return h.hexdigest()
+
+
+def _cached_digest(entry: Path, f, st: os.stat_result) -> str | None:
+    try:
+        cached = json.loads(entry.read_text())
+        digest, probe = cached["sha256"], cached["probe"]
+    except (OSError, json.JSONDecodeError, KeyError, TypeError):
+        return None  # no entry, a damaged one, or one from before probes: hash again
+    return digest if probe == _probe(f, st.st_size) else None
+
+
+def file_digest(file, progress: bool = True, use_cache: bool = True) -> tuple[str, bool]:
+    """(SHA256 of a regular file, whether it came from the hash cache).
+
+    The cache answers only with `use_cache`, only for the same path, device, inode, size, mtime
+    and ctime, and only if a probe of three blocks still hashes as it did. Anything that is not
+    a regular file (a FIFO, a device, a link to /dev/zero) is refused before a byte is read."""
+    file = Path(file)
+    with open_regular(file, "file to hash") as f:
+        st = os.fstat(f.fileno())
+        entry = _hash_cache_file(file, st)
+        if use_cache and (digest := _cached_digest(entry, f, st)) is not None:
+            return digest, True
+        started = time.time()
+        h = hashlib.sha256()
+        with progress_bar(st.st_size, f"sha256 {file.name}", progress) as bar:
+            while chunk := f.read(_CHUNK_BYTES):
+                h.update(chunk)
+                bar.update(len(chunk))
+        digest, probe, after = h.hexdigest(), _probe(f, st.st_size), os.fstat(f.fileno())
     # Like git's racy-timestamp rule: file times tick coarsely, so a write right after the file's
-    # mtime could leave size and mtime unchanged. Only a file quiet for a while is cached.
-    if started - st.st_mtime_ns / 1e9 > _RACY_WINDOW_S and file.stat().st_mtime_ns == st.st_mtime_ns:
-        atomic_write_json(entry, {"path": str(file.resolve()), "size": st.st_size,
-                                  "mtime_ns": st.st_mtime_ns, "sha256": digest})
-    return digest
+    # last change could leave its times unchanged. Only a file quiet for a while, and unchanged
+    # while it was hashed, is cached.
+    quiet = started - max(st.st_mtime_ns, st.st_ctime_ns) / 1e9 > _RACY_WINDOW_S
+    if quiet and (after.st_mtime_ns, after.st_ctime_ns, after.st_size) == (st.st_mtime_ns, st.st_ctime_ns, st.st_size):
+        atomic_write_json(entry, {"path": str(file.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+                                  "ctime_ns": st.st_ctime_ns, "probe": probe, "sha256": digest})
+    return digest, False
+
+
+def file_sha256(file, progress: bool = True, use_cache: bool = True) -> str:
+    """SHA256 of a file (see file_digest for when the cache answers)."""
+    return file_digest(file, progress, use_cache)[0]
 
 
 def read_manifest(file: Path) -> dict[str, str]:
     """`sha256sum` output: '<sha256>  <name>' lines ('*' before the name allowed, '#' comments)."""
     expected = {}
-    for n, line in enumerate(file.read_text(encoding="utf-8").splitlines(), 1):
+    text = read_small_file(file).decode("utf-8", errors="replace")
+    for n, line in enumerate(text.splitlines(), 1):
         if not line.strip() or line.startswith("#"):
             continue
         digest, sep, name = line.partition(" ")
@@ -248,35 +312,61 @@ def read_manifest(file: Path) -> dict[str, str]:
     return expected
 
 
-def verify_checkpoint(path, progress: bool = True) -> VerifyResult:
-    """Check every file's SHA256 against the folder's SHA256SUMS or, for the real model's files,
-    the card's table. A mismatch raises ChecksumMismatch(file, expected, actual)."""
+class _Hashes:
+    """The digests one verification computes, each file hashed at most once."""
+
+    def __init__(self, path: Path, progress: bool, use_cache: bool):
+        self.path, self.progress, self.use_cache = path, progress, use_cache
+        self.sha256: dict[str, str] = {}
+        self.from_cache: list[str] = []
+
+    def __call__(self, name: str) -> str:
+        if name not in self.sha256:
+            self.sha256[name], cached = file_digest(self.path / name, self.progress, self.use_cache)
+            if cached:
+                self.from_cache.append(name)
+        return self.sha256[name]
+
+
+def verify_checkpoint(path, progress: bool = True, trust_cache: bool = False) -> VerifyResult:
+    """Check every file's SHA256 against the card's table or the folder's own SHA256SUMS.
+
+    A folder holding the card's weights file is held to the card's table: when the weights are
+    the card's, every file is checked against the card whatever the folder's manifest says.
+    Otherwise the folder's SHA256SUMS is used and the result says "self-declared". Every file
+    is re-hashed unless `trust_cache`; the result names the files the cache answered for.
+    A mismatch raises ChecksumMismatch(file, expected, actual)."""
     path = _folder(path)
     started = time.perf_counter()
-    if (path / MANIFEST).exists():
-        source, expected, optional = "manifest", read_manifest(path / MANIFEST), frozenset()
-    elif (path / CARD_WEIGHTS_FILE).exists():
+    hashes = _Hashes(path, progress, trust_cache)
+    has_manifest = (path / MANIFEST).exists()
+    card_weights = None
+    if (path / CARD_WEIGHTS_FILE).exists() or (path / CARD_WEIGHTS_FILE).is_symlink():
+        card_weights = hashes(CARD_WEIGHTS_FILE) == CARD_SHA256[CARD_WEIGHTS_FILE]
+    if card_weights or (card_weights is False and not has_manifest):
         source, expected, optional = "card", CARD_SHA256, CARD_OPTIONAL_FILES
+    elif has_manifest:
+        source, expected, optional = "self-declared", read_manifest(path / MANIFEST), frozenset()
     else:
         raise CheckpointError(
             f"{path}: nothing to verify against: no {MANIFEST} and the weights are not the published "
             f"{CARD_WEIGHTS_FILE}. Write one with `cd {path} && sha256sum * > {MANIFEST}` once you trust "
             "the files, or load with verify=False.")
-    missing = sorted(name for name in expected if not (path / name).is_file())
+    missing = sorted(name for name in expected if not _present(path / name))
     if required := [name for name in missing if name not in optional]:
-        raise CheckpointError(f"{path}: missing {', '.join(required)} (listed in the {source}'s checksums)")
-    present = {p.name for p in path.iterdir() if p.is_file() and p.name != MANIFEST}
+        raise CheckpointError(f"{path}: missing {', '.join(required)} (listed in the {source} checksums)")
+    present = {p.name for p in path.iterdir() if _present(p) and p.name != MANIFEST}
     unlisted = sorted(present - set(expected))
-    if risky := [n for n in unlisted if n.endswith((".bin", ".safetensors", ".index.json"))]:
+    if risky := [n for n in unlisted if n.endswith((".bin", ".safetensors", ".index.json")) or is_side_file(n)]:
+        add = f" or add it to {MANIFEST}" if source != "card" else ""
         raise CheckpointError(f"{path}: {', '.join(risky)} would be read when loading but is not in the "
-                              f"{source}'s checksums; remove it or add it to {MANIFEST}")
-    checked = {}
+                              f"{source} checksums; remove it{add}")
     for name in sorted(set(expected) - set(missing)):
-        actual = file_sha256(path / name, progress)
-        if actual != expected[name]:
+        if (actual := hashes(name)) != expected[name]:
             raise ChecksumMismatch(str(path / name), expected[name], actual)
-        checked[name] = actual
-    return VerifyResult(path, source, checked, tuple(missing), tuple(unlisted), time.perf_counter() - started)
+    return VerifyResult(path, source, {n: hashes.sha256[n] for n in sorted(set(expected) - set(missing))},
+                        tuple(missing), tuple(unlisted), time.perf_counter() - started,
+                        from_cache=tuple(sorted(hashes.from_cache)), card_weights=card_weights)
 
 
 def write_manifest(folder, *, note: str | None = None, known: dict[str, str] | None = None) -> Path:
@@ -291,18 +381,25 @@ def write_manifest(folder, *, note: str | None = None, known: dict[str, str] | N
     return folder / MANIFEST
 
 
-def checkpoint_hash(path, progress: bool = True) -> str:
+def _present(p: Path) -> bool:
+    """Present as a file: a regular file, or anything else that is not a folder (a FIFO or a
+    link to a device counts, so that hashing refuses it rather than calling it missing)."""
+    return (p.exists() or p.is_symlink()) and not p.is_dir()
+
+
+def checkpoint_hash(path, progress: bool = True, digests: dict[str, str] | None = None) -> str:
     """A short stable identity for records: the weights' SHA256 (first 16 hex digits).
 
-    Several weight files are combined as the SHA256 of their 'name:sha256' lines. Uses the hash
-    cache, so after `verify_checkpoint` this costs nothing.
-    """
+    Several weight files are combined as the SHA256 of their 'name:sha256' lines. `digests`
+    (a verification's, freshly computed) are used where given; other files go through the
+    hash cache."""
+    digests = digests or {}
     files = weight_files(path)
+    sha = {f.name: digests.get(f.name) or file_sha256(f, progress) for f in files}
     if len(files) == 1:
-        return file_sha256(files[0], progress)[:16]
-    lines = "".join(f"{f.name}:{file_sha256(f, progress)}\n" for f in files)
+        return sha[files[0].name][:16]
+    lines = "".join(f"{name}:{digest}\n" for name, digest in sha.items())
     return hashlib.sha256(lines.encode()).hexdigest()[:16]
-
 
 # --- reading pickles safely, writing safetensors ----------------------------------------------
 
@@ -400,40 +497,122 @@ def _gptqmodel_finds(path: Path, settings: GPTQSettings) -> bool:
                for b in bases)
 
 
-def converted_folder(path, progress: bool = True) -> Path:
-    """Where prepare_checkpoint keeps (or will keep) the converted copy of `path`."""
-    return cache_dir() / "converted" / f"{checkpoint_hash(path, progress)}-v{CONVERTER_VERSION}"
+def model_tensors(path, settings: GPTQSettings | None = None) -> tuple[dict[str, TensorInfo], set[str]]:
+    """The tensors the model of `path`'s config.json and quantize config needs ({name: info}), and
+    those it may also hold (AutoGPTQ's zero biases): see tensors.expected_tensors."""
+    settings = settings or read_gptq_settings(path)
+    return expected_tensors(path, settings.bits, settings.group_size, settings.lm_head)
 
 
-def prepare_checkpoint(path, progress: bool = True) -> Path:
-    """A folder gptqmodel can load: `path` itself when it already is one, else a copy cached under
-    cache_dir()/converted/<weights' sha256>, built once (pickle to safetensors, packing unchanged)."""
+def checkpoint_tensors(files: list[Path]) -> dict[str, TensorInfo]:
+    """The tensors safetensors files declare, read from their headers (no data is read)."""
+    found: dict[str, TensorInfo] = {}
+    for f in files:
+        header = read_safetensors_header(f)
+        if dup := set(found) & set(header):
+            raise CheckpointError(f"{f}: tensors {sorted(dup)[:3]} also appear in another weights file")
+        found |= header
+    return found
+
+
+def check_checkpoint_tensors(path, settings: GPTQSettings | None = None) -> None:
+    """CheckpointError unless the checkpoint's tensors match the model of its config.json one to
+    one (for loaders that read the folder as it is; prepare_checkpoint checks its own)."""
     path = _folder(path)
+    expected, optional = model_tensors(path, settings)
+    files = weight_files(path)
+    if files[0].suffix == ".safetensors":
+        found = checkpoint_tensors(files)
+    else:
+        state = _merge_states([load_pickled_state_dict(f) for f in files], files)
+        found = {name: info_of(t) for name, t in state.items()}
+    match_tensors(found, expected, optional, str(path))
+
+
+def side_files(path) -> list[str]:
+    """The allow-listed side files the folder holds (trust.SIDE_FILES), each a regular file."""
+    names = [p.name for p in sorted(Path(path).iterdir()) if is_side_file(p.name)]
+    for name in names:
+        require_regular(Path(path) / name, "side file")
+    return names
+
+
+def conversion_inputs(path, progress: bool = True, digests: dict[str, str] | None = None,
+                      trust_remote_code: bool = False) -> dict[str, str]:
+    """Every file a converted copy of `path` is made from -> its SHA256: the weights, the
+    allow-listed side files (configs, tokenizer) and, only when trusted, the folder's code.
+    Side files are small and always re-hashed; the weights' digests come from `digests` (a
+    verification's) or the hash cache."""
+    path = _folder(path)
+    digests = digests or {}
+    inputs = {f.name: digests.get(f.name) or file_sha256(f, progress) for f in weight_files(path)}
+    names = side_files(path) + (code_files(path) if trust_remote_code else [])
+    return inputs | {name: file_sha256(path / name, progress=False, use_cache=False) for name in names}
+
+
+def converted_folder(path, progress: bool = True, digests: dict[str, str] | None = None,
+                     trust_remote_code: bool = False) -> Path:
+    """Where prepare_checkpoint keeps (or will keep) the converted copy of `path`: named by the
+    SHA256 of every file it is made from and the converter's version, so that editing any of
+    them (config.json's layers, quantize_config.json's bits, ...) makes a new copy."""
+    return _folder_for(conversion_inputs(path, progress, digests, trust_remote_code))
+
+
+def _folder_for(inputs: dict[str, str]) -> Path:
+    lines = "".join(f"{name}:{digest}\n" for name, digest in sorted(inputs.items()))
+    key = hashlib.sha256(f"{lines}converter:{CONVERTER_VERSION}\n".encode()).hexdigest()[:16]
+    return cache_dir() / "converted" / f"{key}-v{CONVERTER_VERSION}"
+
+
+def prepare_checkpoint(path, progress: bool = True, digests: dict[str, str] | None = None,
+                       trust_remote_code: bool = False, expected: tuple[dict, set] | None = None) -> Path:
+    """A folder gptqmodel can load, holding exactly the tensors the model of config.json needs.
+
+    `path` itself when gptqmodel can read it as it is (safetensors under a name it looks for, and
+    no code in the folder unless trusted); else a copy cached under cache_dir()/converted/ (see
+    converted_folder), built once: the pickle converted to safetensors (packing unchanged) or the
+    safetensors linked, with the allow-listed side files. A folder that asks for its own code to
+    run is refused unless `trust_remote_code`. `digests`: a verification's SHA256s, so the weights
+    are not hashed again. `expected`: model_tensors(path), when the caller has it already."""
+    path = _folder(path)
+    refuse_remote_code(path, trust_remote_code)
     detect_layout(path)
     settings = read_gptq_settings(path)
     files = weight_files(path)
-    if files[0].suffix == ".safetensors":
+    side_files(path)  # a FIFO or device among them would hang whatever library reads it next
+    expected, optional = expected or model_tensors(path, settings)
+    in_place = files[0].suffix == ".safetensors"
+    if in_place:
+        match_tensors(checkpoint_tensors(files), expected, optional, str(path))
         _check_unused_biases(path, files)
-        if _gptqmodel_finds(path, settings):
+        if _gptqmodel_finds(path, settings) and (trust_remote_code or not code_files(path)):
             return path
-    final = converted_folder(path, progress)
+    inputs = conversion_inputs(path, progress, digests, trust_remote_code)
+    final = _folder_for(inputs)
     if (final / CONVERSION_NOTE).exists():
         return final
-    if files[0].suffix == ".safetensors":  # loadable data under a name gptqmodel ignores: link it
+    if in_place:  # loadable data under a name gptqmodel ignores, or beside code: link it
+        names = [f.name for f in files] if _gptqmodel_finds(path, settings) else [CONVERTED_WEIGHTS]
+        if len(names) != len(files):
+            raise CheckpointError(f"{path}: {len(files)} safetensors files under names gptqmodel does not read "
+                                  "and no index; rename them as model-0000N-of-0000M.safetensors with an index")
         with building_dir(final) as out:
-            _copy_side_files(path, out)
-            (out / CONVERTED_WEIGHTS).symlink_to(files[0].resolve())
-            _write_conversion_note(out, path, 0.0, linked=True)
+            _copy_side_files(path, out, inputs, trust_remote_code)
+            for f, name in zip(files, names):
+                (out / name).symlink_to(f.resolve())
+            _write_conversion_note(out, path, inputs, 0.0, linked=True, trust_remote_code=trust_remote_code)
         return final
     started = time.perf_counter()
     states = [load_pickled_state_dict(f) for f in files]  # refuse unsafe pickles before touching the cache
     state = _merge_states(states, files)
-    state = _drop_autogptq_zero_biases(state, _read_json(path / "config.json"))
+    state = _drop_autogptq_zero_biases(state, read_json_config(path / "config.json"))
+    match_tensors({name: info_of(t) for name, t in state.items()}, expected, optional, str(path))
     specs = [TensorSpec(name, t.dtype, tuple(t.shape)) for name, t in state.items()]
     with building_dir(final) as out:
         sha = write_safetensors(out / CONVERTED_WEIGHTS, specs, state.__getitem__, {"format": "pt"}, progress)
-        _copy_side_files(path, out)
-        _write_conversion_note(out, path, time.perf_counter() - started, linked=False, weights_sha256=sha)
+        _copy_side_files(path, out, inputs, trust_remote_code)
+        _write_conversion_note(out, path, inputs, time.perf_counter() - started, linked=False,
+                               trust_remote_code=trust_remote_code, weights_sha256=sha)
     return final
 
 
@@ -466,7 +645,7 @@ def _check_unused_biases(path: Path, files: list[Path]) -> None:
     ones are harmless, a non-zero one would silently change the model."""
     from safetensors import safe_open
 
-    if (config := _read_json(path / "config.json")).get("attention_bias") or config.get("mlp_bias"):
+    if (config := read_json_config(path / "config.json")).get("attention_bias") or config.get("mlp_bias"):
         return
     for file in files:
         with safe_open(str(file), framework="pt") as f:
@@ -477,28 +656,34 @@ def _check_unused_biases(path: Path, files: list[Path]) -> None:
                                           "gptqmodel would drop it and change the model")
 
 
-def _copy_side_files(src: Path, out: Path) -> None:
-    """Everything but the weights, their index and the manifest (which describes the source)."""
-    for p in sorted(src.iterdir()):
-        if p.is_file() and p.suffix not in (".bin", ".safetensors") and not p.name.endswith(".index.json") \
-                and p.name != MANIFEST:
-            shutil.copy2(p, out / p.name)
+def _copy_side_files(src: Path, out: Path, inputs: dict[str, str], trust_remote_code: bool) -> None:
+    """The allow-listed side files (and, only when trusted, the folder's code), each checked
+    against the digest the copy is keyed by; then the copies are searched for code hooks, so
+    that a file swapped during the copy cannot bring one in."""
+    for name, digest in inputs.items():
+        if not (is_side_file(name) or (trust_remote_code and name in code_files(src))):
+            continue  # the weights: converted or linked by the caller
+        data = read_small_file(src / name)
+        if hashlib.sha256(data).hexdigest() != digest:
+            raise CheckpointError(f"{src / name} changed while the converted copy was made; try again")
+        (out / name).write_bytes(data)
+    refuse_remote_code(out, trust_remote_code)
 
 
-def _write_conversion_note(out: Path, src: Path, seconds: float, linked: bool,
-                           weights_sha256: str | None = None) -> None:
+def _write_conversion_note(out: Path, src: Path, inputs: dict[str, str], seconds: float, linked: bool,
+                           trust_remote_code: bool, weights_sha256: str | None = None) -> None:
     atomic_write_json(out / CONVERSION_NOTE, {
-        "source": str(src.resolve()), "source_weights": [f.name for f in weight_files(src)],
-        "source_sha256_16": checkpoint_hash(src),
+        "source": str(src.resolve()), "inputs_sha256": inputs,
         "how": "symlink" if linked else "pickle -> safetensors, packing unchanged",
         "weights_sha256": weights_sha256, "seconds": round(seconds, 3), "converter_version": CONVERTER_VERSION,
+        "trust_remote_code": trust_remote_code,
     })
 
 
 def conversion_seconds(prepared: Path) -> float | None:
     """How long building this converted copy took (None for an original folder)."""
     note = Path(prepared) / CONVERSION_NOTE
-    return float(_read_json(note)["seconds"]) if note.exists() else None
+    return float(read_json_config(note)["seconds"]) if note.exists() else None
 
 
 # --- AutoGPTQ's v1 packing --------------------------------------------------------------------
@@ -542,22 +727,43 @@ def read_state_dict(path) -> dict:
 
 # --- command line ------------------------------------------------------------------------------
 
+def describe(result: VerifyResult) -> str:
+    """What a verification vouches for, in one paragraph: against the card, or only the folder's word."""
+    cached = f"; {len(result.from_cache)} digests from the hash cache ({', '.join(result.from_cache)})" \
+        if result.from_cache else "; every file re-hashed"
+    if result.source == "card":
+        return f"{len(result.sha256)} files match the card's published SHA256s{cached}"
+    head = f"{len(result.sha256)} files match the folder's own {MANIFEST}: SELF-DECLARED, nothing outside the " \
+           f"folder vouches for them; not verified against the card{cached}"
+    if result.card_weights is False:
+        head += (f". {CARD_WEIGHTS_FILE} is NOT the card's published file (card SHA256 "
+                 f"{CARD_SHA256[CARD_WEIGHTS_FILE][:16]}..., this one {result.sha256[CARD_WEIGHTS_FILE][:16]}...)")
+    return head
+
+
 def main(argv: list[str]) -> int:
-    """`python -m workbench verify PATH`: check a checkpoint's SHA256s."""
+    """`python -m workbench verify PATH [--trust-cache]`: check a checkpoint's SHA256s."""
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m workbench verify",
-                                     description="Check every file of a checkpoint against the card's SHA256 "
-                                                 "table or the folder's SHA256SUMS.")
+                                     description="Re-hash every file of a checkpoint and check it against the "
+                                                 "card's SHA256 table or, for a folder whose weights are not the "
+                                                 "card's, the folder's own SHA256SUMS (reported as self-declared).")
     parser.add_argument("path", help="the checkpoint folder")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--trust-cache", action="store_true",
+                        help="take digests from the hash cache where it has them (same path, inode, size, mtime "
+                             "and ctime, and three sampled blocks unchanged) instead of re-hashing; the output "
+                             "names the files the cache answered for")
     args = parser.parse_args(argv)
-    result = verify_checkpoint(args.path, progress=not args.no_progress)
+    result = verify_checkpoint(args.path, progress=not args.no_progress, trust_cache=args.trust_cache)
     for name, digest in result.sha256.items():
-        print(f"OK  {digest}  {name}")
+        print(f"OK  {digest}  {name}" + ("  (from the hash cache)" if name in result.from_cache else ""))
     for name in result.missing_optional:
         print(f"--  (absent, not needed to load)  {name}")
-    print(f"{result.path}: {len(result.sha256)} files match the {result.source}'s SHA256s "
-          f"({result.seconds:.1f} s); layout {detect_layout(result.path).value}"
+    hooks = find_code_hooks(result.path)
+    for hook in hooks:
+        print(f"!!  code hook (load_model refuses it without trust_remote_code=True): {hook}")
+    print(f"{result.path}: {describe(result)} ({result.seconds:.1f} s); layout {detect_layout(result.path).value}"
           + ("; SYNTHETIC (random weights)" if is_synthetic(result.path) else ""))
     return 0

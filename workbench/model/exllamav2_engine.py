@@ -374,11 +374,13 @@ def import_exllamav2():
 
 
 def load_exllamav2(path: Path, prepared: Path, kernel_requested: str, device: str, verified, convert_s,
-                   attention: str = "sdpa-no-cudnn", max_seq_len: int = 4096 + 2048):
+                   attention: str = "sdpa-no-cudnn", max_seq_len: int = 4096 + 2048, *,
+                   trust_remote_code: bool = False, code_hooks: list[str] | None = None):
     """Load `prepared` (a safetensors GPTQ folder) with ExLlamaV2 and record what ran.
 
-    Called by `load.load_model` after it has checked the machine, verified `path` and
-    converted it if needed; returns the same LoadedModel and LoadRecord as every engine.
+    Called by `load.load_model` after it has refused a folder's code hooks (unless trusted),
+    checked the machine, verified `path`, matched its tensors with its config.json and converted
+    it if needed; returns the same LoadedModel and LoadRecord as every engine.
     `attention` sets SDPA's process-wide backend switches (workbench.attention), which ExLlamaV2's
     own SDPA calls obey: with cuDNN on, every new cache length builds a cuDNN plan (results/README)."""
     import json
@@ -408,7 +410,8 @@ def load_exllamav2(path: Path, prepared: Path, kernel_requested: str, device: st
     record = record_load(runner, path, kernel=KERNEL, kernel_requested=kernel_requested, backend=ENGINE, device=device,
                          torch_dtype=torch.float16, loaded_from=prepared, verified=verified, convert_s=convert_s,
                          load_s=load_s, attention=attention_in_use(runner), env={"exllamav2": exl},
-                         first_forward_s=first_forward_s, settings=settings)
+                         first_forward_s=first_forward_s, settings=settings,
+                         trust_remote_code=trust_remote_code, code_hooks=code_hooks)
     return LoadedModel(model=runner, tokenizer=load_tokenizer(path), kernel=KERNEL, kernel_requested=kernel_requested,
                        device=device, dtype=torch.float16, path=path, load_record=record, engine_handle=model,
                        attention=attention)

@@ -29,7 +29,7 @@ class LoadRecord:
     checkpoint_hash: str
     synthetic: bool
     verified: bool
-    verify_source: str | None
+    verify_source: str | None  # "card" (the published table) or "self-declared" (the folder's own SHA256SUMS)
     verify_s: float | None
     convert_s: float | None  # building the converted copy now; None when none was needed or it was cached
     load_s: float
@@ -37,6 +37,13 @@ class LoadRecord:
     memory: dict  # after load and the first forward, in GB (see workbench.measure.MemorySnapshot)
     env: dict
     attention: str = ""  # the attention set at load (workbench.attention); "" in records older than it
+    # Which digests the verification took from the hash cache instead of re-hashing (None: not verified).
+    verify_from_cache: list[str] | None = None
+    # Whether the folder holds the card's weights: None (no file of that name, or not verified),
+    # False (named like them but not them: verify_source is then "self-declared").
+    card_weights: bool | None = None
+    trust_remote_code: bool = False  # what the caller allowed
+    code_hooks: list[str] = field(default_factory=list)  # the folder's code hooks, present only when trusted
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -97,12 +104,13 @@ def time_first_forward(model, device: str) -> float:
 def record_load(model, path, *, kernel: str, kernel_requested: str, backend: str, device: str, torch_dtype,
                 loaded_from, verified: VerifyResult | None, convert_s: float | None, load_s: float,
                 attention: str, env: dict | None = None, first_forward_s: float | None = None,
-                settings=None) -> LoadRecord:
+                settings=None, trust_remote_code: bool = False, code_hooks: list[str] | None = None) -> LoadRecord:
     """The `LoadRecord` of a model an engine has just loaded, the same for every engine: times the
     first forward (unless the engine timed its own: `first_forward_s`), then reads where the
     parameters are, memory (per GPU when the model is spread over several) and the checkpoint's
     identity. `env` adds engine-specific facts to the environment (AutoGPTQ's flags and
-    fallbacks); `settings` the GPTQ settings the engine read, where not the checkpoint's own file."""
+    fallbacks); `settings` the GPTQ settings the engine read, where not the checkpoint's own file;
+    `trust_remote_code` what the caller allowed and `code_hooks` the folder's hooks it let through."""
     path = Path(path)
     if first_forward_s is None:
         first_forward_s = time_first_forward(model, device)
@@ -118,9 +126,14 @@ def record_load(model, path, *, kernel: str, kernel_requested: str, backend: str
         kernel=kernel, kernel_requested=kernel_requested, backend=backend, device=device, devices=devices,
         dtype=str(torch_dtype).removeprefix("torch."), path=str(path), loaded_from=str(loaded_from),
         layout=detect_layout(path).value, settings=dataclasses.asdict(settings or read_gptq_settings(path)),
-        checkpoint_hash=checkpoint_hash(path), synthetic=is_synthetic(path), verified=verified is not None,
+        # the digest the verification just computed, where there was one: never an older cache entry
+        checkpoint_hash=checkpoint_hash(path, digests=verified.sha256 if verified else None),
+        synthetic=is_synthetic(path), verified=verified is not None,
         verify_source=verified.source if verified else None,
         verify_s=round(verified.seconds, 3) if verified else None, convert_s=convert_s,
         load_s=round(load_s, 3), first_forward_s=round(first_forward_s, 3),
         memory=memory, env={**collect_env(primary), **(env or {})}, attention=attention,
+        verify_from_cache=list(verified.from_cache) if verified else None,
+        card_weights=verified.card_weights if verified else None,
+        trust_remote_code=trust_remote_code, code_hooks=list(code_hooks or []),
     )

@@ -26,9 +26,9 @@ DEFAULT_CONTEXT_TOKENS = 4096  # the card's input length ("4K")
 def check_context(n_prompt_tokens: int, max_new_tokens: int = 0, context: int = DEFAULT_CONTEXT_TOKENS) -> None:
     """Raise PromptError unless the prompt plus the new tokens fit the context."""
     for name, value in (("n_prompt_tokens", n_prompt_tokens), ("max_new_tokens", max_new_tokens)):
-        if not isinstance(value, int) or value < 0:
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise PromptError(f"{name} must be a non-negative integer, got {value!r}")
-    if not isinstance(context, int) or context <= 0:
+    if not isinstance(context, int) or isinstance(context, bool) or context <= 0:
         raise PromptError(f"context must be a positive integer, got {context!r}")
     total = n_prompt_tokens + max_new_tokens
     if total > context:

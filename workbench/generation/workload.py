@@ -44,10 +44,10 @@ from ..errors import BatchMemoryError, ConfigError, PromptError
 from ..measure import Clock, memory_snapshot
 from ..model.attention import attention_in_use
 from ..model.exllamav2_engine import is_runner
-from ..prompts.encoding import DEFAULT_CONTEXT_TOKENS, check_context, encode_prompt
+from ..prompts.encoding import check_context, encode_prompt
 from ..prompts.formats import render_prompt
 from .config import DecodeConfig
-from .generate import generate_ids
+from .generate import context_tokens, generate_ids
 from .inputs import input_device, left_pad
 from .modes import AUTO, resolve_mode
 from .record import GenerationRecord, TopToken
@@ -87,7 +87,7 @@ class WorkloadConfig:
     top_logprobs: int = 0  # alternatives kept per token when logprobs is on
     refill_min: int | None = None  # free slots that start a refill; None: max(1, batch_size // 8)
     prefill_tokens: int = 8192  # padded prompt tokens per prefill pass, at most (bounds its memory)
-    max_context: int = DEFAULT_CONTEXT_TOKENS  # prompt plus budget must fit this
+    max_context: int | None = None  # prompt plus budget must fit this; None: the model's (generate.context_tokens)
     progress: bool = True  # a tqdm bar: prompts done, tokens/s, time left
 
     def __post_init__(self):
@@ -110,8 +110,8 @@ class WorkloadConfig:
             bad("refill_min", f"None or an integer in [1, batch_size={self.batch_size}]")
         if not positive_int(self.prefill_tokens):
             bad("prefill_tokens", "an integer >= 1")
-        if not positive_int(self.max_context):
-            bad("max_context", "an integer >= 1")
+        if self.max_context is not None and not positive_int(self.max_context):
+            bad("max_context", "None or an integer >= 1")
         if not isinstance(self.progress, bool):
             bad("progress", "True or False")
 
@@ -161,7 +161,7 @@ def run_workload(loaded, prompts: Sequence, config: DecodeConfig | None = None,
     if workload is not None and workload_fields:
         raise ConfigError(f"give a WorkloadConfig or its fields, not both (got {sorted(workload_fields)})")
     workload = workload or WorkloadConfig(**workload_fields)
-    work = _encode(loaded.tokenizer, prompts, config, format, workload.max_context)
+    work = _encode(loaded.tokenizer, prompts, config, format, context_tokens(loaded, workload.max_context))
     mode, why = resolve_mode(workload.decode_mode, input_device(loaded.model), config, workload=True,
                              model=loaded.model)
     if mode != "eager" and config.num_beams > 1:

@@ -12,8 +12,17 @@ from .protocol import (
                        load_problems,
                        pass_at_k,
 )
-from .runner import (GENERATIONS_FILE, RESULTS_FILE, SUMMARY_FILE, generate_answers, line_key, run,
-                     sample_seed, score_answers, select_problems)
+from .runner import (
+                       GENERATIONS_FILE,
+                       RESULTS_FILE,
+                       SUMMARY_FILE,
+                       generate_answers,
+                       line_key,
+                       run,
+                       sample_seed,
+                       score_answers,
+                       select_problems,
+)
 from .sandbox import SandboxError, SandboxLimits, SandboxResult, run_python
 from .score import DEFAULT_TIMEOUT_S, STATUSES, CompletionResult, EvalReport, ScoringPool, evaluate
 

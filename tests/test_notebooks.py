@@ -138,6 +138,7 @@ def test_humaneval_numbers(report):
     d = _saved(report[0], "06_humaneval")
     assert d["headline"]["problems"] == 2 and 0 <= d["headline"]["pass_at_1"] <= 1
     assert d["headline"]["card_pass_at_1"] == 0.738
+    assert d["data"]["decode_modes_ran"] == {"static": 2}  # the workload runner; "auto" is static on the CPU
 
 
 def test_decoding_widget_callbacks_regenerate(demo_loaded):

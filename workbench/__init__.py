@@ -6,6 +6,7 @@ The public API is re-exported here; each name lives in exactly one module.
 
 from . import generation, humaneval, model, prompts, report, studies  # noqa: E402  (subpackages)
 from .errors import (
+    BatchMemoryError,
     CacheError,
     CheckpointError,
     ChecksumMismatch,
@@ -17,12 +18,16 @@ from .errors import (
 )
 from .generation import (
     DECODE_MODES,
+    DECODE_REQUESTS,
     DecodeConfig,
     GenerationRecord,
+    WorkItem,
+    WorkloadConfig,
     generate,
     generate_ids,
     load_records,
     records_frame,
+    run_workload,
     save_records,
 )
 from .humaneval import (

@@ -41,3 +41,12 @@ class PromptError(WorkbenchError, ValueError):
 
 class CacheError(WorkbenchError):
     """The cache folder cannot be used (not writable, interrupted build)."""
+
+
+class BatchMemoryError(WorkbenchError, MemoryError):
+    """A batch did not fit in GPU memory. Names the batch size that failed and one that would fit;
+    `finished` holds the records that were complete before it failed (none is lost)."""
+
+    def __init__(self, message: str, batch_size: int, fits: int, finished: list):
+        self.batch_size, self.fits, self.finished = batch_size, fits, finished
+        super().__init__(message)

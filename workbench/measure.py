@@ -123,6 +123,14 @@ class Clock:
             return [first.elapsed_time(e) / 1e3 for e in self.marks]
         return [t - self.marks[0] for t in self.marks]
 
+    def seconds_of(self, indices: list[int]) -> list[float]:
+        """Offsets of some marks from the first, in seconds, once the work before them is done (on
+        CUDA: after a synchronization the caller made); reading a few marks costs no sync."""
+        if self.cuda:
+            first = self.marks[0]
+            return [first.elapsed_time(self.marks[i]) / 1e3 for i in indices]
+        return [self.marks[i] - self.marks[0] for i in indices]
+
 
 class NullClock:
     """A `Clock` that records nothing: the uninstrumented baseline that bench-overhead compares with."""

@@ -18,11 +18,13 @@ from ..model.attention import attention_in_use
 from ..model.exllamav2_engine import is_runner
 from ..prompts.encoding import DEFAULT_CONTEXT_TOKENS, check_context, encode_prompt
 from ..prompts.formats import render_prompt
-from .config import DecodeConfig, check_mode
+from .config import DecodeConfig
 from .eager import run_transformers
 from .inputs import input_device, left_pad
+from .modes import resolve_mode
 from .record import GenerationRecord, TopToken
 from .static import static_generate
+from .stopping import answer_end as _finish
 from .streaming import TokenTextStreamer
 
 # --- generation -----------------------------------------------------------------------------
@@ -99,7 +101,7 @@ def _vocab_size(loaded) -> int:
 def generate(loaded, prompt, config: DecodeConfig | None = None, format: str = "codefuse",
              on_token: Callable[[int, str], None] | None = None, *, warmup: int = 0,
              logprobs: bool = True, top_logprobs: int = 5, max_context: int | None = None,
-             decode_mode: str = "eager"):
+             decode_mode: str = "auto"):
     """Generate from `prompt` and measure it.
 
     `prompt` is a string (the human turn; with format="raw" it is used as it is), a message list,
@@ -107,8 +109,9 @@ def generate(loaded, prompt, config: DecodeConfig | None = None, format: str = "
     `on_token(token_id, text)` streams new text (batch size 1 only); without it nothing is
     decoded during generation. `warmup` untimed runs of a few tokens come first, and the record
     says how many there were. `decode_mode`: "eager" (transformers' generate), "static" (a static
-    KV cache) or "graph" (static, each step replayed as a CUDA graph); see static.py. The record
-    says which mode ran and why, if it differs. The prompt's tokens plus `max_new_tokens` must
+    KV cache), "graph" (static, each step replayed as a CUDA graph; see static.py), "fast" (fast.py)
+    or "auto" (graph on CUDA, eager on the CPU: modes.py says why). The record says which mode ran
+    and why. The prompt's tokens plus `max_new_tokens` must
     fit `max_context` (None: the model's context, see context_tokens), or PromptError says by
     how much. Every parameter is checked before anything runs.
     """
@@ -138,12 +141,12 @@ def generate(loaded, prompt, config: DecodeConfig | None = None, format: str = "
 
 def generate_ids(loaded, prompts_ids: list[list[int]], config: DecodeConfig | None = None,
                  on_token: Callable[[int, str], None] | None = None, *, warmup: int = 0,
-                 logprobs: bool = True, top_logprobs: int = 5, decode_mode: str = "eager",
+                 logprobs: bool = True, top_logprobs: int = 5, decode_mode: str = "auto",
                  max_context: int | None = None) -> list[GenerationRecord]:
     """`generate` for prompts already encoded (lists of token ids): one record per prompt."""
 
     config = config or DecodeConfig.greedy()
-    check_mode(decode_mode)
+    mode, why = resolve_mode(decode_mode, input_device(loaded.model), config, model=loaded.model)
     check_request(loaded, prompts_ids, config, warmup=warmup, logprobs=logprobs, top_logprobs=top_logprobs,
                   context=context_tokens(loaded, max_context))
     if on_token is not None and not callable(on_token):
@@ -152,11 +155,13 @@ def generate_ids(loaded, prompts_ids: list[list[int]], config: DecodeConfig | No
         raise ConfigError("on_token streams one sequence: use it with a single prompt and num_beams=1")
     for _ in range(warmup):  # a few tokens through the same path (and, static, the same cache and graph)
         _run(loaded, prompts_ids, config.replace(max_new_tokens=min(4, config.max_new_tokens), min_new_tokens=0),
-             None, False, 0, decode_mode, cache_for=config.max_new_tokens)
-    records = _run(loaded, prompts_ids, config, on_token, logprobs, top_logprobs, decode_mode)
+             None, False, 0, mode, cache_for=config.max_new_tokens)
+    records = _run(loaded, prompts_ids, config, on_token, logprobs, top_logprobs, mode)
     for r in records:
         r.warmup_runs = warmup
         r.format = "ids"
+        r.decode_mode_requested = decode_mode
+        r.decode_note = "; ".join(n for n in (why, r.decode_note) if n)
     return records
 
 
@@ -224,22 +229,6 @@ def _stop_check(tok, config: DecodeConfig):
     def check(new_ids) -> bool:
         return all(any(s in tok.decode(row, skip_special_tokens=True) for s in config.stop) for row in new_ids.tolist())
     return check
-
-
-def _finish(tok, new_ids: list[int], config: DecodeConfig) -> tuple[int, str, str]:
-    """How many of the new tokens belong to the answer, why it stopped, and its text."""
-    eos = tok.eos_token_id
-    n = new_ids.index(eos) + 1 if eos in new_ids else len(new_ids)
-    reason = "eos" if eos in new_ids[:n] else "max_new_tokens"
-    if config.stop:
-        # The first prefix whose text holds a stop string ends the answer (finished sequences
-        # are padded afterwards, so the text of all tokens would run past it).
-        for k in range(1, n + 1):
-            text = tok.decode(new_ids[:k], skip_special_tokens=True)
-            hits = [text.find(s) for s in config.stop if s in text]
-            if hits:
-                return k, "stop_string", text[: min(hits)]
-    return n, reason, tok.decode(new_ids[:n], skip_special_tokens=True)
 
 
 def _top(tok, logprobs_row, k: int) -> list[TopToken]:

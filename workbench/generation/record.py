@@ -50,6 +50,7 @@ class GenerationRecord:
     decode_mode_requested: str = "eager"
     decode_note: str = ""  # why decode_mode differs from the request, what the graph cost
     attention: str = ""  # the attention that ran (workbench.attention.attention_in_use); "" in older records
+    queued_s: float | None = None  # in a workload: its start to this prompt's prefill, where its times count from
     memory: dict = field(default_factory=dict)  # {"load": {...}, "generation": {...}} in GB
     env: dict = field(default_factory=dict)
     model: str | None = None

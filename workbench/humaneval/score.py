@@ -135,53 +135,87 @@ def evaluate(
     extract_completion returns them). A completion passes only if the check ran to its end.
     """
     problems = problems if problems is not None else load_problems()
-    limits = limits if limits is not None else SandboxLimits()
-    workers = workers if workers is not None else min(4, os.cpu_count() or 1)
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ConfigError(f"workers must be an integer >= 1, got {workers!r}")
-    if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) or not 0 < timeout_s <= 3600:
-        raise ConfigError(f"timeout_s must be a number of seconds in (0, 3600], got {timeout_s!r}")
     if not completions:
         raise HumanEvalError("completions is empty: map at least one task id to a list of completions")
     jobs = []
     for task_id, task_completions in completions.items():
-        if task_id not in problems:
-            raise HumanEvalError(
-                f"unknown task id {task_id!r}; known ids run from {next(iter(problems))} to {list(problems)[-1]}"
-            )
         if isinstance(task_completions, str) or not task_completions:
             raise HumanEvalError(f"completions[{task_id!r}] must be a non-empty list of strings")
-        for index, completion in enumerate(task_completions):
-            if not isinstance(completion, str):
-                raise HumanEvalError(
-                    f"completions[{task_id!r}][{index}] must be a string, got {type(completion).__name__}"
-                )
-            jobs.append((task_id, index, check_program(problems[task_id], completion)))
+        jobs += [(task_id, index, completion) for index, completion in enumerate(task_completions)]
+    with ScoringPool(timeout_s, workers, limits, problems) as pool:
+        for job in jobs:
+            pool.check(*job)
+        for job in jobs:
+            pool.submit(*job)
+        return pool.report()
 
-    def score(job: tuple[str, int, str]) -> tuple[CompletionResult, SandboxResult]:
-        task_id, index, program = job
-        ran = run_python(program, timeout_s=timeout_s, limits=limits)
+
+class ScoringPool:
+    """Sandbox workers that score completions as they are submitted (say, while a model is still
+    generating the next ones); `report()` waits for all of them and sums them up."""
+
+    def __init__(self, timeout_s: float = DEFAULT_TIMEOUT_S, workers: int | None = None,
+                 limits: SandboxLimits | None = None, problems: Mapping[str, Problem] | None = None):
+        self.problems = problems if problems is not None else load_problems()
+        self.limits = limits if limits is not None else SandboxLimits()
+        self.workers = workers if workers is not None else min(4, os.cpu_count() or 1)
+        if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 1:
+            raise ConfigError(f"workers must be an integer >= 1, got {workers!r}")
+        if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) or not 0 < timeout_s <= 3600:
+            raise ConfigError(f"timeout_s must be a number of seconds in (0, 3600], got {timeout_s!r}")
+        self.timeout_s = timeout_s
+        self.pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="humaneval")
+        self.futures = []
+        self.submitted: set[tuple[str, int]] = set()  # (task id, completion index) of every submission
+        self.started = time.perf_counter()
+
+    def __enter__(self) -> ScoringPool:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the workers; on an error or an interrupt nothing queued starts, and running programs
+        end with their sandbox."""
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def check(self, task_id: str, index: int, completion: str) -> None:
+        """Refuse an unknown task or a completion that is not text, before anything runs."""
+        if task_id not in self.problems:
+            raise HumanEvalError(
+                f"unknown task id {task_id!r}; known ids run from {next(iter(self.problems))} "
+                f"to {list(self.problems)[-1]}"
+            )
+        if not isinstance(completion, str):
+            raise HumanEvalError(f"completions[{task_id!r}][{index}] must be a string, got {type(completion).__name__}")
+
+    def submit(self, task_id: str, index: int, completion: str) -> None:
+        self.check(task_id, index, completion)
+        program = check_program(self.problems[task_id], completion)
+        self.submitted.add((task_id, index))
+        self.futures.append(self.pool.submit(self._score, task_id, index, program))
+
+    def _score(self, task_id: str, index: int, program: str) -> tuple[CompletionResult, SandboxResult]:
+        ran = run_python(program, timeout_s=self.timeout_s, limits=self.limits)
         tail = ran.stdout_tail + ("\n" if ran.stdout_tail and ran.stderr_tail else "") + ran.stderr_tail
         status = _STATUS_OF_OUTCOME[ran.outcome]
-        return CompletionResult(task_id, index, status, tail[-limits.output_chars :], ran.wall_s), ran
+        return CompletionResult(task_id, index, status, tail[-self.limits.output_chars :], ran.wall_s), ran
 
-    started = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="humaneval") as pool:
-        try:
-            scored = list(pool.map(score, jobs))
-        except BaseException:  # a SandboxError (the harness is broken) or an interrupt: stop at once
-            pool.shutdown(wait=True, cancel_futures=True)
-            raise
-    wall_s = time.perf_counter() - started
-    return EvalReport(
-        results=tuple(sorted((r for r, _ in scored), key=lambda r: (task_number(r.task_id), r.index))),
-        timeout_s=float(timeout_s),
-        workers=workers,
-        limits=limits,
-        isolation=common_isolation([ran.isolation for _, ran in scored]),
-        wall_s=round(wall_s, 3),
-        versions=_versions(),
-    )
+    def report(self) -> EvalReport:
+        """Every submitted completion's result (a SandboxError, the harness broken, is raised)."""
+        if not self.futures:
+            raise HumanEvalError("nothing was submitted for scoring")
+        scored = [f.result() for f in self.futures]
+        return EvalReport(
+            results=tuple(sorted((r for r, _ in scored), key=lambda r: (task_number(r.task_id), r.index))),
+            timeout_s=float(self.timeout_s),
+            workers=self.workers,
+            limits=self.limits,
+            isolation=common_isolation([ran.isolation for _, ran in scored]),
+            wall_s=round(time.perf_counter() - self.started, 3),
+            versions=_versions(),
+        )
 
 
 def common_isolation(isolations: Sequence[Mapping]) -> dict:

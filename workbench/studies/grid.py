@@ -7,8 +7,9 @@ from dataclasses import dataclass, field
 
 from ..errors import ConfigError
 from ..generation.config import DecodeConfig
-from ..generation.generate import generate
+from ..generation.workload import WORKLOAD_MODES, WorkItem, run_workload
 from ..humaneval.protocol import build_prompt, extract_completion, load_problems
+from ..humaneval.runner import sample_seed
 from ..humaneval.score import evaluate
 from .answers import distinct_n, parses
 
@@ -27,6 +28,8 @@ class DecodingGridConfig:
     max_new_tokens: int = 40
     seed: int = 0
     pass_rate: bool = False  # also score each point's samples with HumanEval's tests (slower)
+    batch_size: int = 16  # samples decoded together on the workload runner
+    decode_mode: str = "auto"  # the runner's: "auto" | "graph" | "static" | "eager"
 
     def __post_init__(self):
         def bad(name, allowed):
@@ -37,7 +40,9 @@ class DecodingGridConfig:
                 object.__setattr__(self, name, tuple(getattr(self, name)))
             if not (isinstance(getattr(self, name), tuple) and getattr(self, name)):
                 bad(name, "a non-empty list of numbers")
-        for name in ("samples", "n_prompts"):
+        if self.decode_mode not in WORKLOAD_MODES:
+            bad("decode_mode", ", ".join(WORKLOAD_MODES))
+        for name in ("samples", "n_prompts", "batch_size"):
             if not (isinstance(getattr(self, name), int) and getattr(self, name) >= 1):
                 bad(name, "an integer >= 1")
         for t, p in ((t, p) for t in self.temperatures for p in self.top_ps):
@@ -69,17 +74,20 @@ class DecodingGrid:
 
 
 def decoding_grid(loaded, config: DecodingGridConfig = DecodingGridConfig(), problems=None) -> DecodingGrid:
-    """Sample every problem `config.samples` times (one seeded batch) at every grid point; the
-    problems are the first `config.n_prompts` of HumanEval unless given."""
+    """Sample every problem `config.samples` times at every grid point, on the workload runner;
+    the problems are the first `config.n_prompts` of HumanEval unless given. Each sample has its
+    own seed, as humaneval.run draws them, so it does not depend on the batch it ran in."""
     import pandas as pd
 
     problems = list(problems) if problems is not None else list(load_problems().values())[:config.n_prompts]
     rows, records = [], []
     for t in config.temperatures:
         for p in config.top_ps:
-            point = []
-            for problem in problems:
-                point += generate(loaded, [build_prompt(problem)] * config.samples, config.point(t, p), format="raw")
+            settings = config.point(t, p)
+            items = [WorkItem(prompt=build_prompt(problem), seed=sample_seed(settings, problem.task_id, i))
+                     for problem in problems for i in range(config.samples)]
+            point = run_workload(loaded, items, settings, format="raw", batch_size=config.batch_size,
+                                 decode_mode=config.decode_mode, logprobs=True, progress=False)
             records += point
             lps = [lp for r in point for lp in r.logprobs]
             row = {"temperature": t, "top_p": p,

@@ -75,8 +75,8 @@ def measure_kernel(loaded, prefill_tokens: int = 128, decode_tokens: int = 32, r
         prefill_s = median(timed_s(lambda: loaded.model(input_ids=x), device)[1] for _ in range(repeats))
     config = DecodeConfig.forced(decode_tokens)
     reset_peak_memory(device)
-    records = [generate_ids(loaded, [ids], config, warmup=warmup if r == 0 else 0, logprobs=False)[0]
-               for r in range(repeats)]
+    records = [generate_ids(loaded, [ids], config, warmup=warmup if r == 0 else 0, logprobs=False,
+                            decode_mode="eager")[0] for r in range(repeats)]
     gaps_ms = sorted(1e3 * g for r in records for g in r.token_gaps_s)
     rec = loaded.load_record
     return KernelMeasurement(
@@ -104,7 +104,7 @@ def prompt_logits(loaded, prompts_ids: list[list[int]]):
 def greedy_continuations(loaded, prompts_ids: list[list[int]], new_tokens: int) -> list[list[int]]:
     """Greedy continuations, one prompt at a time (no padding, so kernels compare like for like)."""
     config = DecodeConfig.greedy(max_new_tokens=new_tokens)
-    return [generate_ids(loaded, [p], config, logprobs=False)[0].token_ids for p in prompts_ids]
+    return [generate_ids(loaded, [p], config, logprobs=False, decode_mode="eager")[0].token_ids for p in prompts_ids]
 
 
 @dataclass(frozen=True)

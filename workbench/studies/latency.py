@@ -23,7 +23,8 @@ from .floor import floor_share, kv_bytes_per_token, step_floor_ms
 def first_token_records(loaded, ids: list[int], repeats: int = 3) -> list:
     """`repeats` one-token generations of one prompt, the first after one warm-up: their records."""
     config = DecodeConfig.greedy(max_new_tokens=1)
-    return [generate_ids(loaded, [ids], config, warmup=1 if r == 0 else 0, logprobs=False)[0] for r in range(repeats)]
+    return [generate_ids(loaded, [ids], config, warmup=1 if r == 0 else 0, logprobs=False, decode_mode="eager")[0]
+            for r in range(repeats)]
 
 
 def ttft_curve(loaded, lengths: list[int], repeats: int = 3) -> list[dict]:
@@ -71,7 +72,8 @@ def memory_curve(loaded, contexts: list[int], new_tokens: int = 8) -> list[dict]
         ids = prompt_ids_of_length(loaded.tokenizer, n)
         reset_peak_memory(device)
         # A sweep over context length may pass the card's 4K (up to the model's positions) on purpose.
-        generate_ids(loaded, [ids], DecodeConfig.forced(new_tokens), logprobs=False, max_context=n + new_tokens)
+        generate_ids(loaded, [ids], DecodeConfig.forced(new_tokens), logprobs=False, decode_mode="eager",
+                     max_context=n + new_tokens)
         snap = memory_snapshot(device)
         rows.append({"context_tokens": n + new_tokens, "kv_cache_gb": kv * (n + new_tokens) / 1024**3,
                      "peak_allocated_gb": snap.peak_allocated_gb, "peak_reserved_gb": snap.peak_reserved_gb})
@@ -92,7 +94,7 @@ def card_memory_cells(loaded) -> list[dict]:
     for prompt, new in ((2048, 1024), (1024, 2048)):
         ids = prompt_ids_of_length(loaded.tokenizer, prompt)
         reset_peak_memory(device)
-        rec = generate_ids(loaded, [ids], DecodeConfig.forced(new), logprobs=False)[0]
+        rec = generate_ids(loaded, [ids], DecodeConfig.forced(new), logprobs=False, decode_mode="eager")[0]
         snap = memory_snapshot(device)
         rows.append({"cell": f"{prompt}+{new}", "measured_allocated_gb": snap.peak_allocated_gb,
                      "measured_reserved_gb": snap.peak_reserved_gb, "card_gb": CARD_INT4_MEMORY_GB[f"{prompt}+{new}"],

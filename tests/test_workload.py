@@ -1,0 +1,178 @@
+"""The workload runner: continuous batching on the demo model, against one-at-a-time generation."""
+
+from __future__ import annotations
+
+import pytest
+
+import workbench as wb
+from workbench.errors import BatchMemoryError, ConfigError, PromptError
+from workbench.generation import slots, workload
+from workbench.generation.modes import resolve_mode
+from workbench.generation.workload import WorkItem, WorkloadConfig, run_workload
+from workbench.humaneval.protocol import build_prompt, load_problems
+from workbench.studies.answer_equality import compare_answers
+
+pytestmark = pytest.mark.slow
+
+PROMPTS = [build_prompt(p) for p in load_problems().values()]
+
+
+def one_at_a_time(loaded, prompts, config):
+    return [wb.generate(loaded, p, config, format="raw", decode_mode="eager", logprobs=False) for p in prompts]
+
+
+def test_greedy_answers_equal_one_at_a_time_over_the_humaneval_prompts(demo_loaded):
+    """The equality statement: the runner's greedy answers (refilled batches of 16, static) are the
+    one-at-a-time eager answers, except where the two tokens' logits are within the decode-mode
+    proof's tolerance (a near tie another batch shape may flip). On the CPU in float32 there were none."""
+    config = wb.DecodeConfig.greedy(max_new_tokens=6)
+    reference = one_at_a_time(demo_loaded, PROMPTS, config)
+    records = run_workload(demo_loaded, PROMPTS, config, format="raw", batch_size=16, decode_mode="static",
+                           progress=False)
+    ids = [r.token_ids for r in records]
+    prompts_ids = [wb.encode_prompt(demo_loaded.tokenizer, [{"role": "human", "content": p}], format="raw")
+                   for p in PROMPTS]
+    eq = compare_answers(demo_loaded, prompts_ids, [r.token_ids for r in reference], ids)
+    assert eq.answers == 164 and eq.passed, eq.divergences
+    assert eq.share_identical >= 0.98
+    assert [r.text for r, ref in zip(records, reference) if r.token_ids == ref.token_ids] == \
+        [ref.text for r, ref in zip(records, reference) if r.token_ids == ref.token_ids]
+
+
+def test_each_row_ends_on_its_own_and_its_record_says_how_it_ran(demo_loaded):
+    items = [WorkItem(prompt=p, max_new_tokens=n) for p, n in zip(PROMPTS[:7], (3, 9, 1, 5, 12, 2, 7))]
+    finished = []
+    records = run_workload(demo_loaded, items, wb.DecodeConfig.greedy(max_new_tokens=64), format="raw",
+                           batch_size=3, decode_mode="static", refill_min=1, progress=False,
+                           on_record=lambda i, r: finished.append(i))
+    reference = [wb.generate(demo_loaded, it.prompt, wb.DecodeConfig.greedy(max_new_tokens=it.max_new_tokens),
+                             format="raw", decode_mode="eager", logprobs=False) for it in items]
+    assert [r.token_ids for r in records] == [r.token_ids for r in reference]
+    assert [r.stop_reason for r in records] == [r.stop_reason for r in reference]
+    assert sorted(finished) == list(range(7)) and finished != list(range(7))  # they end in their own order
+    for r, it in zip(records, items):
+        assert r.new_tokens <= it.max_new_tokens and r.config.max_new_tokens == it.max_new_tokens
+        assert r.batch_size == 3 and r.decode_mode == "static" and r.decode_mode_requested == "static"
+        assert len(r.token_times_s) == r.new_tokens and r.ttft_s == r.token_times_s[0] >= r.prefill_s > 0
+        assert r.token_times_s == sorted(r.token_times_s) and r.queued_s >= 0 and r.prompt_text == it.prompt
+    assert {r.batch_index for r in records} == {0, 1, 2}  # seven prompts through three slots
+    assert max(r.queued_s for r in records) > 0  # later prompts waited for a free slot
+
+
+def test_eos_and_stop_strings_end_rows_and_logprobs_match_generate(demo_loaded):
+    config = wb.DecodeConfig.greedy(max_new_tokens=48, stop=("\n\n",))
+    prompts = ['def add(a, b):\n    """Add two numbers."""', 'def is_even(n):\n    """Whether n is even."""']
+    records = run_workload(demo_loaded, prompts, config, batch_size=2, decode_mode="static", logprobs=True,
+                           top_logprobs=3, progress=False)
+    reference = [wb.generate(demo_loaded, p, config, decode_mode="eager", top_logprobs=3) for p in prompts]
+    assert [(r.text, r.stop_reason) for r in records] == [(r.text, r.stop_reason) for r in reference]
+    assert {r.stop_reason for r in records} <= {"eos", "stop_string", "max_new_tokens"}
+    for r, ref in zip(records, reference):
+        assert r.logprobs == pytest.approx(ref.logprobs, abs=1e-3)
+        assert [t.id for t in r.top_logprobs[0]] == [t.id for t in ref.top_logprobs[0]]
+
+
+def test_sampling_penalty_and_min_new_tokens_follow_each_row(demo_loaded):
+    sampled = wb.DecodeConfig(do_sample=True, temperature=0.9, top_p=0.9, top_k=40, max_new_tokens=8)
+    items = [WorkItem(prompt=p, seed=100 + i) for i, p in enumerate(PROMPTS[:5])]
+    a = run_workload(demo_loaded, items, sampled, format="raw", batch_size=2, decode_mode="static", progress=False)
+    b = run_workload(demo_loaded, items[::-1], sampled, format="raw", batch_size=4, decode_mode="static",
+                     progress=False)
+    assert [r.token_ids for r in a] == [r.token_ids for r in b[::-1]]  # a sample depends on its seed, not its batch
+    assert [r.config.seed for r in a] == [100, 101, 102, 103, 104]
+    penalized = wb.DecodeConfig.greedy(max_new_tokens=10, min_new_tokens=6, repetition_penalty=1.3)
+    records = run_workload(demo_loaded, PROMPTS[:4], penalized, format="raw", batch_size=2, decode_mode="static",
+                           progress=False)
+    assert [r.token_ids for r in records] == [r.token_ids for r in one_at_a_time(demo_loaded, PROMPTS[:4], penalized)]
+
+
+def test_eager_batches_and_auto(demo_loaded, capsys):
+    config = wb.DecodeConfig.greedy(max_new_tokens=5)
+    records = run_workload(demo_loaded, PROMPTS[:3], config, format="raw", batch_size=2, decode_mode="eager")
+    assert [r.token_ids for r in records] == [r.token_ids for r in one_at_a_time(demo_loaded, PROMPTS[:3], config)]
+    assert sorted(r.batch_size for r in records) == [1, 2, 2] and {r.decode_mode for r in records} == {"eager"}
+    assert "prompt" in capsys.readouterr().err  # the progress bar
+    auto = run_workload(demo_loaded, PROMPTS[:2], config, format="raw", progress=False)
+    assert {(r.decode_mode, r.decode_mode_requested) for r in auto} == {("static", "auto")}
+    assert auto[0].decode_note.startswith("auto: static for a workload on cpu")
+    single = wb.generate(demo_loaded, PROMPTS[0], config, format="raw")
+    assert (single.decode_mode, single.decode_mode_requested) == ("eager", "auto")
+    assert single.decode_note.startswith("auto: eager on cpu")
+
+
+def test_auto_picks_by_device():
+    greedy, beams = wb.DecodeConfig.greedy(), wb.DecodeConfig.greedy(num_beams=2)
+    assert resolve_mode("auto", "cuda:0", greedy)[0] == "graph"
+    assert resolve_mode("auto", "cuda", greedy, workload=True)[0] == "graph"
+    assert resolve_mode("auto", "cpu", greedy)[0] == "eager"
+    assert resolve_mode("auto", "cpu", greedy, workload=True)[0] == "static"
+    assert resolve_mode("auto", "cuda", beams)[0] == "eager"
+    assert resolve_mode("static", "cuda", greedy) == ("static", "")
+
+
+def test_bad_input_is_refused_by_name(demo_loaded):
+    for fields, match in [({"batch_size": 0}, "batch_size"), ({"batch_size": 2.5}, "batch_size"),
+                          ({"batch_size": True}, "batch_size"), ({"decode_mode": "fast"}, "decode_mode"),
+                          ({"decode_mode": "turbo"}, "decode_mode"),
+                          ({"top_logprobs": -1}, "top_logprobs"), ({"batch_size": 4, "refill_min": 5}, "refill_min"),
+                          ({"prefill_tokens": 0}, "prefill_tokens")]:
+        with pytest.raises(ConfigError, match=match):
+            WorkloadConfig(**fields)
+    with pytest.raises(ConfigError, match="max_new_tokens"):
+        WorkItem(prompt="x", max_new_tokens=0)
+    with pytest.raises(ConfigError, match="prompt 1: min_new_tokens=9 is above its max_new_tokens=4"):
+        run_workload(demo_loaded, ["a", WorkItem(prompt="b", max_new_tokens=4, min_new_tokens=9)], progress=False)
+    with pytest.raises(PromptError, match="prompt 1: .* > the context of 64 tokens"):
+        run_workload(demo_loaded, ["short", "long " * 80], wb.DecodeConfig.greedy(max_new_tokens=8), max_context=64,
+                     progress=False)
+    with pytest.raises(ConfigError, match="non-empty list"):
+        run_workload(demo_loaded, [], progress=False)
+    with pytest.raises(ConfigError, match="needs a CUDA device"):
+        run_workload(demo_loaded, ["x"], decode_mode="graph", progress=False)
+    with pytest.raises(ConfigError, match="beam search"):
+        run_workload(demo_loaded, ["x"], wb.DecodeConfig.greedy(num_beams=2), decode_mode="static", progress=False)
+
+
+def test_a_batch_that_does_not_fit_names_one_that_would_and_keeps_what_finished(demo_loaded, monkeypatch):
+    import torch
+
+    real_step, steps = slots.SlotDecoder.step, []
+
+    def step(self, tokens):
+        steps.append(1)
+        if len(steps) == 4:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real_step(self, tokens)
+
+    monkeypatch.setattr(slots.SlotDecoder, "step", step)
+    kept = []
+    items = [WorkItem(prompt=p, max_new_tokens=n) for p, n in zip(PROMPTS[:6], (1, 2, 30, 30, 30, 30))]
+    with pytest.raises(BatchMemoryError) as e:
+        run_workload(demo_loaded, items, format="raw", batch_size=4, decode_mode="static", refill_min=1,
+                     progress=False, on_record=lambda i, r: kept.append(i))
+    assert e.value.batch_size == 4 and 1 <= e.value.fits <= 2
+    assert "batch_size=4 does not fit" in str(e.value) and f"batch_size={e.value.fits} would fit" in str(e.value)
+    assert sorted(kept) == [0, 1] and [r.new_tokens for r in e.value.finished] == [1, 2]
+    assert demo_loaded.decoder is None  # the cache that did not fit is released
+    monkeypatch.setattr(workload, "_batch_that_fits", lambda *a: 3)  # the message uses the estimate as given
+    steps.clear()
+    with pytest.raises(BatchMemoryError, match="batch_size=3 would fit"):
+        run_workload(demo_loaded, items, format="raw", batch_size=4, decode_mode="static", progress=False)
+
+
+def test_the_benchmark_times_every_path_on_one_workload(demo_loaded):
+    from workbench.studies.workload_bench import bench_workload, format_row
+
+    lines = []
+    result = bench_workload(demo_loaded, [2, 4], limit=4, eager_limit=2, decode_mode="static", batch_api_sizes=(2,),
+                            cap=6, log=lines.append)
+    paths = [(r["path"], r["batch_size"]) for r in result["rows"]]
+    assert paths == [("one at a time, eager", 1), ("batch API (rows run to the longest)", 2),
+                     ("runner", 2), ("runner", 4)]
+    budgets = result["workload"]["budgets"]
+    assert result["rows"][2]["useful_tokens"] == sum(budgets)  # every row ran exactly its budget
+    assert result["rows"][0]["useful_tokens"] == sum(budgets[:2])
+    assert result["rows"][0]["subset"] == "first 2 of 4 problems"
+    assert all(r["useful_tokens_per_s"] > 0 and r["total_s"] > 0 for r in result["rows"])
+    assert result["equality"]["2"]["answers"] == 2 and result["equality"]["2"]["passed"]
+    assert "useful tokens/s" in format_row(result["rows"][2]) and len(lines) >= 5

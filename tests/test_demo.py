@@ -170,7 +170,7 @@ def test_makefile_refuses_a_wrong_python(tmp_path):
     fake.chmod(0o755)
     out = subprocess.run(["make", "-C", str(ROOT), "setup", f"PYTHON={fake}", f"VENV={tmp_path / 'venv'}"],
                          capture_output=True, text=True)
-    assert out.returncode != 0 and "needs 3.11" in out.stderr
+    assert out.returncode != 0 and "the workbench supports 3.11 3.12 3.13" in out.stderr, out.stderr
     missing = subprocess.run(["make", "-C", str(ROOT), "setup", "PYTHON=/nonexistent/python3.11",
                               f"VENV={tmp_path / 'venv'}"], capture_output=True, text=True)
     assert missing.returncode != 0 and "not found" in missing.stderr

@@ -116,7 +116,7 @@ def demo_torch(demo_model_path):
 def test_fast_step_equals_transformers(demo_torch, fuse):
     set_fast_config(demo_torch, FastConfig(fuse=fuse))
     proof = prove_equal(demo_torch, "fast", context_tokens=40, steps=12)
-    assert proof.passed and proof.tokens_identical and proof.mode == "fast", proof
+    assert proof.passed and proof.tokens_identical and proof.decode_mode == "fast", proof
     assert ("fused" if fuse else "separate") in proof.note and "no CUDA graph on cpu" in proof.note
 
 

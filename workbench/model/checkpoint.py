@@ -227,6 +227,15 @@ def is_synthetic(path) -> bool:
     return model_kind(path) == "synthetic"
 
 
+def read_generation_config(path) -> dict | None:
+    """The checkpoint's generation_config.json as plain JSON (None when it has none): the decoding
+    settings its authors shipped, shown beside the card's. Read as data, never as code."""
+    file = _folder(path) / "generation_config.json"
+    if not os.path.lexists(file):
+        return None
+    return read_json_config(file)  # a regular file holding a JSON object, or CheckpointError
+
+
 # --- hashing, with a cache that must prove itself -------------------------------------------------
 
 def progress_bar(total: int, desc: str, enabled: bool):

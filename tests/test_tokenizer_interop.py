@@ -65,7 +65,11 @@ def test_the_workbench_tokenizer_gives_sentencepieces_ids_on_humaneval(real_toke
     assert (agreement.texts, agreement.disagreeing) == (328, 0), agreement.example
 
 
-@pytest.mark.parametrize("settings", TRANSFORMERS_SETTINGS, ids=lambda s: ",".join(f"{k}={v}" for k, v in s.items()) or "defaults")
+def _settings_id(settings: dict) -> str:
+    return ",".join(f"{k}={v}" for k, v in settings.items()) or "defaults"
+
+
+@pytest.mark.parametrize("settings", TRANSFORMERS_SETTINGS, ids=_settings_id)
 def test_transformers_own_llama_tokenizer_is_measured(real_tokenizer_path, humaneval_texts, tmp_path, settings,
                                                       record_property):
     model_file = _model_file(real_tokenizer_path)
@@ -79,8 +83,8 @@ def test_transformers_own_llama_tokenizer_is_measured(real_tokenizer_path, human
     if agreement.example:  # the example is real: those ids are what each side gives for that text
         example = agreement.example
         assert example["ids"] != example["sentencepiece_ids"]
-        text = humaneval_texts[example["index"]]
-        assert tokenizer.encode(text, add_special_tokens=False)[example["token"]:][:len(example["ids"])] == example["ids"]
+        ids = tokenizer.encode(humaneval_texts[example["index"]], add_special_tokens=False)
+        assert ids[example["token"]:][:len(example["ids"])] == example["ids"]
     documented = DOCUMENTED_DISAGREEMENT.get(transformers.__version__)
     if documented is not None:
         assert agreement.disagreeing == documented, "README's tokenizer section no longer says what happens"

@@ -108,7 +108,7 @@ class DecodeConfig:
         settings = _generation_settings(source)
         if "max_new_tokens" in overrides:
             ignore.add("max_length")
-        if unknown := sorted(set(settings) - set(_SHARED_SETTINGS) - _NOT_DECODING - ignore):
+        if unknown := sorted(set(unexpressed_settings(settings)) - ignore):
             raise ConfigError(f"the generation config sets {unknown}, which DecodeConfig cannot express (it has "
                               f"{', '.join(_SHARED_SETTINGS)}); pass max_new_tokens= for max_length, or "
                               f"ignore={unknown} to leave them out")
@@ -148,6 +148,12 @@ class DecodeConfig:
         if self.stop:
             kwargs["stop_strings"] = list(self.stop)
         return GenerationConfig(**kwargs)
+
+
+def unexpressed_settings(source) -> list[str]:
+    """The settings of a generation config (see DecodeConfig.from_generation_config) that change how
+    tokens are chosen but have no DecodeConfig field."""
+    return sorted(set(_generation_settings(source)) - set(_SHARED_SETTINGS) - _NOT_DECODING)
 
 
 def _generation_settings(source) -> dict:

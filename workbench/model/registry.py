@@ -238,6 +238,8 @@ def _device_problem(spec: KernelSpec, device: str) -> str | None:
 
 def _engine_problem(spec: KernelSpec) -> str | None:
     """Why this environment lacks the engine of `spec`: each engine lives in its own environment."""
+    if spec.name == AUTO:  # it picks from every engine's kernels (AUTO_ORDER)
+        return None
     if spec.engine == "autogptq":
         return environment_problem()
     if spec.engine == "exllamav2":

@@ -174,7 +174,7 @@ _PART_COLOURS = {"role_tag": ("#d4d4d4", "#b9b9b9"), "separator": ("#fbe38e", "#
                  "eos": ("#f7a8a8", "#ee8080")}
 _PART_NAMES = {"role_tag": "role tag", "content": "content", "separator": "the format's own text", "eos": "</s>"}
 _STRIP_STYLE = ("font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; font-size: 13px; "
-                "line-height: 2.1; white-space: pre-wrap; word-break: break-all")
+                "line-height: 2.1; white-space: pre-wrap; overflow-wrap: anywhere")
 _DIFF_STYLE = "outline: 2px solid #c62828; outline-offset: -2px"
 
 

@@ -37,8 +37,7 @@ def run(loaded, ids, tokens: int, scoped: bool):
         scope.detach(loaded.model)
         scope.__enter__()
     try:
-        config = DecodeConfig.greedy(max_new_tokens=tokens, min_new_tokens=tokens)
-        return generate_ids(loaded, [ids], config, logprobs=False)[0]
+        return generate_ids(loaded, [ids], DecodeConfig.forced(tokens), logprobs=False)[0]
     finally:
         if not scoped:
             scope.__exit__(None, None, None)
@@ -69,15 +68,15 @@ def main(argv=None) -> int:
     for r in range(args.rounds):
         for scoped in ((True, False) if r % 2 == 0 else (False, True)):
             rec = run(loaded, ids, args.tokens, scoped)
-            p50[scoped].append(rec.itl.p50_ms)
+            p50[scoped].append(rec.token_ms_p50)
             tokens.setdefault(scoped, rec.token_ids)
     diffs = [(s - p) / p * 100 for s, p in zip(p50[True], p50[False])]
     print(json.dumps({
         "device": loaded.load_record.env.get("device_name"), "kernel": loaded.kernel, "attention": loaded.attention,
         "hook_pair_us": round(hook_pair_us(attention_scope(loaded.model)), 2),
         "rounds": args.rounds, "tokens": args.tokens,
-        "scoped_p50_ms": round(statistics.median(p50[True]), 4),
-        "process_wide_p50_ms": round(statistics.median(p50[False]), 4),
+        "scoped_token_ms_p50": round(statistics.median(p50[True]), 4),
+        "process_wide_token_ms_p50": round(statistics.median(p50[False]), 4),
         "scoped_minus_process_wide_pct_median": round(statistics.median(diffs), 2),
         "pct_quartiles": [round(q, 2) for q in statistics.quantiles(diffs, n=4)] if len(diffs) > 1 else None,
         "tokens_identical": tokens[True] == tokens[False],

@@ -527,8 +527,9 @@ def test_compare_formats_outlines_exactly_the_differing_tokens(tiny_tokenizer):
     diff = diff_formats(tiny_tokenizer, MULTI, "codefuse", "newline")
     assert comparison.diff.equals(diff) and len(diff) > 0
     page = comparison._repr_html_()
-    a_html, b_html = comparison.a.html(), comparison.b.html()
-    assert a_html.split("</div>", 1)[0] in page
+    marks_a = [i for row in diff.itertuples() for i in range(row.a_start, row.a_end)]
+    marks_b = [i for row in diff.itertuples() for i in range(row.b_start, row.b_end)]
+    assert comparison.a.html(marks_a, legend=False) in page and comparison.b.html(marks_b, legend=False) in page
     marked_b = [i for i, (_, style, _) in enumerate(_SPAN.findall(page)[len(comparison.a):]) if "outline" in style]
     assert marked_b == [i for row in diff.itertuples() for i in range(row.b_start, row.b_end)]
     same = prompts.compare_formats(tiny_tokenizer, MULTI, "codefuse", "codefuse")

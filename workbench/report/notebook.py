@@ -100,7 +100,8 @@ def summary(record):
     if gen.get("peak_allocated_gb") is not None:
         rows["GPU peak allocated / reserved (GB)"] = f"{gen['peak_allocated_gb']:.2f} / {gen['peak_reserved_gb']:.2f}"
         if gen.get("device_used_gb") is not None:  # records from before the field have none
-            rows["GPU in use, device-wide (GB, driver)"] = f"{gen['device_used_gb']:.2f} of {gen['device_total_gb']:.2f}"
+            used, total = gen["device_used_gb"], gen["device_total_gb"]
+            rows["GPU in use, device-wide (GB, driver)"] = f"{used:.2f} of {total:.2f}"
     else:
         rows["process RSS / peak (GB)"] = f"{gen.get('rss_gb', 0):.2f} / {gen.get('peak_rss_gb', 0):.2f}"
     return pd.DataFrame({"value": rows})

@@ -45,7 +45,7 @@ def test_notebook_01_renders_in_this_kernel_with_auto(legacy_demo_path, jupyter_
                            "--params", str(params)], env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     report = json.loads((out / "report.json").read_text())
-    assert report["environment"]["kernel_python"] == sys.executable
+    assert report["environment"]["jupyter_kernel_python"] == sys.executable
     saved = json.loads((out / "01_quickstart.json").read_text())
     assert saved["load"]["kernel_requested"] == "auto"
     assert saved["load"]["kernel"].startswith("autogptq-")  # what ran, fallback named, e.g. cuda-old's torch path

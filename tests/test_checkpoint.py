@@ -131,6 +131,7 @@ def test_unverifiable_and_unlisted_files_are_errors(tiny_bin, tmp_path):
         verify_checkpoint(hf, progress=False)
     named_like_the_card = copy_of(tiny_bin, tmp_path / "nomanifest")
     (named_like_the_card / "SHA256SUMS").unlink()
+    (named_like_the_card / "chat_template.jinja").unlink()  # the published files have none: not in the card's table
     with pytest.raises(ChecksumMismatch):  # the published weights' name, so held to the card's table
         verify_checkpoint(named_like_the_card, progress=False)
     extra = copy_of(tiny_bin, tmp_path / "extra")

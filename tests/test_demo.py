@@ -15,13 +15,14 @@ from workbench.model.demo import WEIGHTS_FILE, DemoRecipe, build, default_path
 
 REAL_LAYOUT = {"gptq_model-4bit-64g.bin", "quantize_config.json", "config.json", "generation_config.json",
                "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json", "SHA256SUMS", "demo.json"}
+DEMO_FILES = REAL_LAYOUT | {"chat_template.jinja"}  # the card's layout, and the chat template beside it
 AUTOGPTQ_042_KEYS = {"bits", "group_size", "damp_percent", "desc_act", "static_groups", "sym", "true_sequential",
                      "model_name_or_path", "model_file_base_name"}
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_layout_is_the_real_checkpoints(demo_model_path):
-    assert {p.name for p in demo_model_path.iterdir()} == REAL_LAYOUT
+    assert {p.name for p in demo_model_path.iterdir()} == DEMO_FILES
     config = json.loads((demo_model_path / "config.json").read_text())
     assert "quantization_config" not in config
     assert config["architectures"] == ["LlamaForCausalLM"]
@@ -47,7 +48,7 @@ def test_weights_are_a_plain_tensor_pickle_with_autogptq_v1_names(demo_model_pat
 def test_manifest_matches_files(demo_model_path):
     lines = (demo_model_path / "SHA256SUMS").read_text().split("\n")
     listed = dict(reversed(line.split("  ", 1)) for line in lines if line)
-    assert set(listed) == REAL_LAYOUT - {"SHA256SUMS"}
+    assert set(listed) == DEMO_FILES - {"SHA256SUMS"}
     for name, digest in listed.items():
         assert hashlib.sha256((demo_model_path / name).read_bytes()).hexdigest() == digest, name
 

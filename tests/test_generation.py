@@ -141,3 +141,38 @@ def test_bad_prompts_are_refused(demo_loaded):
         generate(demo_loaded, [], DecodeConfig.greedy(max_new_tokens=2))
     with pytest.raises(ConfigError, match="config must be a DecodeConfig"):
         generate(demo_loaded, QUESTION, {"max_new_tokens": 2})
+
+
+# --- a checkpoint's generation_config.json --------------------------------------------------------
+
+def test_decode_config_from_a_generation_config(tmp_path):
+    from transformers import GenerationConfig
+
+    card = DecodeConfig.from_generation_config(GenerationConfig(do_sample=True, top_p=0.95, temperature=0.1,
+                                                                max_new_tokens=512))
+    assert card == DecodeConfig.card()
+    ids_only = {"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0, "transformers_version": "4.33.1"}
+    assert DecodeConfig.from_generation_config(ids_only) == DecodeConfig.greedy()  # nothing said: our defaults
+    (tmp_path / "generation_config.json").write_text(json.dumps({**ids_only, "do_sample": True, "top_k": 40}))
+    from_folder = DecodeConfig.from_generation_config(tmp_path, max_new_tokens=64)
+    assert (from_folder.do_sample, from_folder.top_k, from_folder.max_new_tokens) == (True, 40, 64)
+    assert DecodeConfig.from_generation_config(tmp_path / "generation_config.json").top_k == 40
+
+
+def test_a_generation_config_decodeconfig_cannot_express_is_named(tmp_path):
+    with pytest.raises(ConfigError, match=r"\['max_length', 'typical_p'\]"):
+        DecodeConfig.from_generation_config({"max_length": 4096, "typical_p": 0.9})
+    config = DecodeConfig.from_generation_config({"max_length": 4096, "typical_p": 0.9}, max_new_tokens=100,
+                                                 ignore=["typical_p"])
+    assert config.max_new_tokens == 100
+    with pytest.raises(ConfigError, match="cannot read a generation config"):
+        DecodeConfig.from_generation_config(tmp_path)  # no generation_config.json there
+    with pytest.raises(ConfigError, match="DecodeConfig.temperature="):
+        DecodeConfig.from_generation_config({"temperature": 0})  # validated like any DecodeConfig
+
+
+def test_the_checkpoints_generation_config_is_read_at_load(demo_loaded, demo_model_path):
+    shipped = json.loads((demo_model_path / "generation_config.json").read_text())
+    assert demo_loaded.load_record.generation_config == shipped == demo_loaded.generation_config
+    assert demo_loaded.load_record.to_dict()["generation_config"] == shipped
+    assert DecodeConfig.from_generation_config(demo_loaded.generation_config) == DecodeConfig.greedy()

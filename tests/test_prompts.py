@@ -455,3 +455,97 @@ def test_public_names_are_exported():
     for name in ("render_prompt", "PROMPT_FORMATS", "load_tokenizer", "encode_prompt", "token_view",
                  "diff_formats", "check_context", "chat_template", "PromptFormat"):
         assert hasattr(workbench, name)
+
+
+# --- Strips --------------------------------------------------------------------------------------
+
+_SPAN = re.compile(r'<span title="([^"]*)" style="([^"]*)">([^<]*)</span>')
+
+
+def _token_spans(page: str) -> list[dict]:
+    """The spans of a page that carry a title (the token spans), with their attributes and text."""
+    from html.parser import HTMLParser
+
+    class Spans(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.found, self.open = [], None
+
+        def handle_starttag(self, tag, attrs):
+            if tag == "span" and "title" in dict(attrs):
+                self.open = {**dict(attrs), "text": ""}
+
+        def handle_data(self, data):
+            if self.open is not None:
+                self.open["text"] += data
+
+        def handle_endtag(self, tag):
+            if tag == "span" and self.open is not None:
+                self.found.append(self.open)
+                self.open = None
+
+    parser = Spans()
+    parser.feed(page)
+    return parser.found
+
+
+def test_token_strip_has_one_span_per_token_with_its_id_and_piece(tiny_tokenizer):
+    import html
+
+    strip = prompts.token_strip(tiny_tokenizer, MULTI, "newline")
+    view = token_view(tiny_tokenizer, MULTI, "newline")
+    assert strip.table.equals(view) and len(strip) == len(view)
+    spans = _SPAN.findall(strip.html(legend=False))
+    assert len(spans) == len(view)
+    for (title, style, shown), row in zip(spans, view.itertuples()):
+        title = html.unescape(title)
+        assert f"id {row.id} " in title and repr(row.piece) in title and row.part in title
+        shown = html.unescape(shown)
+        assert shown == (row.text.replace("\n", "\u21b5\n") or row.piece)
+    tag_colours = {s.split(";")[0] for (_, s, _), part in zip(spans, view["part"]) if part == "role_tag"}
+    content_colours = {s.split(";")[0] for (_, s, _), part in zip(spans, view["part"]) if part == "content"}
+    assert tag_colours and content_colours and not tag_colours & content_colours  # tags shaded apart
+
+
+def test_strip_html_is_self_contained_and_shows_the_prompt(real_tokenizer):
+    import html
+
+    strip = prompts.token_strip(real_tokenizer, CODE)
+    for shown in (strip, prompts.compare_formats(real_tokenizer, CODE, "codefuse", "card")):
+        page = shown._repr_html_()
+        assert "<script" not in page and "http" not in page
+        assert "<table" not in page  # notebook 02's token table stays the cell's one table
+    text = "".join(html.unescape(t) for _, _, t in _SPAN.findall(strip.html())).replace("\u21b5", "")
+    expected = render_prompt(CODE)
+    for emoji in ("🙂", "👍"):  # byte-fallback pieces show their bytes
+        expected = expected.replace(emoji, "".join(f"\\x{b:02x}" for b in emoji.encode()))
+    assert text == expected
+
+
+def test_compare_formats_outlines_exactly_the_differing_tokens(tiny_tokenizer):
+    comparison = prompts.compare_formats(tiny_tokenizer, MULTI, "codefuse", "newline")
+    diff = diff_formats(tiny_tokenizer, MULTI, "codefuse", "newline")
+    assert comparison.diff.equals(diff) and len(diff) > 0
+    page = comparison._repr_html_()
+    marks_a = [i for row in diff.itertuples() for i in range(row.a_start, row.a_end)]
+    marks_b = [i for row in diff.itertuples() for i in range(row.b_start, row.b_end)]
+    assert comparison.a.html(marks_a, legend=False) in page and comparison.b.html(marks_b, legend=False) in page
+    marked_b = [i for i, (_, style, _) in enumerate(_SPAN.findall(page)[len(comparison.a):]) if "outline" in style]
+    assert marked_b == [i for row in diff.itertuples() for i in range(row.b_start, row.b_end)]
+    same = prompts.compare_formats(tiny_tokenizer, MULTI, "codefuse", "codefuse")
+    assert len(same.diff) == 0 and "outline: 2px" not in "".join(s for _, s, _ in _SPAN.findall(same.html()))
+
+
+def test_a_strip_survives_the_reports_html_export(tiny_tokenizer, tmp_path):
+    import nbformat
+
+    from workbench.report.html import render_html
+
+    strip = prompts.token_strip(tiny_tokenizer, SINGLE)
+    cell = nbformat.v4.new_code_cell("strip", outputs=[nbformat.v4.new_output(
+        "display_data", data={"text/html": strip._repr_html_(), "text/plain": "<TokenStrip>"})])
+    render_html(nbformat.v4.new_notebook(cells=[cell]), tmp_path / "page.html", "strip")
+    page = (tmp_path / "page.html").read_text()
+    spans = _token_spans(page)
+    assert [s["title"] for s in spans] == [s["title"] for s in _token_spans(strip.html())]
+    assert len(spans) == len(strip) and "<script" not in page and "cdn" not in page.lower()

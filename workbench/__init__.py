@@ -76,10 +76,12 @@ from .prompts import (
     PromptFormat,
     chat_template,
     check_context,
+    compare_formats,
     diff_formats,
     encode_prompt,
     load_tokenizer,
     render_prompt,
+    token_strip,
     token_view,
 )
 from .report import notebook, plots, widgets  # noqa: E402  (used in notebooks as wb.notebook, wb.plots, ...)

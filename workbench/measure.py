@@ -148,7 +148,10 @@ class NullClock:
 
 @dataclass(frozen=True)
 class MemorySnapshot:
-    """Memory in GB: CUDA allocator statistics on a GPU, the process's RSS on the CPU."""
+    """Memory in GB: on a GPU the CUDA allocator's statistics and, beside them, the device-wide use
+    the driver reports (total minus free: the CUDA context, library workspaces, anything outside the
+    allocator and other processes on the card, as nvidia-smi and the model card count); the
+    process's RSS everywhere."""
 
     device: str
     allocated_gb: float | None = None
@@ -157,9 +160,18 @@ class MemorySnapshot:
     peak_reserved_gb: float | None = None
     rss_gb: float | None = None
     peak_rss_gb: float | None = None  # the process's high-water mark since it started
+    device_used_gb: float | None = None  # total - free, from the driver (cudaMemGetInfo), at this moment
+    device_total_gb: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @property
+    def outside_allocator_gb(self) -> float | None:
+        """Device-wide use the allocator does not hold: context, workspaces, other processes."""
+        if self.device_used_gb is None or self.reserved_gb is None:
+            return None
+        return self.device_used_gb - self.reserved_gb
 
 
 def reset_peak_memory(device) -> None:
@@ -177,6 +189,7 @@ def memory_snapshot(device) -> MemorySnapshot:
     rss, peak_rss = process_rss_gb()
     if device.type == "cuda":
         gb = 1024**3
+        free, total = torch.cuda.mem_get_info(device)
         return MemorySnapshot(
             device=str(device),
             allocated_gb=torch.cuda.memory_allocated(device) / gb,
@@ -184,6 +197,7 @@ def memory_snapshot(device) -> MemorySnapshot:
             peak_allocated_gb=torch.cuda.max_memory_allocated(device) / gb,
             peak_reserved_gb=torch.cuda.max_memory_reserved(device) / gb,
             rss_gb=rss, peak_rss_gb=peak_rss,
+            device_used_gb=(total - free) / gb, device_total_gb=total / gb,
         )
     return MemorySnapshot(device=str(device), rss_gb=rss, peak_rss_gb=peak_rss)
 

@@ -56,8 +56,20 @@ def test_the_registry_in_this_environment():
     assert cpu["autogptq-cuda"].available
     for name in CUDA_ONLY:
         assert not cpu[name].available and "runs on cuda only" in cpu[name].reason
-    for name in (k for k, s in KERNELS.items() if s.engine == "gptqmodel"):
+    for name in (k for k, s in KERNELS.items() if s.engine == "gptqmodel" and k != "auto"):
         assert not cpu[name].available and "main environment" in cpu[name].reason, name
+    assert cpu["auto"].available and cpu["auto"].reason.startswith("would pick autogptq-cuda-old")
+
+
+@no_gpu
+def test_auto_picks_the_autogptq_kernel_that_runs_here(legacy_demo_path, act_order_checkpoint):
+    from workbench.model.registry import choose_kernel
+
+    assert choose_kernel(legacy_demo_path, "auto", "cpu").name == "autogptq-cuda-old"
+    assert choose_kernel(act_order_checkpoint, "auto", "cpu").name == "autogptq-cuda"  # act-order: cuda, not cuda-old
+    loaded = load_model(legacy_demo_path, kernel="auto", device="cpu")
+    assert (loaded.kernel, loaded.kernel_requested) == (FALLBACK, "auto")
+    assert loaded.load_record.kernel_requested == "auto" and loaded.dtype == torch.float32
 
 
 @no_gpu

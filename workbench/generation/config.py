@@ -4,8 +4,11 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 from ..errors import ConfigError
 
@@ -24,6 +27,13 @@ def _is_number(x) -> bool:
 
 def _is_integer(x) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
+GENERATION_CONFIG_FILE = "generation_config.json"
+# Settings of a transformers generation config that DecodeConfig holds under the same name.
+_SHARED_SETTINGS = ("do_sample", "temperature", "top_p", "top_k", "repetition_penalty", "num_beams", "max_new_tokens",
+                    "min_new_tokens")
+# Keys that name special tokens or record where the file came from: not how tokens are chosen.
+_NOT_DECODING = {"bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id", "transformers_version",
+                 "_from_model_config"}
 
 
 @dataclass(frozen=True)
@@ -83,6 +93,28 @@ class DecodeConfig:
         """The model card's quick-start settings."""
         return cls(**{"do_sample": True, "top_p": 0.95, "temperature": 0.1, "max_new_tokens": 512, **overrides})
 
+    @classmethod
+    def from_generation_config(cls, source, **overrides) -> "DecodeConfig":
+        """The DecodeConfig that chooses tokens as a transformers generation config says.
+
+        source: a GenerationConfig, the dict of a generation_config.json (as a LoadRecord keeps it:
+        `loaded.load_record.generation_config`), or a folder or file holding one. Settings the
+        source leaves out take DecodeConfig's defaults (greedy, 512 new tokens), not those of
+        transformers, which differ between its versions; `overrides` win over both. A setting that
+        DecodeConfig cannot express (max_length, typical_p, ...) raises ConfigError naming it,
+        unless `overrides` set it aside: max_length by max_new_tokens, others by `ignore=[names]`.
+        """
+        ignore = set(overrides.pop("ignore", ()))
+        settings = _generation_settings(source)
+        if "max_new_tokens" in overrides:
+            ignore.add("max_length")
+        if unknown := sorted(set(unexpressed_settings(settings)) - ignore):
+            raise ConfigError(f"the generation config sets {unknown}, which DecodeConfig cannot express (it has "
+                              f"{', '.join(_SHARED_SETTINGS)}); pass max_new_tokens= for max_length, or "
+                              f"ignore={unknown} to leave them out")
+        chosen = {k: settings[k] for k in _SHARED_SETTINGS if settings.get(k) is not None}
+        return cls(**{**chosen, **overrides})
+
     def replace(self, **changes) -> "DecodeConfig":
         return dataclasses.replace(self, **changes)
 
@@ -116,6 +148,32 @@ class DecodeConfig:
         if self.stop:
             kwargs["stop_strings"] = list(self.stop)
         return GenerationConfig(**kwargs)
+
+
+def unexpressed_settings(source) -> list[str]:
+    """The settings of a generation config (see DecodeConfig.from_generation_config) that change how
+    tokens are chosen but have no DecodeConfig field."""
+    return sorted(set(_generation_settings(source)) - set(_SHARED_SETTINGS) - _NOT_DECODING)
+
+
+def _generation_settings(source) -> dict:
+    """The explicitly set values of a generation config given as an object, a dict, a file or a folder."""
+    if hasattr(source, "to_diff_dict"):  # a transformers GenerationConfig: only what differs from its defaults
+        return source.to_diff_dict()
+    if isinstance(source, dict):
+        return dict(source)
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        file = path / GENERATION_CONFIG_FILE if path.is_dir() else path
+        try:
+            settings = json.loads(file.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"cannot read a generation config from {file}: {e}") from None
+        if not isinstance(settings, dict):
+            raise ConfigError(f"{file} does not hold a JSON object")
+        return settings
+    raise ConfigError(f"source={source!r}: allowed a GenerationConfig, a dict, or a path to generation_config.json "
+                      "or its folder")
 
 
 DECODE_MODES = ("eager", "static", "graph", "fast")

@@ -25,7 +25,7 @@ from .modes import resolve_mode
 from .record import GenerationRecord, TopToken
 from .static import static_generate
 from .stopping import answer_end as _finish
-from .streaming import TokenTextStreamer
+from .streaming import make_streamer
 
 # --- generation -----------------------------------------------------------------------------
 
@@ -99,7 +99,7 @@ def _vocab_size(loaded) -> int:
 
 
 def generate(loaded, prompt, config: DecodeConfig | None = None, format: str = "codefuse",
-             on_token: Callable[[int, str], None] | None = None, *, warmup: int = 0,
+             on_token: Callable[[int, str], None] | None = None, *, streamer=None, warmup: int = 0,
              logprobs: bool = True, top_logprobs: int = 5, max_context: int | None = None,
              decode_mode: str = "auto"):
     """Generate from `prompt` and measure it.
@@ -107,13 +107,15 @@ def generate(loaded, prompt, config: DecodeConfig | None = None, format: str = "
     `prompt` is a string (the human turn; with format="raw" it is used as it is), a message list,
     or a list of those, which runs as one left-padded batch and returns one record per prompt.
     `on_token(token_id, text)` streams new text (batch size 1 only); without it nothing is
-    decoded during generation. `warmup` untimed runs of a few tokens come first, and the record
-    says how many there were. `decode_mode`: "eager" (transformers' generate), "static" (a static
-    KV cache), "graph" (static, each step replayed as a CUDA graph; see static.py), "fast" (fast.py)
-    or "auto" (graph on CUDA, eager on the CPU: modes.py says why). The record says which mode ran
-    and why. The prompt's tokens plus `max_new_tokens` must
-    fit `max_context` (None: the model's context, see context_tokens), or PromptError says by
-    how much. Every parameter is checked before anything runs.
+    decoded during generation. `streamer` takes any transformers streamer (TextStreamer,
+    TextIteratorStreamer, ...), in every decode mode, beside or instead of `on_token`. `warmup`
+    untimed runs of a few tokens come first, and the record says how many there were.
+    `decode_mode`: "eager" (transformers' generate), "static" (a static KV cache), "graph" (static,
+    each step replayed as a CUDA graph; see static.py), "fast" (fast.py) or "auto" (graph on CUDA,
+    eager on the CPU: modes.py says why). The record says which mode ran and why. The prompt's
+    tokens plus `max_new_tokens` must fit `max_context` (None: the model's context, see
+    context_tokens), or PromptError says by how much. Every parameter is checked before anything
+    runs.
     """
 
     config = config or DecodeConfig.greedy()
@@ -121,8 +123,7 @@ def generate(loaded, prompt, config: DecodeConfig | None = None, format: str = "
         raise ConfigError(f"config must be a DecodeConfig, got {type(config).__name__}")
     batch = _is_batch(prompt)
     prompts = list(prompt) if batch else [prompt]
-    if on_token is not None and (len(prompts) > 1 or config.num_beams > 1):
-        raise ConfigError("on_token streams one sequence: use it with a single prompt and num_beams=1")
+    _check_streaming(on_token, streamer, len(prompts), config)
     tok = loaded.tokenizer
     context = context_tokens(loaded, max_context)
     encoded = [encode_prompt(tok, _as_messages(p), format=format, max_context=context) for p in prompts]
@@ -131,8 +132,8 @@ def generate(loaded, prompt, config: DecodeConfig | None = None, format: str = "
     else:
 
         texts = [render_prompt(_as_messages(p), format=format) for p in prompts]
-    records = generate_ids(loaded, encoded, config, on_token, warmup=warmup, logprobs=logprobs,
-                           top_logprobs=top_logprobs, decode_mode=decode_mode, max_context=context)
+    records = generate_ids(loaded, encoded, config, on_token, streamer=streamer, warmup=warmup,
+                           logprobs=logprobs, top_logprobs=top_logprobs, decode_mode=decode_mode, max_context=context)
     for r, text in zip(records, texts):
         r.prompt_text = text
         r.format = format
@@ -140,7 +141,7 @@ def generate(loaded, prompt, config: DecodeConfig | None = None, format: str = "
 
 
 def generate_ids(loaded, prompts_ids: list[list[int]], config: DecodeConfig | None = None,
-                 on_token: Callable[[int, str], None] | None = None, *, warmup: int = 0,
+                 on_token: Callable[[int, str], None] | None = None, *, streamer=None, warmup: int = 0,
                  logprobs: bool = True, top_logprobs: int = 5, decode_mode: str = "auto",
                  max_context: int | None = None) -> list[GenerationRecord]:
     """`generate` for prompts already encoded (lists of token ids): one record per prompt."""
@@ -151,12 +152,12 @@ def generate_ids(loaded, prompts_ids: list[list[int]], config: DecodeConfig | No
                   context=context_tokens(loaded, max_context))
     if on_token is not None and not callable(on_token):
         raise ConfigError(f"on_token={on_token!r} is invalid: allowed None or a function (token_id, text)")
-    if on_token is not None and (len(prompts_ids) > 1 or config.num_beams > 1):
-        raise ConfigError("on_token streams one sequence: use it with a single prompt and num_beams=1")
+    _check_streaming(on_token, streamer, len(prompts_ids), config)
     for _ in range(warmup):  # a few tokens through the same path (and, static, the same cache and graph)
         _run(loaded, prompts_ids, config.replace(max_new_tokens=min(4, config.max_new_tokens), min_new_tokens=0),
              None, False, 0, mode, cache_for=config.max_new_tokens)
-    records = _run(loaded, prompts_ids, config, on_token, logprobs, top_logprobs, mode)
+    records = _run(loaded, prompts_ids, config, make_streamer(loaded.tokenizer, on_token, streamer), logprobs,
+                   top_logprobs, mode)
     for r in records:
         r.warmup_runs = warmup
         r.format = "ids"
@@ -165,7 +166,12 @@ def generate_ids(loaded, prompts_ids: list[list[int]], config: DecodeConfig | No
     return records
 
 
-def _run(loaded, encoded: list[list[int]], config: DecodeConfig, on_token, want_logprobs: bool,
+def _check_streaming(on_token, streamer, n_prompts: int, config: DecodeConfig) -> None:
+    if (on_token is not None or streamer is not None) and (n_prompts > 1 or config.num_beams > 1):
+        raise ConfigError("on_token and streamer stream one sequence: use them with a single prompt and num_beams=1")
+
+
+def _run(loaded, encoded: list[list[int]], config: DecodeConfig, streamer, want_logprobs: bool,
          top_k: int, decode_mode: str = "eager", cache_for: int | None = None) -> list[GenerationRecord]:
     import torch
 
@@ -179,7 +185,6 @@ def _run(loaded, encoded: list[list[int]], config: DecodeConfig, on_token, want_
         torch.manual_seed(config.seed)
     attention = attention_in_use(model)  # the static path swaps in grouped SDPA, which obeys the same switches
     clock = Clock(device)
-    streamer = TokenTextStreamer(tok, on_token) if on_token else None
     reset_peak_memory(device)
     clock.mark()  # index 0: the start
     if decode_mode == "eager" and not is_runner(model):

@@ -133,6 +133,7 @@ def records_frame(records: Sequence[GenerationRecord]):
         row.update({f"cfg_{k}": v for k, v in r.config.to_dict().items() if k != "stop"})
         gen_mem = r.memory.get("generation", {})
         row["peak_allocated_gb"] = gen_mem.get("peak_allocated_gb")
+        row["device_used_gb"] = gen_mem.get("device_used_gb")  # the driver's total - free, after generating
         row["peak_rss_gb"] = gen_mem.get("peak_rss_gb")
         rows.append(row)
     return pd.DataFrame(rows)

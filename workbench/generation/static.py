@@ -317,6 +317,8 @@ def static_generate(loaded, input_ids, attention_mask, config, clock, mode: str,
             if done or i + 1 == config.max_new_tokens or (stop_check and stop_check(all_ids[:, t: t + i + 1])):
                 break
             logits = decoder.step(nxt)
+    if streamer is not None:
+        streamer.end()  # as transformers' generate does: a TextIteratorStreamer's reader stops here
     ran = decoder.mode
     note = "graph reused from an earlier call" if reused else decoder.note
     return DecodeResult(sequences=all_ids[:, t: t + len(marks)].cpu(), logits=logits_seen, token_marks=marks,

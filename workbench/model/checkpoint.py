@@ -35,6 +35,7 @@ from typing import Callable, Iterable, Sequence
 
 from ..cache import atomic_write_json, atomic_write_text, building_dir, cache_dir
 from ..errors import CheckpointError, ChecksumMismatch, UnsafeCheckpoint
+from ..prompts.formats import CHAT_TEMPLATE_FILE, write_chat_template
 from .tensors import TensorInfo, expected_tensors, info_of, match_tensors, read_safetensors_header
 from .trust import (
     code_files,
@@ -69,7 +70,8 @@ MANIFEST = "SHA256SUMS"
 DEMO_MARKER, SYNTHETIC_MARKER = "workbench_demo", "workbench_synthetic"
 CONVERTED_WEIGHTS = "model.safetensors"  # a basename gptqmodel looks for
 SUPPORTED_BITS = (2, 3, 4, 8)  # AutoGPTQ's settings; kernels narrow this further
-CONVERTER_VERSION = 2  # bump when the converted copy's content would change (2: allow-listed side files)
+CONVERTER_VERSION = 3  # bump when the converted copy's content would change (2: allow-listed side files;
+#                       3: the chat template written)
 CONVERSION_NOTE = "workbench_converted.json"  # written last: its presence means the copy is complete
 _RACY_WINDOW_S = 2.0  # a file modified this close to its hashing may change unnoticed: don't cache
 _PROBE_BYTES = 1 << 20  # a cached digest is used only if three blocks this size still hash the same
@@ -223,6 +225,15 @@ def model_kind(path) -> str:
 def is_synthetic(path) -> bool:
     """True for checkpoints written by model/synthetic.py (random weights, not a trained model)."""
     return model_kind(path) == "synthetic"
+
+
+def read_generation_config(path) -> dict | None:
+    """The checkpoint's generation_config.json as plain JSON (None when it has none): the decoding
+    settings its authors shipped, shown beside the card's. Read as data, never as code."""
+    file = _folder(path) / "generation_config.json"
+    if not os.path.lexists(file):
+        return None
+    return read_json_config(file)  # a regular file holding a JSON object, or CheckpointError
 
 
 # --- hashing, with a cache that must prove itself -------------------------------------------------
@@ -598,6 +609,7 @@ def prepare_checkpoint(path, progress: bool = True, digests: dict[str, str] | No
                                   "and no index; rename them as model-0000N-of-0000M.safetensors with an index")
         with building_dir(final) as out:
             _copy_side_files(path, out, inputs, trust_remote_code)
+            _write_chat_template(out)
             for f, name in zip(files, names):
                 (out / name).symlink_to(f.resolve())
             _write_conversion_note(out, path, inputs, 0.0, linked=True, trust_remote_code=trust_remote_code)
@@ -611,6 +623,7 @@ def prepare_checkpoint(path, progress: bool = True, digests: dict[str, str] | No
     with building_dir(final) as out:
         sha = write_safetensors(out / CONVERTED_WEIGHTS, specs, state.__getitem__, {"format": "pt"}, progress)
         _copy_side_files(path, out, inputs, trust_remote_code)
+        _write_chat_template(out)
         _write_conversion_note(out, path, inputs, time.perf_counter() - started, linked=False,
                                trust_remote_code=trust_remote_code, weights_sha256=sha)
     return final
@@ -668,6 +681,13 @@ def _copy_side_files(src: Path, out: Path, inputs: dict[str, str], trust_remote_
             raise CheckpointError(f"{src / name} changed while the converted copy was made; try again")
         (out / name).write_bytes(data)
     refuse_remote_code(out, trust_remote_code)
+
+
+def _write_chat_template(out: Path) -> None:
+    """The copy is a folder the workbench creates: tools that read a chat template from a folder
+    find the model's there (a template the source folder brought is kept)."""
+    if not (out / CHAT_TEMPLATE_FILE).exists():
+        write_chat_template(out, "codefuse")
 
 
 def _write_conversion_note(out: Path, src: Path, inputs: dict[str, str], seconds: float, linked: bool,

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from ..cache import atomic_write_json, building_dir, cache_dir
 from ..errors import ConfigError, WorkbenchError
+from ..prompts.formats import chat_template, write_chat_template
 from .checkpoint import DEMO_MARKER, write_manifest
 from .libraries import import_gptqmodel
 
@@ -87,7 +88,8 @@ class DemoRecipe:
             raise ConfigError(f"bits={self.bits}, group_size={self.group_size}: the demo is 4-bit, group 32/64/128")
 
     def key(self) -> str:
-        """A short hash of the recipe, the Python release (its stdlib is the corpus) and torch."""
+        """A short hash of the recipe, the Python release (its stdlib is the corpus), torch and the
+        chat template written beside the tokenizer (a changed template is a changed folder)."""
         import torch
 
         ident = {
@@ -95,6 +97,7 @@ class DemoRecipe:
             "code": BUILD_CODE_VERSION,
             "python": platform.python_version(),
             "torch": torch.__version__.split("+")[0],
+            "chat_template": hashlib.sha256(chat_template("codefuse").encode()).hexdigest(),
         }
         return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -326,7 +329,8 @@ def train_tokenizer(path: Path, recipe: DemoRecipe) -> Path:
 
 
 def write_tokenizer_files(out: Path, recipe: DemoRecipe) -> None:
-    """The card's tokenizer settings: slow Llama tokenizer, legacy=False, pad = <unk>, left padding."""
+    """The card's tokenizer settings: slow Llama tokenizer, legacy=False, pad = <unk>, left padding;
+    the codefuse chat template beside them."""
     atomic_write_json(out / "tokenizer_config.json", {
         "tokenizer_class": "LlamaTokenizer", "legacy": False, "add_bos_token": False,
         "add_eos_token": False, "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>",
@@ -336,6 +340,7 @@ def write_tokenizer_files(out: Path, recipe: DemoRecipe) -> None:
     atomic_write_json(out / "special_tokens_map.json", {
         "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "pad_token": "<unk>",
     })
+    write_chat_template(out, "codefuse")
 
 
 def encode_conversation(sp, conv: Conversation) -> tuple[list[int], list[int]]:

@@ -37,7 +37,7 @@ from types import SimpleNamespace
 from ..errors import ConfigError, KernelUnavailable
 from ..measure import timed_s
 from ..prompts.tokenizer import load_tokenizer
-from .attention import apply_attention, attention_in_use
+from .attention import apply_attention, attention_applied, attention_in_use
 from .checkpoint import GPTQSettings, read_gptq_settings, weight_files
 from .loaded import LoadedModel, record_load
 
@@ -206,13 +206,13 @@ class ExLlamaV2Runner:
 
     def set_attn_implementation(self, name: str) -> None:
         """ExLlamaV2 picks its own attention (see `exllamav2_attention`); SDPA's backend switches,
-        which the workbench sets process-wide, still apply where it uses SDPA."""
+        which the workbench holds while this runner runs (`attention_applied`), apply where it uses SDPA."""
 
     def __call__(self, input_ids=None, **_):
         """Logits of every position ([B, T, V], float16 as ExLlamaV2 returns them), from an empty cache."""
         b, t = input_ids.shape
         cache = self._cache(b, t)
-        with _own_stream(self.device):
+        with _own_stream(self.device), attention_applied(self):
             logits = self.exl_model.forward(input_ids.cpu(), cache=cache)  # [B, T, V]
         return SimpleNamespace(logits=logits.to(self.device) if logits.device != self.device else logits)
 
@@ -283,7 +283,7 @@ class ExLlamaV2Decoder:
         if b != self.batch or t >= self.length:
             raise ConfigError(f"a batch of {b} x {t} does not fit this decoder ({self.batch} x {self.length})")
         self.cache.current_seq_len = 0
-        with _own_stream(self.runner.device):
+        with _own_stream(self.runner.device), attention_applied(self.runner):
             logits = self.runner.exl_model.forward(input_ids.cpu(), cache=self.cache, last_id_only=True)  # [B, 1, V]
         return logits[:, -1].to(self.runner.device).float()
 
@@ -291,7 +291,8 @@ class ExLlamaV2Decoder:
         """Feed one token per row ([B]); returns this step's [B, V] float32 logits."""
         import torch
 
-        with torch.profiler.record_function("wb::step"), _own_stream(self.runner.device):
+        with torch.profiler.record_function("wb::step"), _own_stream(self.runner.device), \
+                attention_applied(self.runner):
             logits = self.runner.exl_model.forward(token_ids.view(-1, 1).cpu(), cache=self.cache)  # [B, 1, V]
         return logits[:, -1].to(self.runner.device).float()
 
@@ -381,7 +382,7 @@ def load_exllamav2(path: Path, prepared: Path, kernel_requested: str, device: st
     Called by `load.load_model` after it has refused a folder's code hooks (unless trusted),
     checked the machine, verified `path`, matched its tensors with its config.json and converted
     it if needed; returns the same LoadedModel and LoadRecord as every engine.
-    `attention` sets SDPA's process-wide backend switches (workbench.attention), which ExLlamaV2's
+    `attention` picks SDPA's backends while the runner runs (workbench.attention), which ExLlamaV2's
     own SDPA calls obey: with cuDNN on, every new cache length builds a cuDNN plan (results/README)."""
     import json
 

@@ -10,6 +10,11 @@ import warnings
 # torchao (imported by gptqmodel and by transformers' quantizer checks) warns about CUDA-only
 # libraries it cannot load on a CPU machine, and torch about its own deprecations.
 _NOISY_IMPORT_LOGGERS = ("torchao", "torch.utils._pytree")
+# The libraries whose chatter quiet() hides, by the module a warning is attributed to (the one its
+# stacklevel points at): warnings from the user's own code, and the workbench's, still show.
+LIBRARIES = ("torch", "torchao", "transformers", "accelerate", "gptqmodel", "tokenicer", "defuser", "logbar",
+             "auto_gptq", "peft", "optimum", "datasets", "huggingface_hub", "triton", "safetensors")
+LIBRARY_MODULES = rf"^({'|'.join(LIBRARIES)})(\.|$)"
 
 
 def quiet_library_logs(verbose: bool = False) -> None:
@@ -45,11 +50,14 @@ def import_gptqmodel(verbose: bool = False):
 
 
 def quiet() -> None:
-    """Keep notebook output readable: library chatter off, our own results on."""
+    """Keep notebook output readable: the libraries' chatter off, our own results on.
+
+    Only the libraries' own warnings and loggers are silenced (LIBRARIES): a UserWarning or
+    FutureWarning from anything else in the process, the user's code included, still shows.
+    """
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    warnings.filterwarnings("ignore", category=UserWarning)
-    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", module=LIBRARY_MODULES)
     for name in ("transformers", "torch", "torchao", "accelerate", "gptqmodel", "datasets"):
         logging.getLogger(name).setLevel(logging.ERROR)
     if importlib.util.find_spec("gptqmodel") is not None:  # the AutoGPTQ environment has none

@@ -9,7 +9,14 @@ from pathlib import Path
 
 from ..environment import collect_env
 from ..measure import memory_snapshot, timed_s
-from .checkpoint import VerifyResult, checkpoint_hash, detect_layout, is_synthetic, read_gptq_settings
+from .checkpoint import (
+    VerifyResult,
+    checkpoint_hash,
+    detect_layout,
+    is_synthetic,
+    read_generation_config,
+    read_gptq_settings,
+)
 
 
 @dataclass
@@ -44,6 +51,7 @@ class LoadRecord:
     card_weights: bool | None = None
     trust_remote_code: bool = False  # what the caller allowed
     code_hooks: list[str] = field(default_factory=list)  # the folder's code hooks, present only when trusted
+    generation_config: dict | None = None  # the checkpoint's generation_config.json as read at load (None: none)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -68,6 +76,11 @@ class LoadedModel:
     # decode_mode="fast" (generation/fast.py): its FastConfig (None: the default) and the weights it built
     fast_config: object = None
     fast_weights: object = field(default=None, repr=False)
+
+    @property
+    def generation_config(self) -> dict | None:
+        """The checkpoint's generation_config.json, read at load (see DecodeConfig.from_generation_config)."""
+        return self.load_record.generation_config
 
     def release_decoder(self) -> None:
         """Drop the kept decoder: its cache and its graph's memory pool go with the last reference."""
@@ -136,4 +149,5 @@ def record_load(model, path, *, kernel: str, kernel_requested: str, backend: str
         verify_from_cache=list(verified.from_cache) if verified else None,
         card_weights=verified.card_weights if verified else None,
         trust_remote_code=trust_remote_code, code_hooks=list(code_hooks or []),
+        generation_config=read_generation_config(path),
     )

@@ -116,10 +116,17 @@ KERNELS: dict[str, KernelSpec] = {s.name: s for s in (
                dtypes=("float32", "float16", "bfloat16"),
                note="the first usable of: cpu: torch_fused, torch_aten, torch; "
                     "cuda: exllamav2, triton, torch. Marlin (minutes to build), machete (downloads) and "
-                    "bitblas run only when asked for; cpu_avx512 (re-quantizes) too"),
+                    "bitblas run only when asked for; cpu_avx512 (re-quantizes) too. In the AutoGPTQ "
+                    "environment, where gptqmodel is absent: cuda: autogptq-exllama (the card's), "
+                    "autogptq-exllamav2, then autogptq-cuda-old or autogptq-cuda (the checkpoint's act-order "
+                    "decides); cpu: autogptq-cuda-old or autogptq-cuda, as the torch fallback"),
 )}
 
-AUTO_ORDER = {"cpu": ("torch_fused", "torch_aten", "torch"), "cuda": ("exllamav2", "triton", "torch")}
+# Each environment has one engine, so the other engine's kernels are never usable there and `auto`
+# walks past them: gptqmodel's first, then AutoGPTQ's for the environment that has only AutoGPTQ.
+AUTO_ORDER = {"cpu": ("torch_fused", "torch_aten", "torch", "autogptq-cuda-old", "autogptq-cuda"),
+              "cuda": ("exllamav2", "triton", "torch", "autogptq-exllama", "autogptq-exllamav2", "autogptq-cuda-old",
+                       "autogptq-cuda")}
 _BY_QLINEAR = {s.qlinear: s.name for s in KERNELS.values() if s.qlinear}
 
 
@@ -231,6 +238,8 @@ def _device_problem(spec: KernelSpec, device: str) -> str | None:
 
 def _engine_problem(spec: KernelSpec) -> str | None:
     """Why this environment lacks the engine of `spec`: each engine lives in its own environment."""
+    if spec.name == AUTO:  # it picks from every engine's kernels (AUTO_ORDER)
+        return None
     if spec.engine == "autogptq":
         return environment_problem()
     if spec.engine == "exllamav2":

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from ..cache import atomic_write_json, building_dir
 from ..errors import CheckpointError, ConfigError
+from ..prompts.formats import write_chat_template
 from .checkpoint import (
     SYNTHETIC_MARKER,
     Layout,
@@ -361,6 +362,7 @@ def _write_side_files(out: Path, arch: LlamaArch, layout: Layout, bits: int, gro
     })
     atomic_write_json(out / "special_tokens_map.json",
                       {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "pad_token": "<unk>"})
+    write_chat_template(out, "codefuse")
     atomic_write_json(out / "workbench_synthetic.json", {
         "note": SYNTHETIC_NOTE, "arch": dataclasses.asdict(arch), "layout": layout.value, "bits": bits,
         "group_size": group_size, "desc_act": desc_act, "sym": sym, "seed": seed,

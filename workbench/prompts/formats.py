@@ -10,14 +10,13 @@ content, separator, eos); encoding and the token view work from the same segment
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from pathlib import Path
 
+from ..cache import atomic_write_json, atomic_write_text
 from ..errors import PromptError
-
-if TYPE_CHECKING:
-    pass
 
 EOS_TEXT = "</s>"
 ROLES = ("system", "human", "bot")
@@ -227,3 +226,23 @@ def chat_template(format: str | PromptFormat = "codefuse") -> str:
     # JSON values are Jinja literals too (strings with their escapes, dicts, true/false)
     header = "".join(f"{{%- set {name} = {json.dumps(value)} -%}}\n" for name, value in settings.items())
     return f"{{#- CodeFuse Workbench prompt format {fmt.name} -#}}\n" + header + _CHAT_TEMPLATE_BODY.strip()
+
+
+CHAT_TEMPLATE_FILE = "chat_template.jinja"  # where transformers (4.43+) reads a folder's template
+TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
+
+
+def write_chat_template(folder: str | os.PathLike, format: str | PromptFormat = "codefuse") -> Path:
+    """Write the format's chat template into a model folder, where tools that read one find it:
+    `chat_template.jinja`, and the `chat_template` key of `tokenizer_config.json` when the folder
+    has that file (older transformers read only the key). Returns the template file's path."""
+    folder = Path(folder)
+    template = chat_template(format)
+    atomic_write_text(folder / CHAT_TEMPLATE_FILE, template + "\n")
+    config_file = folder / TOKENIZER_CONFIG_FILE
+    if config_file.is_file():
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+        if not isinstance(config, dict):
+            raise PromptError(f"{config_file} does not hold a JSON object; cannot add the chat template to it")
+        atomic_write_json(config_file, {**config, "chat_template": template})
+    return folder / CHAT_TEMPLATE_FILE

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -138,3 +140,50 @@ def _check_against_sentencepiece(tokenizer: PreTrainedTokenizerBase, model_file:
             f"encode like SentencePiece: {_SELF_CHECK_TEXT!r} gave {got}, SentencePiece {expected}. "
             "Update workbench.prompts._sentencepiece_tokenizer for this transformers version."
         )
+
+
+# --- Agreement with SentencePiece --------------------------------------------------------------
+
+@dataclass(frozen=True)
+class TokenizerAgreement:
+    """How a tokenizer's ids compare with SentencePiece's own over a set of texts.
+
+    `example` is the first text that differs: its index, a stretch of text around the first
+    differing token, and the next few ids and pieces on each side from there.
+    """
+
+    texts: int
+    disagreeing: int
+    example: dict | None = None
+
+    @property
+    def agree(self) -> bool:
+        return self.disagreeing == 0
+
+    def to_dict(self) -> dict:
+        return {"texts": self.texts, "disagreeing": self.disagreeing, "example": self.example}
+
+
+def compare_with_sentencepiece(tokenizer: PreTrainedTokenizerBase, model_file: str | os.PathLike,
+                               texts: Sequence[str], example_tokens: int = 4) -> TokenizerAgreement:
+    """Encode every text with `tokenizer` (no special tokens added) and with SentencePiece on
+    `model_file`, the ids the model was trained on; count the texts whose ids differ."""
+    import sentencepiece
+
+    sp = sentencepiece.SentencePieceProcessor(model_file=str(_find_tokenizer_model(Path(model_file))))
+    disagreeing, example = 0, None
+    for index, text in enumerate(texts):
+        expected, got = sp.encode(text), tokenizer.encode(text, add_special_tokens=False)
+        if got == expected:
+            continue
+        disagreeing += 1
+        if example is None:
+            at = next((i for i, (a, b) in enumerate(zip(got, expected)) if a != b), min(len(got), len(expected)))
+            start = len(sp.decode(expected[:at]))  # where the first differing token begins in the text
+            ids, sp_ids = got[at: at + example_tokens], expected[at: at + example_tokens]
+            example = {
+                "index": index, "token": at, "text": text[max(0, start - 12): start + 24],
+                "ids": ids, "pieces": tokenizer.convert_ids_to_tokens(ids),
+                "sentencepiece_ids": sp_ids, "sentencepiece_pieces": [sp.id_to_piece(i) for i in sp_ids],
+            }
+    return TokenizerAgreement(texts=len(texts), disagreeing=disagreeing, example=example)

@@ -1,9 +1,13 @@
-"""Token views: each token placed back on the text by its character offsets, and format diffs.
+"""Token views: each token placed back on the text by its character offsets, and format diffs,
+as tables (`token_view`, `diff_formats`) and as strips of coloured spans (`token_strip`,
+`compare_formats`) that a notebook or a rendered report shows as they are: plain HTML with inline
+styles, no scripts.
 """
 
 from __future__ import annotations
 
 import difflib
+import html
 import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -131,7 +135,16 @@ def diff_formats(
     """
     view_a = token_view(tokenizer, messages, a, add_generation_prompt)
     view_b = token_view(tokenizer, messages, b, add_generation_prompt)
+    return _diff_table(view_a, view_b, get_format(a).name, get_format(b).name)
+
+
+def _differing_stretches(view_a: pd.DataFrame, view_b: pd.DataFrame) -> list[tuple[str, int, int, int, int]]:
+    """difflib's opcodes over the two token id sequences, the equal stretches left out."""
     matcher = difflib.SequenceMatcher(a=list(view_a["id"]), b=list(view_b["id"]), autojunk=False)
+    return [op for op in matcher.get_opcodes() if op[0] != "equal"]
+
+
+def _diff_table(view_a: pd.DataFrame, view_b: pd.DataFrame, name_a: str, name_b: str) -> pd.DataFrame:
     rows = [
         {
             "change": change,
@@ -144,10 +157,116 @@ def diff_formats(
             "a_text": "".join(view_a["text"][a0:a1]),
             "b_text": "".join(view_b["text"][b0:b1]),
         }
-        for change, a0, a1, b0, b1 in matcher.get_opcodes()
-        if change != "equal"
+        for change, a0, a1, b0, b1 in _differing_stretches(view_a, view_b)
     ]
     columns = ["change", "a_start", "a_end", "b_start", "b_end", "a_pieces", "b_pieces", "a_text", "b_text"]
     diff = pd.DataFrame(rows, columns=columns)
-    diff.attrs.update(a=get_format(a).name, b=get_format(b).name, a_tokens=len(view_a), b_tokens=len(view_b))
+    diff.attrs.update(a=name_a, b=name_b, a_tokens=len(view_a), b_tokens=len(view_b))
     return diff
+
+
+# --- Strips ------------------------------------------------------------------------------------
+
+# Neighbouring pieces alternate colours so that every boundary shows. Content gets pastel hues;
+# what the format adds gets its own families: role tags greys, separators yellows, </s> reds.
+_CONTENT_COLOURS = ("#cfe3ff", "#ffe2bf", "#d5f0cf", "#f5d3ea", "#e3dbff", "#cdeeee")
+_PART_COLOURS = {"role_tag": ("#d4d4d4", "#b9b9b9"), "separator": ("#fbe38e", "#f5cf4f"),
+                 "eos": ("#f7a8a8", "#ee8080")}
+_PART_NAMES = {"role_tag": "role tag", "content": "content", "separator": "the format's own text", "eos": "</s>"}
+_STRIP_STYLE = ("font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; font-size: 13px; "
+                "line-height: 2.1; white-space: pre-wrap; overflow-wrap: anywhere")
+_DIFF_STYLE = "outline: 2px solid #c62828; outline-offset: -2px"
+
+
+class TokenStrip:
+    """A prompt's tokens as a strip of coloured spans, one per token: role tags shaded apart from
+    content, each token's id and piece on hover. Jupyter shows it as HTML; `table` is the
+    token_view table behind it, and `html()` the markup, for a report or a file."""
+
+    def __init__(self, table: pd.DataFrame, title: str = ""):
+        self.table = table
+        self.title = title
+
+    def html(self, highlight: Sequence[int] = (), legend: bool = True) -> str:
+        """The strip as HTML; the tokens at the positions in `highlight` are outlined."""
+        marked = set(highlight)
+        spans = [_token_span(row, position, position in marked)
+                 for position, row in enumerate(self.table.itertuples(index=False))]
+        head = f"<div style=\"font-weight: 600; margin: .2em 0\">{html.escape(self.title)}</div>" if self.title else ""
+        key = _legend(bool(marked)) if legend else ""
+        return f"<div>{head}{key}<div style=\"{_STRIP_STYLE}\">{''.join(spans)}</div></div>"
+
+    def _repr_html_(self) -> str:
+        return self.html()
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+
+def _token_span(row, position: int, differs: bool) -> str:
+    shades = _PART_COLOURS.get(row.part.split("+")[0], _CONTENT_COLOURS)
+    style = f"background: {shades[position % len(shades)]}; border-radius: 2px; padding: 1px 0"
+    shown = row.text.replace("\n", "\u21b5\n")  # a visible mark where a token holds a newline
+    if not shown:  # a token that covers no text of its own: SentencePiece's dummy prefix (▁)
+        shown, style = row.piece, style + "; color: #777"
+    if _BYTE_PIECE.fullmatch(row.piece):
+        style += "; font-style: italic; color: #555"
+    if differs:
+        style += f"; {_DIFF_STYLE}"
+    hover = f"#{position} id {row.id} piece {row.piece!r} | {row.part}, {row.role or 'no role'}"
+    return f'<span title="{html.escape(hover)}" style="{style}">{html.escape(shown)}</span>'
+
+
+def _legend(with_diff: bool) -> str:
+    items = [(name, (_PART_COLOURS.get(part) or _CONTENT_COLOURS)[0], "") for part, name in _PART_NAMES.items()]
+    if with_diff:
+        items.append(("differs from the other format", "#ffffff", f"; {_DIFF_STYLE}"))
+    chips = "".join(f'<span style="background: {colour}; padding: 0 .4em; margin-right: .6em; border-radius: 2px'
+                    f'{extra}">{html.escape(name)}</span>' for name, colour, extra in items)
+    return f'<div style="font-size: 12px; margin: .2em 0 .4em">{chips}<span style="color: #666">hover a token ' \
+           f"for its id and piece</span></div>"
+
+
+def token_strip(
+    tokenizer: PreTrainedTokenizerBase,
+    messages_or_text: Sequence[Message] | str,
+    format: str | PromptFormat = "codefuse",
+    add_generation_prompt: bool = True,
+) -> TokenStrip:
+    """`token_view` drawn as the text it encodes, one coloured span per token (see TokenStrip)."""
+    table = token_view(tokenizer, messages_or_text, format, add_generation_prompt)
+    return TokenStrip(table, f"{get_format(format).name}: {len(table)} tokens")
+
+
+class FormatComparison:
+    """Two formats' strips side by side, the stretches of tokens that differ outlined; `diff` is
+    diff_formats' table of those stretches."""
+
+    def __init__(self, a: TokenStrip, b: TokenStrip, diff: pd.DataFrame):
+        self.a, self.b, self.diff = a, b, diff
+
+    def html(self) -> str:
+        marks_a = [i for row in self.diff.itertuples() for i in range(row.a_start, row.a_end)]
+        marks_b = [i for row in self.diff.itertuples() for i in range(row.b_start, row.b_end)]
+        column = "flex: 1 1 0; min-width: 0"
+        return (f"<div>{_legend(True)}<div style=\"display: flex; gap: 1.5em; align-items: flex-start\">"
+                f"<div style=\"{column}\">{self.a.html(marks_a, legend=False)}</div>"
+                f"<div style=\"{column}\">{self.b.html(marks_b, legend=False)}</div></div>"
+                f"<div style=\"font-size: 12px; color: #666\">{len(self.diff)} differing stretch(es)</div></div>")
+
+    def _repr_html_(self) -> str:
+        return self.html()
+
+
+def compare_formats(
+    tokenizer: PreTrainedTokenizerBase,
+    messages: Sequence[Message],
+    a: str | PromptFormat,
+    b: str | PromptFormat,
+    add_generation_prompt: bool = True,
+) -> FormatComparison:
+    """The conversation in formats `a` and `b`, strips side by side, where their tokens differ outlined."""
+    strip_a = token_strip(tokenizer, messages, a, add_generation_prompt)
+    strip_b = token_strip(tokenizer, messages, b, add_generation_prompt)
+    diff = _diff_table(strip_a.table, strip_b.table, get_format(a).name, get_format(b).name)
+    return FormatComparison(strip_a, strip_b, diff)

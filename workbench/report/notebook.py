@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ..cache import atomic_write_json
 from ..errors import ConfigError
+from ..generation.config import DecodeConfig, unexpressed_settings
 from ..generation.record import GenerationRecord
 from ..model.checkpoint import model_kind
 from ..model.libraries import quiet
@@ -98,6 +99,27 @@ def summary(record):
         rows["decode mode note"] = record.decode_note
     if gen.get("peak_allocated_gb") is not None:
         rows["GPU peak allocated / reserved (GB)"] = f"{gen['peak_allocated_gb']:.2f} / {gen['peak_reserved_gb']:.2f}"
+        if gen.get("device_used_gb") is not None:  # records from before the field have none
+            used, total = gen["device_used_gb"], gen["device_total_gb"]
+            rows["GPU in use, device-wide (GB, driver)"] = f"{used:.2f} of {total:.2f}"
     else:
         rows["process RSS / peak (GB)"] = f"{gen.get('rss_gb', 0):.2f} / {gen.get('peak_rss_gb', 0):.2f}"
     return pd.DataFrame({"value": rows})
+
+
+def decoding_settings(loaded, config: DecodeConfig):
+    """This run's decoding settings beside the card's quick-start and the checkpoint's own
+    generation_config.json (read at load), one column each; settings the file makes that a
+    DecodeConfig cannot express are named in the last row."""
+    import pandas as pd
+
+    columns = {"this run": config, "card quick-start": DecodeConfig.card()}
+    left_out = []
+    if loaded.generation_config is not None:
+        left_out = unexpressed_settings(loaded.generation_config)
+        columns["checkpoint (generation_config.json)"] = DecodeConfig.from_generation_config(
+            loaded.generation_config, ignore=left_out)
+    table = pd.DataFrame({name: {k: str(v) for k, v in c.to_dict().items()} for name, c in columns.items()})
+    if loaded.generation_config is not None:
+        table.loc["not expressible (left out)"] = ["", "", ", ".join(left_out) or "none"]
+    return table

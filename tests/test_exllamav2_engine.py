@@ -186,7 +186,7 @@ def test_the_engine_loop_makes_transformers_tokens_and_a_full_record(engine, dem
     mine, theirs = generate(engine, messages, config), generate(reference, messages, config)
     assert mine.token_ids == theirs.token_ids and mine.stop_reason == theirs.stop_reason
     assert mine.kernel == engine.load_record.kernel == "exllamav2-engine" and mine.decode_mode == "exllamav2"
-    assert mine.decode_mode_requested == "eager" and "ExLlamaV2's own model" in mine.decode_note
+    assert mine.decode_mode_requested == "auto" and "ExLlamaV2's own model" in mine.decode_note
     assert mine.attention == "exllamav2-sdpa (sdpa-no-cudnn)"  # its SDPA obeys the workbench's switches
     assert len(mine.token_times_s) == mine.new_tokens and mine.token_times_s == sorted(mine.token_times_s)
     assert mine.prefill_s <= mine.ttft_s == mine.token_times_s[0]

@@ -307,18 +307,19 @@ class FakeWorkload:
     handed to on_record as it "finishes", as the runner does.
     """
 
-    def __init__(self, wrong=(), fail_on_call=None):
+    def __init__(self, wrong=(), fail_on_call=None, reverse=False):
         self.calls: list[str] = []
         self.seeds: list = []
         self.workloads: list = []
         self.wrong = set(wrong)
-        self.fail_on_call = fail_on_call
+        self.fail_on_call, self.reverse = fail_on_call, reverse
         self.by_prompt = {build_prompt(p): p for p in PROBLEMS.values()}
 
     def __call__(self, loaded, items, config, workload, *, format, on_record):
         assert loaded.name == "fake" and format == "raw" and isinstance(config, generation.DecodeConfig)
         self.workloads.append(workload)
-        for index, item in enumerate(items):
+        order = list(enumerate(items))
+        for index, item in (order[::-1] if self.reverse else order):  # rows may end in any order
             problem = self.by_prompt[item.prompt]
             self.calls.append(problem.task_id)
             self.seeds.append(item.seed)
@@ -370,6 +371,14 @@ def test_run_generates_extracts_evaluates_and_writes(monkeypatch, tmp_path):
     assert [t["completion"] for t in theirs] == [line["completion"] for line in lines]
     assert [(t["passed"], t["result"]) for t in theirs][:1] == [(True, "passed")]
     assert theirs[1]["passed"] is False and theirs[1]["result"] == "failed: "  # str(AssertionError()), as theirs
+
+
+def test_samples_end_in_any_order_and_the_finished_file_reads_in_task_order(monkeypatch, tmp_path):
+    fake = FakeWorkload(reverse=True)
+    monkeypatch.setattr(humaneval.runner, "run_workload", fake)
+    humaneval.run(LOADED, limit=3, out=tmp_path)
+    assert fake.calls == ["HumanEval/2", "HumanEval/1", "HumanEval/0"]
+    assert [line["task_id"] for line in _lines(tmp_path / "generations.jsonl")] == [f"HumanEval/{i}" for i in range(3)]
 
 
 def test_human_evals_own_evaluator_reads_the_results_file_and_agrees(monkeypatch, tmp_path):

@@ -19,7 +19,15 @@ from ..generation.config import DecodeConfig
 from ..generation.workload import WorkItem, WorkloadConfig, run_workload
 from ..model.libraries import quiet
 from ..model.load import load_model, resolve_model
-from .protocol import CARD_PASS_AT_1, HumanEvalError, Problem, build_prompt, extract_completion, load_problems
+from .protocol import (
+    CARD_PASS_AT_1,
+    HumanEvalError,
+    Problem,
+    build_prompt,
+    extract_completion,
+    load_problems,
+    task_number,
+)
 from .sandbox import SandboxLimits
 from .score import DEFAULT_TIMEOUT_S, EvalReport, ScoringPool
 
@@ -92,7 +100,8 @@ def generate_answers(loaded, config: DecodeConfig, problems: Sequence[Problem], 
     """Append a generations.jsonl line to `out` for each sample of `problems` that has none yet,
     on the workload runner (`workload`: its batch size and mode; default WorkloadConfig()).
 
-    Returns every finished line of the file by `line_key` (the task id when n_samples is 1).
+    Returns every finished line of the file by `line_key` (the task id when n_samples is 1). Lines
+    are appended as samples finish, in any order; when all are in, the file is rewritten in task order.
     `on_line(line)` sees each new line once it is on disk. Lines made with another DecodeConfig are
     refused, so one file never mixes two configs.
     """
@@ -133,6 +142,9 @@ def generate_answers(loaded, config: DecodeConfig, problems: Sequence[Problem], 
             items = [WorkItem(prompt=build_prompt(p),
                               seed=sample_seed(config, p.task_id, i) if config.do_sample else None) for p, i in todo]
             run_workload(loaded, items, config, workload, format="raw", on_record=finished)
+    if todo:  # samples end in any order; once all are in, the file reads in task order (a sweep merges by it)
+        ordered = sorted(done.values(), key=lambda line: (task_number(line["task_id"]), line.get("sample", 0)))
+        atomic_write_text(path, "".join(json.dumps(line) + "\n" for line in ordered))
     return done
 
 

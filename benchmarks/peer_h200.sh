@@ -5,8 +5,13 @@
 #   bash benchmarks/peer_h200.sh          (from the repository root, with $KIT beside it)
 # Needs $KIT (default .gpu/exl2): wheelhouse/ (../shared/gpu-kit/wheelhouse.sh), wheels/ (exllamav2
 # 0.3.2 and its needs the machine lacks: fastparquet, cramjam, websockets, as cp312 wheels),
-# kit/ (../shared/gpu-kit) and repo/ (this branch's workbench/ and benchmarks/, which run from
-# there so that the checkout's own package does not shadow them).
+# kit/ (../shared/gpu-kit) and src/ (this checkout's workbench/ and benchmarks/, which run from
+# there so that the checkout's own package does not shadow them; `repo/` in the first calls).
+# The same folder serves benchmarks/workload_h200.sh when it also holds demo/ and tokenizer.model
+# (both scripts keep the builds and the checkpoint under /tmp/wb-data, so a second call on a
+# still-warm machine reuses them).
+# DURING_BUILDS: a command run while the extensions build, from src/ (output: during_builds.txt),
+# for example `python3 benchmarks/runner_check.py $KIT/demo --kernel torch --device cuda`.
 # Writes under $OUT (packed into results.tar.gz; seven files, so that a call cut short still returns
 # them all): machine.txt (with the registry and the checkpoint), build_exllamav2.log,
 # build_marlin.log, probe.txt/json (PROBE=0 skips the probe), bench_peer.txt/json.
@@ -29,7 +34,9 @@ source "$KIT/kit/install.sh" "$KIT/wheelhouse" >/dev/null
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site "$KIT"/wheels/*.whl \
   || { say "installing the exllamav2 wheels failed"; exit 1; }
 say "wheels installed"
-cd "$KIT/repo" || exit 1
+KIT=$(cd "$KIT" && pwd)
+src=$KIT/src; [ -d "$src" ] || src=$KIT/repo
+cd "$src" || exit 1
 export PYTHONPATH=$PWD:/tmp/site PYTHONUNBUFFERED=1 WORKBENCH_CACHE=/tmp/wb-data/cache
 export GPTQMODEL_TORCH_EXTENSIONS_DIR=/tmp/wb-data/ext TORCH_EXTENSIONS_DIR=/tmp/wb-data/torch-ext
 export TORCH_CUDA_ARCH_LIST=9.0  # Hopper only
@@ -58,6 +65,11 @@ python3 -m workbench synthetic "$syn" --arch codefuse-34b --layout autogptq_safe
 if [ "${PROBE:-1}" = 1 ]; then
   say "probe: the GEMV configurations and the decode attention, per shape"
   timeout 200 python3 benchmarks/gemv_probe.py "$syn" --out "$OUT/probe.json" 2>&1 | grep -v "^\s*$" | tee "$OUT/probe.txt"
+fi
+if [ -n "${DURING_BUILDS:-}" ]; then
+  say "during the builds: $DURING_BUILDS"
+  timeout "${DURING_BUILDS_S:-240}" bash -c "$DURING_BUILDS" 2>&1 | grep -v "^\s*$\|%|\|^WARN\|^INFO" \
+    | tee "$OUT/during_builds.txt"
 fi
 say "waiting for the builds"
 wait "$exl_build"; tail -1 "$OUT/build_exllamav2.log"

@@ -9,7 +9,8 @@ can be proven (`prove_equal(loaded, "fast")`) and measured beside the one before
 - `fuse`: q/k/v and gate/up are one quantized GEMM each, their checkpoint tensors
   concatenated along the output dimension at load (the loaded kernel's own class, built again);
 - `compile`: the non-GEMM part of a layer (norms, rotary, residual adds, SwiGLU) as a few
-  torch.compile'd kernels inside the captured step;
+  torch.compile'd kernels inside the captured step, and in the prefill (compiled there for any
+  prompt length: ExLlamaV2's prefill led ours by its fused norm and SwiGLU kernels);
 - `attention="filled"`: a Triton kernel that reads only the filled part of the cache, its
   length taken from a device buffer (model/triton_kernels.py), instead of SDPA over the whole cache;
 - `gemm="triton"`: the workbench's batch-1 4-bit GEMV (model/triton_kernels.py) on the fused weights
@@ -347,17 +348,20 @@ def swiglu(gate_up, intermediate: int):
 
 
 @functools.cache
-def _compiled(name: str):
-    """One torch.compile'd copy of each piece per process: every layer shares its compiled code."""
+def _compiled(name: str, dynamic: bool):
+    """One torch.compile'd copy of each piece per process and use: every layer shares its compiled
+    code. The decode step's copy has fixed shapes (it is captured in the graph); the prefill's is
+    compiled for any prompt length (`dynamic=True`), so a new length neither recompiles it nor
+    runs into the recompile limit, past which torch.compile would quietly run the piece uncompiled."""
     import torch
 
     fn = {"add_norm": add_norm, "rms_norm": rms_norm, "split_rotate": split_rotate, "swiglu": swiglu}[name]
-    return torch.compile(fn, dynamic=False, fullgraph=True)
+    return torch.compile(fn, dynamic=dynamic, fullgraph=True)
 
 
-def _pieces(compiled: bool) -> dict:
+def _pieces(compiled: bool, dynamic: bool = False) -> dict:
     names = ("add_norm", "rms_norm", "split_rotate", "swiglu")
-    return {n: _compiled(n) for n in names} if compiled else {n: globals()[n] for n in names}
+    return {n: _compiled(n, dynamic) for n in names} if compiled else {n: globals()[n] for n in names}
 
 
 # --- the decoder ----------------------------------------------------------------------------------
@@ -402,6 +406,7 @@ class FastDecoder(CapturedStep):
         self.attention = triton_kernels.DecodeAttention(batch, self.heads, self.kv, self.head_dim, self.device) \
             if config.attention == "filled" else None
         self.fn = _pieces(config.compile)
+        self.prefill_fn = _pieces(config.compile, dynamic=True)  # the prefill's norms, rotary, SwiGLU: any length
         self.graph_wanted = config.graph and cuda  # no CUDA graphs elsewhere: the note says so
         self.graph, self.graph_note, self.logits = None, "", None
 
@@ -422,19 +427,20 @@ class FastDecoder(CapturedStep):
                               "of equal length or one prompt per call")
         if b != self.batch or t >= self.length:
             raise ConfigError(f"a batch of {b} x {t} does not fit this decoder ({self.batch} x {self.length})")
+        fn = self.prefill_fn
         with torch.inference_mode():
             x = self.embed(input_ids)  # [B, T, H]
             cos, sin = self.cos_table[:t][None, None], self.sin_table[:t][None, None]  # [1, 1, T, D]
-            h = rms_norm(x, self.w.layers[0].ln_in, self.eps)
+            h = fn["rms_norm"](x, self.w.layers[0].ln_in, self.eps)
             for i, layer in enumerate(self.w.layers):
-                q, k, v = split_rotate(layer.qkv(h), cos, sin, self.heads, self.kv, self.head_dim)
+                q, k, v = fn["split_rotate"](layer.qkv(h), cos, sin, self.heads, self.kv, self.head_dim)
                 self.k_cache[i, :, :, :t] = k
                 self.v_cache[i, :, :, :t] = v
                 a = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.scale,
                                                                      enable_gqa=True)  # [B, H, T, D]
-                x, h = add_norm(x, layer.o(a.transpose(1, 2).reshape(b, t, -1)), layer.ln_post, self.eps)
+                x, h = fn["add_norm"](x, layer.o(a.transpose(1, 2).reshape(b, t, -1)), layer.ln_post, self.eps)
                 nxt = self.w.layers[i + 1].ln_in if i + 1 < len(self.w.layers) else self.final_norm
-                x, h = add_norm(x, layer.down(swiglu(layer.gate_up(h), self.inter)), nxt, self.eps)
+                x, h = fn["add_norm"](x, layer.down(fn["swiglu"](layer.gate_up(h), self.inter)), nxt, self.eps)
             logits = self.lm_head(h[:, -1:])[:, -1].float()  # [B, V]
         self.mask.fill_(self.min)[..., :t] = 0.0
         self.pos.fill_(t)

@@ -41,6 +41,9 @@ def test_config_is_validated():
     with pytest.raises(ConfigError, match="dense_prefill_rows"):
         FastConfig(dense_prefill_rows=-1)
     assert FastConfig(dense_prefill_rows=32).needs_packed() and not FastConfig().needs_packed()
+    with pytest.raises(ConfigError, match="FastConfig.store_in_rotary=True.*compile=False"):
+        FastConfig(store_in_rotary=True)
+    assert "cache write in the rotary kernel" in FastConfig(compile=True, store_in_rotary=True).describe()
 
 
 def test_packed_weight_is_the_checkpoint_weight():

@@ -115,7 +115,8 @@ def test_bad_input_is_refused_by_name(demo_loaded):
                           ({"batch_size": True}, "batch_size"), ({"decode_mode": "fast"}, "decode_mode"),
                           ({"decode_mode": "turbo"}, "decode_mode"),
                           ({"top_logprobs": -1}, "top_logprobs"), ({"batch_size": 4, "refill_min": 5}, "refill_min"),
-                          ({"prefill_tokens": 0}, "prefill_tokens")]:
+                          ({"prefill_tokens": 0}, "prefill_tokens"), ({"dense_prefill_rows": -1}, "dense_prefill_rows"),
+                          ({"dense_prefill_rows": True}, "dense_prefill_rows")]:
         with pytest.raises(ConfigError, match=match):
             WorkloadConfig(**fields)
     with pytest.raises(ConfigError, match="max_new_tokens"):
@@ -129,8 +130,50 @@ def test_bad_input_is_refused_by_name(demo_loaded):
         run_workload(demo_loaded, [], progress=False)
     with pytest.raises(ConfigError, match="needs a CUDA device"):
         run_workload(demo_loaded, ["x"], decode_mode="graph", progress=False)
+    with pytest.raises(ConfigError, match="dense_prefill_rows=8 works on the slot loop's prefill"):
+        run_workload(demo_loaded, ["x"], decode_mode="eager", dense_prefill_rows=8, progress=False)
     with pytest.raises(ConfigError, match="beam search"):
         run_workload(demo_loaded, ["x"], wb.DecodeConfig.greedy(num_beams=2), decode_mode="static", progress=False)
+
+
+def test_dense_prefill_answers_equal_the_kernels_and_records_say_which_ran(demo_loaded):
+    """Prefill passes of at least N rows dequantize each weight once and run a dense GEMM; the
+    decode steps keep the loaded kernel. Its greedy answers are the plain runner's, except at near
+    ties; each record says whether its own prompt's pass ran dense; the copies go with release."""
+    from workbench.generation.fast import DensePrefill
+
+    config = wb.DecodeConfig.greedy(max_new_tokens=5)
+    prompts = [WorkItem(prompt=p, max_new_tokens=1 + i % 5) for i, p in enumerate(PROMPTS[:12])]  # rows end apart
+    plain = run_workload(demo_loaded, prompts, config, format="raw", batch_size=4, decode_mode="static",
+                         progress=False)
+    calls = []
+    real = DensePrefill.applied
+
+    def applied(self, rows):
+        calls.append(rows)
+        return real(self, rows)
+
+    try:
+        DensePrefill.applied = applied
+        # the first pass (4 prompts) is above the threshold, the one-prompt refills below it
+        dense = run_workload(demo_loaded, prompts, config, format="raw", batch_size=4, decode_mode="static",
+                             progress=False, refill_min=1, dense_prefill_rows=600)
+    finally:
+        DensePrefill.applied = real
+    assert any(c >= 600 for c in calls) and any(c < 600 for c in calls), calls
+    ids = [wb.encode_prompt(demo_loaded.tokenizer, [{"role": "human", "content": p.prompt}], format="raw")
+           for p in prompts]
+    eq = compare_answers(demo_loaded, ids, [r.token_ids for r in plain], [r.token_ids for r in dense])
+    assert eq.passed, eq.divergences
+    notes = [r.decode_note for r in dense]
+    assert all("dense prefill from 600 rows" in n for n in notes)
+    assert any("ran dequantize + cuBLAS" in n for n in notes) and any("ran the loaded kernel" in n for n in notes)
+    assert not any("dense" in r.decode_note for r in plain)
+    # the module's own forward is back after each pass: a plain run again gives the plain answers
+    again = run_workload(demo_loaded, prompts, config, format="raw", batch_size=4, decode_mode="static",
+                         progress=False)
+    assert [r.token_ids for r in again] == [r.token_ids for r in plain]
+    assert demo_loaded.dense_prefill is not None and demo_loaded.dense_prefill.min_rows == 600
 
 
 def test_a_batch_that_does_not_fit_names_one_that_would_and_keeps_what_finished(demo_loaded, monkeypatch):

@@ -17,7 +17,9 @@ can be proven (`prove_equal(loaded, "fast")`) and measured beside the one before
   for one-row inputs; inputs of several rows (prefill, batches) go through the loaded kernel's
   own layers, unfused, or the dense path below;
 - `dense_prefill_rows`: prefills of at least this many rows dequantize each weight once and
-  run a dense fp16 GEMM, ExLlamaV2's own switch.
+  run a dense fp16 GEMM, ExLlamaV2's own switch;
+- `store_in_rotary`: the new token's keys and values are written to the cache inside the
+  compiled rotary kernel rather than by two copies of their own per layer.
 
 The step lives in `FastDecoder`, which static.py's loop drives like its own decoders: static
 buffers, its own KV cache ([layers, B, KV heads, length, head dim]) and, on CUDA, the step
@@ -28,6 +30,7 @@ one batch must have one length (no padding).
 from __future__ import annotations
 
 import functools
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,13 +53,14 @@ class FastConfig:
     attention: str = "sdpa"  # "sdpa": the whole static cache under a mask; "filled": only the filled part (CUDA)
     gemm: str = "kernel"  # "kernel": the loaded kernel's GEMM; "triton": the workbench's 4-bit GEMV for one row (CUDA)
     dense_prefill_rows: int = 0  # prefills of at least this many rows: dequantize once + dense GEMM; 0 = never
+    store_in_rotary: bool = False  # the new token's keys and values written to the cache by the compiled rotary
     graph: bool = True  # capture the step in a CUDA graph (on CUDA)
 
     def __post_init__(self):
         def bad(name, allowed):
             raise ConfigError(f"FastConfig.{name}={getattr(self, name)!r} is invalid: allowed {allowed}")
 
-        for name in ("fuse", "compile", "graph"):
+        for name in ("fuse", "compile", "graph", "store_in_rotary"):
             if not isinstance(getattr(self, name), bool):
                 bad(name, "True or False")
         if self.attention not in FAST_ATTENTIONS:
@@ -67,11 +71,14 @@ class FastConfig:
             bad("gemm", "'kernel' when fuse=False (the Triton GEMV runs the fused weights)")
         if not (isinstance(self.dense_prefill_rows, int) and self.dense_prefill_rows >= 0):
             bad("dense_prefill_rows", "an integer >= 0 (0 = never)")
+        if self.store_in_rotary and not self.compile:
+            bad("store_in_rotary", "False when compile=False (the store is fused into the compiled rotary kernel)")
 
     def describe(self) -> str:
         return (f"{'fused' if self.fuse else 'separate'} q/k/v and gate/up, GEMM {self.gemm}, "
                 f"attention {self.attention}, "
-                f"compile {'on' if self.compile else 'off'}, dense prefill "
+                f"compile {'on' if self.compile else 'off'}"
+                f"{' (cache write in the rotary kernel)' if self.store_in_rotary else ''}, dense prefill "
                 f"{'from ' + str(self.dense_prefill_rows) + ' rows' if self.dense_prefill_rows else 'off'}")
 
     def needs_packed(self) -> bool:
@@ -305,6 +312,65 @@ def _build_weights(loaded, config: FastConfig, key: tuple) -> FastWeights:
     return FastWeights(layers=layers, key=key, note=note)
 
 
+class DensePrefill:
+    """The workload runner's prefill through transformers' forward with ExLlamaV2's switch: while
+    `applied(rows)` holds and a pass has at least `min_rows` rows (prompts x padded length), every
+    quantized linear of the model dequantizes its weight once (the workbench's Triton kernel) and
+    runs one dense fp16 GEMM (cuBLAS) instead of the loaded kernel's GEMM. The decode steps keep the
+    loaded kernel: the switch is on only around a prefill pass.
+
+    It reads the checkpoint's own tensors into a packed copy per linear (the loaded kernel's
+    layout, marlin's for one, cannot be dequantized by the workbench), which costs about as much
+    GPU memory as the quantized weights themselves: 18 GB more for the 34B."""
+
+    def __init__(self, loaded, min_rows: int):
+        from gptqmodel.nn_modules.qlinear import BaseQuantLinear
+
+        if not (isinstance(min_rows, int) and not isinstance(min_rows, bool) and min_rows >= 1):
+            raise ConfigError(f"dense_prefill_rows={min_rows!r} is invalid: allowed an integer >= 1 (0 = off)")
+        model = loaded.model
+        settings = read_gptq_settings(loaded.load_record.loaded_from)
+        device = model.get_input_embeddings().weight.device
+        source = _CheckpointTensors(Path(loaded.load_record.loaded_from), device)
+        self.min_rows = min_rows
+        self.modules = [(module, PackedGPTQ.from_tensors(source.linear(name), settings))
+                        for name, module in model.named_modules() if isinstance(module, BaseQuantLinear)]
+        if not self.modules:
+            raise ConfigError("dense prefill replaces gptqmodel's quantized linears; this model has none")
+
+    @contextmanager
+    def applied(self, rows: int):
+        """Inside: passes of at least `min_rows` rows run dense (yields whether this one does)."""
+        if rows < self.min_rows:
+            yield False
+            return
+        for module, packed in self.modules:
+            module.forward = functools.partial(_dense_forward, packed, module.bias)  # an instance attribute
+        try:
+            yield True
+        finally:
+            for module, _ in self.modules:
+                del module.forward  # the class's forward again
+
+
+def _dense_forward(packed: PackedGPTQ, bias, x):
+    import torch
+
+    with torch.profiler.record_function("wb::qgemm"):
+        out = torch.matmul(x, packed.dequantize().to(x.dtype))
+    return out + bias if bias is not None else out
+
+
+def dense_prefill_for(loaded, min_rows: int) -> DensePrefill:
+    """The loaded model's DensePrefill, built on first use and kept on `loaded` (one at a time)."""
+    current = loaded.dense_prefill
+    if current is not None and current.min_rows == min_rows:
+        return current
+    loaded.dense_prefill = None  # before the new copies are made
+    loaded.dense_prefill = DensePrefill(loaded, min_rows)
+    return loaded.dense_prefill
+
+
 # --- the step's pieces (plain PyTorch; torch.compile'd when asked) ---------------------------------
 
 def rms_norm(x, weight, eps: float):
@@ -339,6 +405,16 @@ def split_rotate(qkv, cos, sin, heads: int, kv_heads: int, head_dim: int):
     return rotate(q, cos, sin).contiguous(), rotate(k, cos, sin), v
 
 
+def rotate_store(qkv, cos, sin, pos, k_cache, v_cache, heads: int, kv_heads: int, head_dim: int):
+    """split_rotate for one new token, its keys and values written at `pos` of this layer's cache
+    ([B, KV, L, D]); returns q. Compiled, the writes ride in the rotary kernel instead of two
+    index_copy_ launches per layer (0.22 ms of GPU time and 96 launches a step on the 34B shapes)."""
+    q, k, v = split_rotate(qkv, cos, sin, heads, kv_heads, head_dim)
+    k_cache.index_copy_(2, pos, k)
+    v_cache.index_copy_(2, pos, v)
+    return q
+
+
 def swiglu(gate_up, intermediate: int):
     """LlamaMLP's act_fn(gate) * up, from the fused [B, T, 2 I] output."""
     import torch.nn.functional as F
@@ -355,12 +431,13 @@ def _compiled(name: str, dynamic: bool):
     runs into the recompile limit, past which torch.compile would quietly run the piece uncompiled."""
     import torch
 
-    fn = {"add_norm": add_norm, "rms_norm": rms_norm, "split_rotate": split_rotate, "swiglu": swiglu}[name]
+    fn = {"add_norm": add_norm, "rms_norm": rms_norm, "split_rotate": split_rotate, "swiglu": swiglu,
+          "rotate_store": rotate_store}[name]
     return torch.compile(fn, dynamic=dynamic, fullgraph=True)
 
 
 def _pieces(compiled: bool, dynamic: bool = False) -> dict:
-    names = ("add_norm", "rms_norm", "split_rotate", "swiglu")
+    names = ("add_norm", "rms_norm", "split_rotate", "swiglu", "rotate_store")
     return {n: _compiled(n, dynamic) for n in names} if compiled else {n: globals()[n] for n in names}
 
 
@@ -390,10 +467,11 @@ class FastDecoder(CapturedStep):
             raise ConfigError(f"FastConfig({config.describe()}) compiles or runs Triton kernels: it needs a CUDA "
                               f"device, the model is on {self.device}")
         self.embed, self.lm_head, self.final_norm = model.model.embed_tokens, model.lm_head, model.model.norm.weight
-        n_layers = len(weights.layers)
-        shape = (n_layers, batch, self.kv, length, self.head_dim)
-        self.k_cache = torch.zeros(shape, dtype=self.dtype, device=self.device)
-        self.v_cache = torch.zeros(shape, dtype=self.dtype, device=self.device)
+        # one tensor per layer (not views of one): a compiled piece that writes a layer's cache then sees
+        # tensors alike in everything its guards check, and compiles once for all layers
+        shape = (batch, self.kv, length, self.head_dim)
+        self.k_cache = [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in weights.layers]
+        self.v_cache = [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in weights.layers]
         positions = torch.arange(length, device=self.device)[None]  # [1, L]
         probe = torch.zeros(1, dtype=self.dtype, device=self.device)
         cos, sin = model.model.rotary_emb(probe, positions)  # [1, L, D] in the model's dtype, as transformers has them
@@ -434,8 +512,8 @@ class FastDecoder(CapturedStep):
             h = fn["rms_norm"](x, self.w.layers[0].ln_in, self.eps)
             for i, layer in enumerate(self.w.layers):
                 q, k, v = fn["split_rotate"](layer.qkv(h), cos, sin, self.heads, self.kv, self.head_dim)
-                self.k_cache[i, :, :, :t] = k
-                self.v_cache[i, :, :, :t] = v
+                self.k_cache[i][:, :, :t] = k
+                self.v_cache[i][:, :, :t] = v
                 a = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.scale,
                                                                      enable_gqa=True)  # [B, H, T, D]
                 x, h = fn["add_norm"](x, layer.o(a.transpose(1, 2).reshape(b, t, -1)), layer.ln_post, self.eps)
@@ -461,9 +539,13 @@ class FastDecoder(CapturedStep):
             self.mask.index_fill_(-1, self.pos, 0.0)  # the new token sees itself
         h = fn["rms_norm"](x, self.w.layers[0].ln_in, self.eps)
         for i, layer in enumerate(self.w.layers):
-            q, k, v = fn["split_rotate"](layer.qkv(h), cos, sin, self.heads, self.kv, self.head_dim)
-            self.k_cache[i].index_copy_(2, self.pos, k)
-            self.v_cache[i].index_copy_(2, self.pos, v)
+            if self.config.store_in_rotary:
+                q = fn["rotate_store"](layer.qkv(h), cos, sin, self.pos, self.k_cache[i], self.v_cache[i], self.heads,
+                                       self.kv, self.head_dim)
+            else:
+                q, k, v = fn["split_rotate"](layer.qkv(h), cos, sin, self.heads, self.kv, self.head_dim)
+                self.k_cache[i].index_copy_(2, self.pos, k)
+                self.v_cache[i].index_copy_(2, self.pos, v)
             with torch.profiler.record_function("wb::attention"):
                 a = self._attend(i, q)  # [B, 1, H * D]
             x, h = fn["add_norm"](x, layer.o(a), layer.ln_post, self.eps)

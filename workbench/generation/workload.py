@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -47,6 +48,7 @@ from ..model.exllamav2_engine import is_runner
 from ..prompts.encoding import check_context, encode_prompt
 from ..prompts.formats import render_prompt
 from .config import DecodeConfig
+from .fast import dense_prefill_for
 from .generate import context_tokens, generate_ids
 from .inputs import input_device, left_pad
 from .modes import AUTO, resolve_mode
@@ -89,6 +91,8 @@ class WorkloadConfig:
     prefill_tokens: int = 8192  # padded prompt tokens per prefill pass, at most (bounds its memory)
     max_context: int | None = None  # prompt plus budget must fit this; None: the model's (generate.context_tokens)
     progress: bool = True  # a tqdm bar: prompts done, tokens/s, time left
+    dense_prefill_rows: int = 0  # prefill passes of at least this many rows (prompts x padded length) dequantize
+    # each weight once and run cuBLAS (fast.DensePrefill; costs a packed copy of the weights); 0 = off
 
     def __post_init__(self):
         def bad(name, allowed):
@@ -114,6 +118,9 @@ class WorkloadConfig:
             bad("max_context", "None or an integer >= 1")
         if not isinstance(self.progress, bool):
             bad("progress", "True or False")
+        if isinstance(self.dense_prefill_rows, bool) or not isinstance(self.dense_prefill_rows, int) \
+                or self.dense_prefill_rows < 0:
+            bad("dense_prefill_rows", "an integer >= 0 (0 = off)")
 
     @property
     def refill_at(self) -> int:
@@ -141,6 +148,7 @@ class _Row:
     marks: list[int] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)
     tops: list[list[TopToken]] = field(default_factory=list)
+    dense_prefill: bool = False  # its prefill pass ran dequantize + cuBLAS (fast.DensePrefill)
 
 
 def run_workload(loaded, prompts: Sequence, config: DecodeConfig | None = None,
@@ -166,6 +174,10 @@ def run_workload(loaded, prompts: Sequence, config: DecodeConfig | None = None,
                              model=loaded.model)
     if mode != "eager" and config.num_beams > 1:
         raise ConfigError(f"num_beams={config.num_beams}: beam search runs only with decode_mode='eager'")
+    if mode == "eager" and workload.dense_prefill_rows:
+        raise ConfigError(f"dense_prefill_rows={workload.dense_prefill_rows} works on the slot loop's prefill; "
+                          f"decode_mode={workload.decode_mode!r} runs eager here ({why or 'asked for'}): use "
+                          "'static' or 'graph', or dense_prefill_rows=0")
     if mode != "eager" and is_runner(loaded.model):
         raise ConfigError(f"decode_mode={mode!r}: kernel 'exllamav2-engine' decodes with ExLlamaV2's own loop only; "
                           "use 'auto' or 'eager', which run that loop")
@@ -229,8 +241,9 @@ def _run_slots(loaded, work: list[_Work], workload: WorkloadConfig, mode: str, e
     length = cache_length(max(len(w.ids) for w in work), max(w.config.max_new_tokens for w in work))
     base = work[0].config
     try:
+        dense = dense_prefill_for(loaded, workload.dense_prefill_rows) if workload.dense_prefill_rows else None
         decoder = slot_decoder_for(loaded, batch, length, mode)
-        loop = _SlotLoop(loaded, decoder, work, workload, base, emit)
+        loop = _SlotLoop(loaded, decoder, work, workload, base, emit, dense)
         with torch.inference_mode():
             loop.run()
     except torch.cuda.OutOfMemoryError:
@@ -246,10 +259,12 @@ def _run_slots(loaded, work: list[_Work], workload: WorkloadConfig, mode: str, e
 class _SlotLoop:
     """The continuous-batching loop over one SlotDecoder: refill, step, choose, finish."""
 
-    def __init__(self, loaded, decoder, work: list[_Work], workload: WorkloadConfig, base: DecodeConfig, emit):
+    def __init__(self, loaded, decoder, work: list[_Work], workload: WorkloadConfig, base: DecodeConfig, emit,
+                 dense=None):
         import torch
 
         self.loaded, self.decoder, self.work, self.workload, self.emit = loaded, decoder, work, workload, emit
+        self.dense = dense  # fast.DensePrefill, or None
         decoder.reset()
         self.tok = loaded.tokenizer
         self.device = decoder.device
@@ -300,11 +315,12 @@ class _SlotLoop:
 
         admit = self.clock.mark()
         ids, mask = left_pad([w.ids for w in group], self.tok.pad_token_id)
-        logits = self.decoder.prefill(slots, ids.to(self.device), mask.to(self.device))  # [k, V]
+        with self.dense.applied(ids.numel()) if self.dense else nullcontext(False) as dense:
+            logits = self.decoder.prefill(slots, ids.to(self.device), mask.to(self.device))  # [k, V]
         done = self.clock.mark()
         for slot, w in zip(slots, group):
             self.chooser.admit(slot, w.ids, w.config.min_new_tokens, w.config.seed)
-            self.rows[slot] = _Row(work=w, admit_mark=admit, prefill_mark=done)
+            self.rows[slot] = _Row(work=w, admit_mark=admit, prefill_mark=done, dense_prefill=dense)
         self.take(slots, torch.tensor(slots, dtype=torch.long, device=self.device), logits)
 
     def take(self, live: list[int], index, logits) -> None:
@@ -350,8 +366,14 @@ class _SlotLoop:
             text=text, prompt_text=w.text, prompt_tokens=len(w.ids), token_ids=row.tokens[:n], new_tokens=n,
             token_times_s=times, ttft_s=times[0] if times else float("nan"), prefill_s=prefilled - admit,
             logprobs=row.logprobs[:n], top_logprobs=row.tops[:n], stop_reason=reason, config=cfg,
-            batch_size=self.batch, batch_index=slot, decode_mode=self.decoder.mode, decode_note=self.decoder.note,
+            batch_size=self.batch, batch_index=slot, decode_mode=self.decoder.mode, decode_note=self._note(row),
             queued_s=admit)
+
+    def _note(self, row: _Row) -> str:
+        if self.dense is None:
+            return self.decoder.note
+        how = "dequantize + cuBLAS" if row.dense_prefill else "the loaded kernel (a pass below that)"
+        return f"{self.decoder.note}; dense prefill from {self.dense.min_rows} rows: this prompt's ran {how}"
 
 
 class _Context:

@@ -76,6 +76,8 @@ class LoadedModel:
     # decode_mode="fast" (generation/fast.py): its FastConfig (None: the default) and the weights it built
     fast_config: object = None
     fast_weights: object = field(default=None, repr=False)
+    # the workload runner's dense prefill (generation/fast.DensePrefill): packed copies of the 4-bit weights
+    dense_prefill: object = field(default=None, repr=False)
 
     @property
     def generation_config(self) -> dict | None:
@@ -94,6 +96,7 @@ class LoadedModel:
 
         self.release_decoder()  # a static cache and its CUDA graph
         self.fast_weights = None  # the fast step's fused copies
+        self.dense_prefill = None  # the runner's packed copies
         if hasattr(self.model, "unload"):  # ExLlamaV2's engine frees its C++ matrices itself
             self.model.unload()
         self.model = None

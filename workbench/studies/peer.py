@@ -45,6 +45,8 @@ LADDER: dict[str, FastConfig] = {
     "+compile": FastConfig(fuse=True, compile=True),
     "+filled-attention": FastConfig(fuse=True, compile=True, attention="filled"),
     "+dense-prefill": FastConfig(fuse=True, compile=True, attention="filled", dense_prefill_rows=DENSE_PREFILL_ROWS),
+    "+store-in-rotary": FastConfig(fuse=True, compile=True, attention="filled", dense_prefill_rows=DENSE_PREFILL_ROWS,
+                                   store_in_rotary=True),
     "+triton-gemv": FastConfig(fuse=True, compile=True, attention="filled", gemm="triton",
                                dense_prefill_rows=DENSE_PREFILL_ROWS),
 }

@@ -12,7 +12,8 @@ count), the total time and the time per problem:
   slow); its total for all problems is projected from them, and says so.
 - "batch API" (`--batch-api B ...`): `generate` on fixed batches; every row runs to its batch's
   longest, and the tokens past a row's own end are not useful.
-- "runner" at each `--batch-sizes`: `run_workload` (continuous batching, `--decode-mode`).
+- "runner" at each `--batch-sizes`: `run_workload` (continuous batching, `--decode-mode`), and
+  with each `--dense-prefill-rows` (WorkloadConfig.dense_prefill_rows; 0 is the plain runner).
 
 Then the runner's greedy answers are compared with the one-at-a-time answers on the problems
 both ran (answer_equality.py): the share identical and, for the others, the first step that
@@ -101,19 +102,22 @@ def batch_api(loaded, items: list[WorkItem], base: DecodeConfig, batch: int, dec
                 useful_row_step_share=useful / row_steps)
 
 
-def runner(loaded, items: list[WorkItem], base: DecodeConfig, batch: int, decode_mode: str) -> tuple[dict, list]:
+def runner(loaded, items: list[WorkItem], base: DecodeConfig, batch: int, decode_mode: str,
+           dense_prefill_rows: int = 0) -> tuple[dict, list]:
     device = input_device(loaded.model)
     records, seconds = _timed(device, lambda: run_workload(loaded, items, base, format="raw", batch_size=batch,
-                                                            decode_mode=decode_mode, progress=False))
+                                                            decode_mode=decode_mode, progress=False,
+                                                            dense_prefill_rows=dense_prefill_rows))
     passes = {r.queued_s: r.prefill_s for r in records}  # the prompts of one prefill pass share its start
-    return _row("runner", batch, records, sum(r.new_tokens for r in records), seconds, len(items),
+    path = f"runner, dense prefill from {dense_prefill_rows} rows" if dense_prefill_rows else "runner"
+    return _row(path, batch, records, sum(r.new_tokens for r in records), seconds, len(items),
                 mean_ttft_s=sum(r.ttft_s for r in records) / len(records), prefill_passes=len(passes),
-                prefill_s_total=sum(passes.values())), records
+                prefill_s_total=sum(passes.values()), dense_prefill_rows=dense_prefill_rows), records
 
 
 def bench_workload(loaded, batch_sizes: list[int], *, limit: int | None = None, eager_limit: int = 16,
                    decode_mode: str = "auto", batch_api_sizes: tuple[int, ...] = (), budget_s: float | None = None,
-                   cap: int | None = None, log=print) -> dict:
+                   cap: int | None = None, dense_prefill_rows: tuple[int, ...] = (0,), log=print) -> dict:
     """Every path on the same workload, in one process; see the module's docstring."""
     started = time.perf_counter()
     base = DecodeConfig.greedy()
@@ -133,22 +137,24 @@ def bench_workload(loaded, batch_sizes: list[int], *, limit: int | None = None, 
         log(format_row(rows[-1]))
     ids = [encode_prompt(loaded.tokenizer, [{"role": "human", "content": it.prompt}], format="raw")
            for it in eager_items]
-    for b in batch_sizes:
+    for b, dense in [(b, d) for b in batch_sizes for d in dense_prefill_rows]:
+        what = f"batch size {b}" + (f" with dense prefill from {dense} rows" if dense else "")
         if budget_s is not None and time.perf_counter() - started > budget_s:
-            log(f"budget of {budget_s:.0f} s spent: batch size {b} not run")
+            log(f"budget of {budget_s:.0f} s spent: {what} not run")
             continue
         try:
-            row, records = runner(loaded, items, base, b, decode_mode)
+            row, records = runner(loaded, items, base, b, decode_mode, dense)
         except Exception as e:  # one batch size failing (memory, a kernel) must not lose the others' rows
-            rows.append({"path": "runner", "batch_size": b, "error": f"{type(e).__name__}: {e}"})
-            log(f"runner batch {b}: {rows[-1]['error']}")
+            rows.append({"path": "runner", "batch_size": b, "dense_prefill_rows": dense,
+                         "error": f"{type(e).__name__}: {e}"})
+            log(f"runner, {what}: {rows[-1]['error']}")
             continue
         row["speedup_vs_one_at_a_time"] = row["useful_tokens_per_s"] / rows[0]["useful_tokens_per_s"]
         rows.append(row)
         log(format_row(row))
         eq = compare_answers(loaded, ids, [r.token_ids for r in eager_records],
                              [r.token_ids for r in records[: len(eager_items)]])
-        equality[str(b)] = eq.to_dict()
+        equality[str(b) + (f"+dense{dense}" if dense else "")] = eq.to_dict()
         log(f"    answers equal to one at a time: {eq.identical}/{eq.answers}"
             + "".join(f"; problem {d['index']} from step {d['step']} (gap {d['logit_gap']}, tolerance "
                       f"{d['tolerance']}, near tie: {d['near_tie']})" for d in eq.divergences[:5]))
@@ -191,6 +197,9 @@ def main(argv=None) -> int:
     parser.add_argument("--cap", type=int, help="end every row after at most this many tokens (a quick run)")
     parser.add_argument("--tokenizer", help="encode with this tokenizer.model instead of the checkpoint's (a synthetic "
                                             "checkpoint's is a stand-in: the real one gives the real lengths)")
+    parser.add_argument("--dense-prefill-rows", type=int, nargs="+", default=[0],
+                        help="run each batch size with each of these (0: the loaded kernel's prefill; N: passes of "
+                             "at least N rows dequantize once and run cuBLAS, WorkloadConfig.dense_prefill_rows)")
     parser.add_argument("--out", help="also write the result as JSON here")
     args = parser.parse_args(argv)
 
@@ -200,7 +209,7 @@ def main(argv=None) -> int:
         loaded.tokenizer = load_tokenizer(args.tokenizer)
     result = bench_workload(loaded, args.batch_sizes, limit=args.limit, eager_limit=args.eager_limit,
                             decode_mode=args.decode_mode, batch_api_sizes=tuple(args.batch_api), budget_s=args.budget_s,
-                            cap=args.cap)
+                            cap=args.cap, dense_prefill_rows=tuple(args.dense_prefill_rows))
     result["env"] = collect_env(input_device(loaded.model))
     result["model"] = str(loaded.path)
     result["load"] = loaded.load_record.to_dict()

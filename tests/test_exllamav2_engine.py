@@ -10,8 +10,10 @@ unchanged, and must produce what transformers' generate produces for the same mo
 """
 
 import importlib.util
+import json
 import sys
 import types
+from pathlib import Path
 
 import pytest
 import torch
@@ -159,10 +161,45 @@ class _FakeModel:
         self.hf = None
 
 
+def _fake_config(folder):
+    """config.json as ExLlamaV2 0.3.2 reads it: the rotary base from a top-level rope_theta only."""
+    c = json.loads((Path(folder) / "config.json").read_text())
+    return types.SimpleNamespace(
+        model_dir=folder, no_graphs=False, rotary_embedding_base=float(c.get("rope_theta", 10000.0)),
+        norm_eps=float(c.get("rms_norm_eps", 1e-5)), hidden_size=c["hidden_size"],
+        intermediate_size=c["intermediate_size"], num_attention_heads=c["num_attention_heads"],
+        num_key_value_heads=c.get("num_key_value_heads", c["num_attention_heads"]),
+        num_hidden_layers=c["num_hidden_layers"], vocab_size=c["vocab_size"],
+        head_dim=c.get("head_dim") or c["hidden_size"] // c["num_attention_heads"], scale_pos_emb=1.0)
+
+
+def test_config_as_transformers_reads_it_or_an_error(demo_model_path):
+    """transformers 5 writes rope_theta under rope_parameters, where ExLlamaV2 does not look: the base
+    is set from there (the demo's 1e6, not ExLlamaV2's default 1e4); a scaling that cannot be mapped
+    and any setting read differently are errors, never a different model."""
+    c = json.loads((demo_model_path / "config.json").read_text())
+    assert "rope_theta" not in c and c["rope_parameters"]["rope_theta"] == 1e6  # the transformers 5 layout
+    theirs = _fake_config(demo_model_path)
+    assert theirs.rotary_embedding_base == 10000.0
+    assert exl.match_transformers_config(theirs, c) == "rope_parameters" and theirs.rotary_embedding_base == 1e6
+    old = {k: v for k, v in c.items() if k != "rope_parameters"} | {"rope_theta": 1e6}  # as transformers 4 wrote it
+    assert exl.match_transformers_config(types.SimpleNamespace(**vars(theirs)), old) == "rope_theta"
+    linear = dict(c, rope_parameters={"rope_theta": 1e6, "rope_type": "linear", "factor": 2.0})
+    scaled = types.SimpleNamespace(**vars(theirs))
+    exl.match_transformers_config(scaled, linear)
+    assert scaled.scale_pos_emb == 2.0
+    with pytest.raises(ConfigError, match="rope_type='yarn'"):
+        exl.match_transformers_config(types.SimpleNamespace(**vars(theirs)),
+                                      dict(c, rope_parameters={"rope_theta": 1e6, "rope_type": "yarn", "factor": 4.0}))
+    misread = types.SimpleNamespace(**dict(vars(theirs), head_dim=64, norm_eps=1e-6))
+    with pytest.raises(ConfigError, match="norm_eps 1e-06 against 1e-05.*head_dim 64 against 32"):
+        exl.match_transformers_config(misread, c)
+
+
 @pytest.fixture
 def fake_exllamav2(monkeypatch):
     module = types.ModuleType("exllamav2")
-    module.ExLlamaV2Config = lambda d: types.SimpleNamespace(model_dir=d, no_graphs=False)
+    module.ExLlamaV2Config = _fake_config
     module.ExLlamaV2, module.ExLlamaV2Cache = _FakeModel, _FakeCache
     module.attn = types.SimpleNamespace(has_flash_attn=False, has_xformers=False, has_lower_right_sdpa=True)
     monkeypatch.setitem(sys.modules, "exllamav2", module)

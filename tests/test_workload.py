@@ -208,10 +208,13 @@ def test_the_benchmark_times_every_path_on_one_workload(demo_loaded):
 
     lines = []
     result = bench_workload(demo_loaded, [2, 4], limit=4, eager_limit=2, decode_mode="static", batch_api_sizes=(2,),
-                            cap=6, log=lines.append)
+                            cap=6, dense_prefill_rows=(0, 64), log=lines.append)
     paths = [(r["path"], r["batch_size"]) for r in result["rows"]]
+    dense = "runner, dense prefill from 64 rows"
     assert paths == [("one at a time, eager", 1), ("batch API (rows run to the longest)", 2),
-                     ("runner", 2), ("runner", 4)]
+                     ("runner", 2), (dense, 2), ("runner", 4), (dense, 4)]
+    assert result["rows"][3]["dense_prefill_build_s"] >= 0 and "dense_prefill_build_s" not in result["rows"][2]
+    assert "not counted" in format_row(result["rows"][3]) and result["equality"]["2+dense64"]["passed"]
     budgets = result["workload"]["budgets"]
     assert result["rows"][2]["useful_tokens"] == sum(budgets)  # every row ran exactly its budget
     assert result["rows"][0]["useful_tokens"] == sum(budgets[:2])

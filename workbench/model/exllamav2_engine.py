@@ -397,9 +397,10 @@ def load_exllamav2(path: Path, prepared: Path, kernel_requested: str, device: st
     # ExLlamaV2 looks for the v2 zero convention in config.json's quantization_config only; the
     # AutoGPTQ layout states it in quantize_config.json, so it is set from the settings read there.
     config.checkpoint_offset_qzeros = settings.checkpoint_format == "gptq_v2"
+    config_json = json.loads((prepared / "config.json").read_text())
+    rope_from = match_transformers_config(config, config_json)  # before the load computes its rotary tables
     model = exllamav2.ExLlamaV2(config)
     _, load_s = timed_s(lambda: model.load(), device)
-    config_json = json.loads((prepared / "config.json").read_text())
     runner = ExLlamaV2Runner(model, config, config_json, settings, device, exllamav2_attention())
     apply_attention(runner, attention)
     first = torch.tensor([[config_json.get("bos_token_id", 1)]])
@@ -407,7 +408,8 @@ def load_exllamav2(path: Path, prepared: Path, kernel_requested: str, device: st
     exl = {"version": _exllamav2_version(), "import_s": round(import_s, 3),
            "attention": runner.config._attn_implementation, "max_seq_len": max_seq_len,
            "max_input_len": config.max_input_len, "no_graphs": bool(getattr(config, "no_graphs", False)),
-           "checkpoint_offset_qzeros": config.checkpoint_offset_qzeros}
+           "checkpoint_offset_qzeros": config.checkpoint_offset_qzeros,
+           "rotary_embedding_base": config.rotary_embedding_base, "rope_read_from": rope_from}
     record = record_load(runner, path, kernel=KERNEL, kernel_requested=kernel_requested, backend=ENGINE, device=device,
                          torch_dtype=torch.float16, loaded_from=prepared, verified=verified, convert_s=convert_s,
                          load_s=load_s, attention=attention_in_use(runner), env={"exllamav2": exl},
@@ -416,6 +418,45 @@ def load_exllamav2(path: Path, prepared: Path, kernel_requested: str, device: st
     return LoadedModel(model=runner, tokenizer=load_tokenizer(path), kernel=KERNEL, kernel_requested=kernel_requested,
                        device=device, dtype=torch.float16, path=path, load_record=record, engine_handle=model,
                        attention=attention)
+
+
+def match_transformers_config(exl_config, config_json: dict) -> str:
+    """Make ExLlamaV2's reading of config.json agree with transformers', or refuse the checkpoint.
+
+    ExLlamaV2 0.3.2 reads the rotary base from a top-level `rope_theta` and its scaling from
+    `rope_scaling`, as transformers 4 wrote config.json. transformers 5 writes both under
+    `rope_parameters`, where ExLlamaV2 does not look: it then runs with its default base, 10,000,
+    instead of CodeLlama's 1,000,000, and its logits part from every other kernel's (seen on the
+    H200 on 2026-11-30: the demo model's greedy answers all differed from the torch kernel's, max
+    |dlogit| 7.4). So the base (and a linear scaling) is taken from `rope_parameters` where that is
+    where it is; a scaling it cannot be given this way is refused by name. Then every setting the
+    forward depends on is compared with config.json, and a difference is an error rather than a
+    different model. Returns where the base was read from."""
+    params = config_json.get("rope_parameters") or {}
+    source = "rope_theta"
+    if "rope_theta" not in config_json and "rope_theta" in params:
+        exl_config.rotary_embedding_base = float(params["rope_theta"])
+        source = "rope_parameters"
+    rope_type = params.get("rope_type", "default")
+    if not config_json.get("rope_scaling") and rope_type not in ("default", None):
+        if rope_type != "linear":
+            raise ConfigError(f"config.json's rope_parameters has rope_type={rope_type!r}; ExLlamaV2 0.3.2 reads "
+                              "rotary scaling from rope_scaling only, and the workbench maps only 'linear' for it")
+        exl_config.scale_pos_emb = float(params["factor"])
+    heads = config_json["num_attention_heads"]
+    expected = {
+        "rotary_embedding_base": float(config_json.get("rope_theta", params.get("rope_theta", 10000.0))),
+        "norm_eps": float(config_json.get("rms_norm_eps", 1e-6)),
+        "hidden_size": config_json["hidden_size"], "intermediate_size": config_json["intermediate_size"],
+        "num_attention_heads": heads, "num_key_value_heads": config_json.get("num_key_value_heads", heads),
+        "num_hidden_layers": config_json["num_hidden_layers"], "vocab_size": config_json["vocab_size"],
+        "head_dim": config_json.get("head_dim") or config_json["hidden_size"] // heads,
+    }
+    differ = {k: (getattr(exl_config, k, None), v) for k, v in expected.items() if getattr(exl_config, k, None) != v}
+    if differ:
+        raise ConfigError("ExLlamaV2 read this config.json differently from transformers: "
+                          + ", ".join(f"{k} {theirs!r} against {ours!r}" for k, (theirs, ours) in differ.items()))
+    return source
 
 
 def is_runner(model) -> bool:

@@ -6,6 +6,12 @@
 # its budget waiting for marlin's build (332 s beside exllamav2's benchmark). For marlin alone:
 #   KERNELS=marlin MAX_JOBS=16 EAGER_LIMIT=8 MARLIN_BATCHES="64 32 16" bash benchmarks/workload_h200.sh
 # (about 8 minutes of command, 9-10 of device time). Both kernels: `bash benchmarks/workload_h200.sh`.
+# The second session ran it as `HERE=.gpu/all KERNELS=marlin MAX_JOBS=16 EAGER_LIMIT=8
+# MARLIN_BATCHES="64 32 16" BUDGET_S=420` on a machine left warm by benchmarks/peer_h200.sh (the
+# checkpoint was reused, but marlin was built again, 208 s: the build here loaded the demo model
+# where peer_h200.sh prewarms the fp16 extension, and why that loaded build did not reuse it was not
+# checked; marlin is now built here the way peer_h200.sh builds it).
+# DENSE_ROWS="0 32" runs each batch size with and without the runner's dense prefill.
 # Run from the folder the tool starts in, with $HERE (default .gpu/runner, relative to it) holding wheelhouse/ (the
 # gpu-kit wheels), kit/ (../shared/gpu-kit), demo/ (the demo model), tokenizer.model (the real
 # one: the synthetic checkpoint's tokenizer is a stand-in, so prompt and answer lengths come from
@@ -47,6 +53,10 @@ say "$(tail -n 1 "$OUT/machine.txt")"
 # demo model) while the synthetic checkpoint is written; each benchmark waits for its own build.
 kernels=${KERNELS:-marlin exllamav2}
 build() {
+  if [ "$1" = marlin ]; then  # the fp16 extension the synthetic checkpoint loads with (peer_h200.sh builds the same)
+    python3 -c "import time, torch; from workbench.model.libraries import import_gptqmodel; import_gptqmodel(); from gptqmodel.utils.marlin import prewarm_marlin_extension; t = time.perf_counter(); prewarm_marlin_extension(torch.float16); print('marlin built and loaded in', round(time.perf_counter() - t, 1), 's')"
+    return
+  fi
   python3 -c "import sys, time; from workbench.report.notebook import setup; t = time.perf_counter(); setup(sys.argv[1], sys.argv[2], 'cuda'); print(sys.argv[2], 'built and loaded in', round(time.perf_counter() - t, 1), 's')" "$here/demo" "$1"
 }
 declare -A builder
@@ -75,7 +85,7 @@ for k in $kernels; do
   case $k in marlin) batches=${MARLIN_BATCHES:-64 32 96 16} ;; *) batches=${EXL2_BATCHES:-64 32} ;; esac
   say "$k on the synthetic 34B"
   bench --model "$syn" --tokenizer "$here/tokenizer.model" --kernel "$k" --eager-limit "${EAGER_LIMIT:-16}" \
-    --batch-sizes $batches --budget-s $(( $(left) - reserve )) --out "$OUT/workload_$k.json" 2>&1 | clean \
+    --batch-sizes $batches --dense-prefill-rows ${DENSE_ROWS:-0} --budget-s $(( $(left) - reserve )) --out "$OUT/workload_$k.json" 2>&1 | clean \
     | tee "$OUT/workload_$k.txt"
 done
 say "done"

@@ -11,7 +11,9 @@
 # checkpoint was reused, but marlin was built again, 208 s: the build here loaded the demo model
 # where peer_h200.sh prewarms the fp16 extension, and why that loaded build did not reuse it was not
 # checked; marlin is now built here the way peer_h200.sh builds it).
-# DENSE_ROWS="0 32" runs each batch size with and without the runner's dense prefill.
+# DENSE_ROWS="0 32" runs each batch size with and without the runner's dense prefill; BENCH_ARGS adds
+# bench-workload arguments, e.g. the fast step with slots (not yet run on a GPU):
+#   BENCH_ARGS="--decode-mode fast --fast-config fuse=1 compile=1 dense_prefill_rows=32"
 # Run from the folder the tool starts in, with $HERE (default .gpu/runner, relative to it) holding wheelhouse/ (the
 # gpu-kit wheels), kit/ (../shared/gpu-kit), demo/ (the demo model), tokenizer.model (the real
 # one: the synthetic checkpoint's tokenizer is a stand-in, so prompt and answer lengths come from
@@ -85,7 +87,7 @@ for k in $kernels; do
   case $k in marlin) batches=${MARLIN_BATCHES:-64 32 96 16} ;; *) batches=${EXL2_BATCHES:-64 32} ;; esac
   say "$k on the synthetic 34B"
   bench --model "$syn" --tokenizer "$here/tokenizer.model" --kernel "$k" --eager-limit "${EAGER_LIMIT:-16}" \
-    --batch-sizes $batches --dense-prefill-rows ${DENSE_ROWS:-0} --budget-s $(( $(left) - reserve )) --out "$OUT/workload_$k.json" 2>&1 | clean \
+    --batch-sizes $batches --dense-prefill-rows ${DENSE_ROWS:-0} ${BENCH_ARGS:-} --budget-s $(( $(left) - reserve )) --out "$OUT/workload_$k.json" 2>&1 | clean \
     | tee "$OUT/workload_$k.txt"
 done
 say "done"

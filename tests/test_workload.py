@@ -112,7 +112,7 @@ def test_auto_picks_by_device():
 
 def test_bad_input_is_refused_by_name(demo_loaded):
     for fields, match in [({"batch_size": 0}, "batch_size"), ({"batch_size": 2.5}, "batch_size"),
-                          ({"batch_size": True}, "batch_size"), ({"decode_mode": "fast"}, "decode_mode"),
+                          ({"batch_size": True}, "batch_size"),
                           ({"decode_mode": "turbo"}, "decode_mode"),
                           ({"top_logprobs": -1}, "top_logprobs"), ({"batch_size": 4, "refill_min": 5}, "refill_min"),
                           ({"prefill_tokens": 0}, "prefill_tokens"), ({"dense_prefill_rows": -1}, "dense_prefill_rows"),
@@ -174,6 +174,36 @@ def test_dense_prefill_answers_equal_the_kernels_and_records_say_which_ran(demo_
                          progress=False)
     assert [r.token_ids for r in again] == [r.token_ids for r in plain]
     assert demo_loaded.dense_prefill is not None and demo_loaded.dense_prefill.min_rows == 600
+
+
+def test_the_fast_step_runs_the_workload_with_slots(demo_loaded):
+    """decode_mode="fast": the fast step with one position per row, rows
+    refilled as they end. Its greedy answers are the static slot loop's (identical on the CPU in
+    float32, or parting at near ties); its records say what ran; what it cannot do is refused."""
+    from workbench.generation.fast import FastConfig, set_fast_config
+
+    config = wb.DecodeConfig.greedy(max_new_tokens=12)
+    items = [WorkItem(prompt=p, max_new_tokens=2 + (i * 5) % 9) for i, p in enumerate(PROMPTS[:10])]
+    static = run_workload(demo_loaded, items, config, format="raw", batch_size=4, decode_mode="static",
+                          progress=False, refill_min=1)
+    try:
+        set_fast_config(demo_loaded, FastConfig(fuse=False))  # the CPU's auto kernel (torch_fused) is not fusable
+        fast = run_workload(demo_loaded, items, config, format="raw", batch_size=4, decode_mode="fast",
+                            progress=False, refill_min=1)
+        ids = [wb.encode_prompt(demo_loaded.tokenizer, [{"role": "human", "content": it.prompt}], format="raw")
+               for it in items]
+        eq = compare_answers(demo_loaded, ids, [r.token_ids for r in static], [r.token_ids for r in fast])
+        assert eq.passed, eq.divergences
+        assert [r.new_tokens for r in fast] == [it.max_new_tokens for it in items]  # each row ended on its own
+        assert {r.decode_mode for r in fast} == {"fast"} and {r.batch_size for r in fast} == {4}
+        assert all("slots: one position per row" in r.decode_note and "separate q/k/v" in r.decode_note for r in fast)
+        with pytest.raises(ConfigError, match="FastConfig\\(dense_prefill_rows"):
+            run_workload(demo_loaded, ["x"], decode_mode="fast", dense_prefill_rows=8, progress=False)
+        set_fast_config(demo_loaded, FastConfig(fuse=False, attention="filled"))
+        with pytest.raises(ConfigError, match="attention='filled'.*one length for every row"):
+            run_workload(demo_loaded, ["x"], decode_mode="fast", progress=False)
+    finally:
+        set_fast_config(demo_loaded, FastConfig())
 
 
 def test_a_batch_that_does_not_fit_names_one_that_would_and_keeps_what_finished(demo_loaded, monkeypatch):

@@ -415,6 +415,14 @@ def rotate_store(qkv, cos, sin, pos, k_cache, v_cache, heads: int, kv_heads: int
     return q
 
 
+def rotate_store_rows(qkv, cos, sin, slot, k_cache, v_cache, heads: int, kv_heads: int, head_dim: int):
+    """rotate_store with a slot per row (fast_slots.py): `slot` [B, KV, 1, D] holds each row's index."""
+    q, k, v = split_rotate(qkv, cos, sin, heads, kv_heads, head_dim)
+    k_cache.scatter_(2, slot, k)
+    v_cache.scatter_(2, slot, v)
+    return q
+
+
 def swiglu(gate_up, intermediate: int):
     """LlamaMLP's act_fn(gate) * up, from the fused [B, T, 2 I] output."""
     import torch.nn.functional as F
@@ -432,12 +440,12 @@ def _compiled(name: str, dynamic: bool):
     import torch
 
     fn = {"add_norm": add_norm, "rms_norm": rms_norm, "split_rotate": split_rotate, "swiglu": swiglu,
-          "rotate_store": rotate_store}[name]
+          "rotate_store": rotate_store, "rotate_store_rows": rotate_store_rows}[name]
     return torch.compile(fn, dynamic=dynamic, fullgraph=True)
 
 
 def _pieces(compiled: bool, dynamic: bool = False) -> dict:
-    names = ("add_norm", "rms_norm", "split_rotate", "swiglu", "rotate_store")
+    names = ("add_norm", "rms_norm", "split_rotate", "swiglu", "rotate_store", "rotate_store_rows")
     return {n: _compiled(n, dynamic) for n in names} if compiled else {n: globals()[n] for n in names}
 
 

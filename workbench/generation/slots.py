@@ -14,6 +14,7 @@ check unchanged.
 from __future__ import annotations
 
 from ..errors import ConfigError
+from .fast_slots import fast_slot_decoder
 from .static import StaticDecoder, _activation_dtype, grouped_attention, release_decoder
 
 
@@ -157,16 +158,20 @@ def _forward_args(model) -> tuple[str, bool]:
     return ("cache" if "cache" in params else "past_key_values"), "cache_position" in params
 
 
-def slot_decoder_for(loaded, batch: int, length: int, mode: str) -> SlotDecoder:
+def slot_decoder_for(loaded, batch: int, length: int, mode: str):
     """The loaded model's slot decoder for this shape and mode, made on first use and kept on
-    `loaded.decoder` (one decoder at a time, as static.py's `decoder_for` keeps it)."""
+    `loaded.decoder` (one decoder at a time, as static.py's `decoder_for` keeps it): a SlotDecoder
+    for "static" and "graph", the fast step's FastSlotDecoder (fast_slots.py) for "fast"."""
     key = ("slots", batch, length, mode)
     current = getattr(loaded, "decoder", None)
     if current is not None and current[0] == key:
         return current[1]
     release_decoder(loaded)  # before the new cache is allocated
     _free_cached_memory(loaded.model)
-    decoder = SlotDecoder(loaded.model, batch, length, graph=mode == "graph")
+    if mode == "fast":
+        decoder = fast_slot_decoder(loaded, batch, length)
+    else:
+        decoder = SlotDecoder(loaded.model, batch, length, graph=mode == "graph")
     loaded.decoder = (key, decoder)
     return decoder
 

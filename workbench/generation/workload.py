@@ -28,8 +28,10 @@ is refused, 19.8x one prompt at a time (results/README.md).
 
 Decode modes: "graph" and "static" run the slot loop (graph replays each step as a CUDA graph
 after its first-replay check; a kernel that fails the check runs static and the record says so);
-"eager" runs transformers' `generate` on batches of up to `batch_size` prompts that share a
-config, each batch as long as its longest row; "auto" picks by device (modes.py).
+"fast" runs the same loop on the workbench's own step (fast_slots.py, its FastConfig from
+`set_fast_config`); "eager" runs transformers' `generate` on batches of up to `batch_size` prompts
+that share a config, each batch as long as its longest row; "auto" picks by device (modes.py) and
+never picks "fast".
 """
 
 from __future__ import annotations
@@ -58,7 +60,7 @@ from .slots import slot_bytes_per_row, slot_decoder_for
 from .static import _activation_dtype, cache_length, release_decoder
 from .stopping import StopStrings, answer_end
 
-SLOT_MODES = ("graph", "static")  # the modes the slot loop runs; "eager" runs transformers' generate on batches
+SLOT_MODES = ("graph", "static", "fast")  # the modes the slot loop runs; "eager": transformers' generate on batches
 WORKLOAD_MODES = (AUTO, *SLOT_MODES, "eager")
 
 
@@ -104,8 +106,7 @@ class WorkloadConfig:
         if not positive_int(self.batch_size):
             bad("batch_size", "an integer >= 1")
         if self.decode_mode not in WORKLOAD_MODES:
-            bad("decode_mode", f"one of {', '.join(WORKLOAD_MODES)} ('fast' has its own decoder, which cannot refill "
-                               "a row yet)")
+            bad("decode_mode", f"one of {', '.join(WORKLOAD_MODES)}")
         if not isinstance(self.logprobs, bool):
             bad("logprobs", "True or False")
         if isinstance(self.top_logprobs, bool) or not isinstance(self.top_logprobs, int) or self.top_logprobs < 0:
@@ -178,6 +179,10 @@ def run_workload(loaded, prompts: Sequence, config: DecodeConfig | None = None,
         raise ConfigError(f"dense_prefill_rows={workload.dense_prefill_rows} works on the slot loop's prefill; "
                           f"decode_mode={workload.decode_mode!r} runs eager here ({why or 'asked for'}): use "
                           "'static' or 'graph', or dense_prefill_rows=0")
+    if mode == "fast" and workload.dense_prefill_rows:
+        raise ConfigError(f"dense_prefill_rows={workload.dense_prefill_rows} patches the loaded kernel's layers; "
+                          "decode_mode='fast' has its own switch: FastConfig(dense_prefill_rows=...) "
+                          "(generation.set_fast_config)")
     if mode != "eager" and is_runner(loaded.model):
         raise ConfigError(f"decode_mode={mode!r}: kernel 'exllamav2-engine' decodes with ExLlamaV2's own loop only; "
                           "use 'auto' or 'eager', which run that loop")

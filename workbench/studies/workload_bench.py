@@ -23,13 +23,14 @@ differs and whether it is a near tie.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 
 from ..cache import atomic_write_json
 from ..environment import collect_env
 from ..generation.config import DecodeConfig
-from ..generation.fast import dense_prefill_for
+from ..generation.fast import FastConfig, dense_prefill_for, fast_config, set_fast_config
 from ..generation.generate import generate
 from ..generation.inputs import input_device
 from ..generation.workload import WorkItem, run_workload
@@ -109,6 +110,12 @@ def runner(loaded, items: list[WorkItem], base: DecodeConfig, batch: int, decode
     extra = {}
     if dense_prefill_rows:  # its packed copy is read from the checkpoint once per model: timed apart, as a load is
         _, extra["dense_prefill_build_s"] = _timed(device, lambda: dense_prefill_for(loaded, dense_prefill_rows))
+    if decode_mode == "fast":  # its weights, torch.compile and graph: once per process and shape, timed apart
+        warm = [WorkItem(prompt=it.prompt, max_new_tokens=2, min_new_tokens=2) for it in items[:batch]]
+        _, extra["fast_warmup_s"] = _timed(device, lambda: run_workload(loaded, warm, base, format="raw",
+                                                                        batch_size=batch, decode_mode="fast",
+                                                                        progress=False))
+        extra["fast_config"] = dataclasses.asdict(fast_config(loaded))
     records, seconds = _timed(device, lambda: run_workload(loaded, items, base, format="raw", batch_size=batch,
                                                             decode_mode=decode_mode, progress=False,
                                                             dense_prefill_rows=dense_prefill_rows))
@@ -169,6 +176,29 @@ def bench_workload(loaded, batch_sizes: list[int], *, limit: int | None = None, 
             "wall_s": time.perf_counter() - started}
 
 
+def parse_fast_config(pairs: list[str]) -> FastConfig:
+    """["fuse=1", "dense_prefill_rows=32", ...] -> FastConfig; an unknown field or a bad value is named."""
+    fields = {f.name: f.type for f in dataclasses.fields(FastConfig)}
+    values = {}
+    for pair in pairs:
+        name, sep, text = pair.partition("=")
+        if not sep or name not in fields:
+            raise SystemExit(f"--fast-config {pair!r}: give FIELD=VALUE with FIELD one of {', '.join(fields)}")
+        kind = fields[name] if isinstance(fields[name], str) else fields[name].__name__
+        if kind == "bool":
+            if text not in ("0", "1", "true", "false", "True", "False"):
+                raise SystemExit(f"--fast-config {pair!r}: {name} takes 0/1 or true/false")
+            values[name] = text in ("1", "true", "True")
+        elif kind == "int":
+            try:
+                values[name] = int(text)
+            except ValueError:
+                raise SystemExit(f"--fast-config {pair!r}: {name} takes an integer") from None
+        else:
+            values[name] = text
+    return FastConfig(**values)
+
+
 def format_row(row: dict) -> str:
     text = (f"{row['path']:<38} batch {row['batch_size'] or '-':>4}  "
             f"{row['useful_tokens_per_s']:9.1f} useful tokens/s  "
@@ -182,6 +212,8 @@ def format_row(row: dict) -> str:
         text += f"; median step {row['token_ms_p50']:.1f} ms"
     if row.get("prefill_passes"):
         text += f"; {row['prefill_passes']} prefill passes, {row['prefill_s_total']:.2f} s"
+    if row.get("fast_warmup_s") is not None:
+        text += f"; a warm-up workload of {row['fast_warmup_s']:.1f} s before (compiles), not counted"
     if row.get("dense_prefill_build_s") is not None:
         text += f"; its dense copy read in {row['dense_prefill_build_s']:.1f} s before, not counted"
     return text + ")" + "".join(f"\n    note: {n}" for n in row["notes"])
@@ -206,6 +238,9 @@ def main(argv=None) -> int:
     parser.add_argument("--dense-prefill-rows", type=int, nargs="+", default=[0],
                         help="run each batch size with each of these (0: the loaded kernel's prefill; N: passes of "
                              "at least N rows dequantize once and run cuBLAS, WorkloadConfig.dense_prefill_rows)")
+    parser.add_argument("--fast-config", nargs="+", metavar="FIELD=VALUE", default=[],
+                        help="with --decode-mode fast: the FastConfig fields, e.g. fuse=1 compile=1 "
+                             "dense_prefill_rows=32 store_in_rotary=1 (generation/fast.py)")
     parser.add_argument("--out", help="also write the result as JSON here")
     args = parser.parse_args(argv)
 
@@ -213,6 +248,8 @@ def main(argv=None) -> int:
     loaded = load_model(resolve_model(args.model), kernel=args.kernel, device=args.device)
     if args.tokenizer:
         loaded.tokenizer = load_tokenizer(args.tokenizer)
+    if args.fast_config:
+        set_fast_config(loaded, parse_fast_config(args.fast_config))
     result = bench_workload(loaded, args.batch_sizes, limit=args.limit, eager_limit=args.eager_limit,
                             decode_mode=args.decode_mode, batch_api_sizes=tuple(args.batch_api), budget_s=args.budget_s,
                             cap=args.cap, dense_prefill_rows=tuple(args.dense_prefill_rows))

@@ -1,0 +1,149 @@
+"""The fast step with slots: `decode_mode="fast"` in the workload runner.
+
+FastDecoder (fast.py) keeps one position for the whole batch, so its rows start and end
+together, and the runner could not refill a finished row with it. Its step is the one the
+runner wants, though: on the H200 with the 34B shapes it took 8.2 ms at batch 1 where
+transformers' forward in a CUDA graph took 13.8 (results/h200/issue21), and the runner's steps
+are that forward at batch 32-48 (results/README.md, issue 19). `FastSlotDecoder` is the same
+layers and weights with what slots.py gave transformers' forward:
+
+- every row has its own position ([B]), which is both its rotary position and the cache slot
+  its next token is written to (a row's prompt sits from slot 0, with no padding in the cache);
+- each row's mask ([B, 1, 1, L]) lets it see its own slots only; attention is SDPA over the
+  whole cache under that mask (FastConfig.attention="filled" reads one length for all rows, so
+  it is refused here);
+- `prefill(rows, ids, mask)` runs a left-padded group of prompts through the layers at once
+  (causal SDPA under the padding mask, positions counted from each prompt's first real token)
+  and moves each prompt's keys and values to the front of its row of the cache;
+- `finish(row)` stops a row from advancing, as SlotDecoder's does.
+
+The step's buffers are fixed, so CapturedStep captures and checks it as it does the others.
+FastConfig's other switches (fuse, compile, store_in_rotary, dense_prefill_rows, graph) hold.
+"""
+
+from __future__ import annotations
+
+from ..errors import ConfigError
+from .fast import FastConfig, FastDecoder, fast_config, fast_weights
+
+
+class FastSlotDecoder(FastDecoder):
+    """FastDecoder's step with a position, a mask and an active flag per row (see the module docstring)."""
+
+    mode = "fast"
+
+    def __init__(self, loaded, weights, config: FastConfig, batch: int, length: int):
+        import torch
+
+        _check(config)
+        super().__init__(loaded, weights, config, batch, length)
+        d = self.device
+        self.pos = torch.zeros(batch, dtype=torch.long, device=d)  # [B] each row's next slot = its rotary position
+        self._slot = self.pos.view(batch, 1, 1, 1).expand(batch, self.kv, 1, self.head_dim)  # a view: follows pos
+        self.active = torch.zeros(batch, dtype=torch.long, device=d)  # [B] 1 while a row decodes
+
+    @property
+    def note(self) -> str:
+        return "slots: one position per row; " + super().note
+
+    def _state(self):
+        return [self.pos, self.mask]
+
+    def reset(self) -> None:
+        """Every row idle at slot 0 (a decoder kept from an earlier workload starts clean)."""
+        self.active.zero_()
+        self.pos.zero_()
+        self.mask.fill_(self.min)
+
+    def finish(self, row: int) -> None:
+        """`row` is done: it stops advancing (it keeps writing one slot) until it is refilled."""
+        self.active[row] = 0
+
+    # --- prefill: a left-padded group into some rows ---------------------------------------------------
+
+    def prefill(self, rows: list[int], input_ids, attention_mask):
+        """Start the prompts of a left-padded [k, T] batch (its 0/1 mask) in `rows`; returns [k, V]
+        float32 logits of each prompt's last position."""
+        import torch
+        import torch.nn.functional as F
+
+        k, t = input_ids.shape
+        if k != len(rows) or t >= self.length:
+            raise ConfigError(f"{k} prompts of {t} tokens do not fit {len(rows)} rows of a {self.length}-token cache")
+        d = self.device
+        valid = attention_mask.to(d).bool()  # [k, T]
+        lengths = valid.long().sum(-1)  # [k] real tokens per prompt
+        positions = (valid.long().cumsum(-1) - 1).clamp_(min=0)  # [k, T] rotary positions; padding gets 0
+        q_idx = torch.arange(t, device=d)
+        allowed = ((q_idx[None, None, :] <= q_idx[None, :, None]) & valid[:, None, :]) \
+            | (q_idx[None, None, :] == q_idx[None, :, None])  # causal, real keys only; padding sees itself
+        mask = torch.zeros(allowed.shape, dtype=self.dtype, device=d).masked_fill_(~allowed, self.min)[:, None]
+        cos, sin = self.cos_table[positions][:, None], self.sin_table[positions][:, None]  # [k, 1, T, D]
+        index = torch.tensor(rows, dtype=torch.long, device=d)
+        # slot j of row r takes the prompt's token T - len_r + j (its real tokens, moved to the front);
+        # the slots past len_r take copies, masked until the row's own tokens are written there
+        source = (t - lengths[:, None] + q_idx[None, :]).clamp_(max=t - 1)  # [k, T]
+        gather = source[:, None, :, None].expand(k, self.kv, t, self.head_dim)
+        fn = self.prefill_fn
+        with torch.inference_mode():
+            x = self.embed(input_ids.to(d))  # [k, T, H]
+            h = fn["rms_norm"](x, self.w.layers[0].ln_in, self.eps)
+            for i, layer in enumerate(self.w.layers):
+                q, key, value = fn["split_rotate"](layer.qkv(h), cos, sin, self.heads, self.kv, self.head_dim)
+                self.k_cache[i][index, :, :t] = key.gather(2, gather)
+                self.v_cache[i][index, :, :t] = value.gather(2, gather)
+                a = F.scaled_dot_product_attention(q, key, value, attn_mask=mask, scale=self.scale,
+                                                   enable_gqa=True)  # [k, H, T, D]
+                x, h = fn["add_norm"](x, layer.o(a.transpose(1, 2).reshape(k, t, -1)), layer.ln_post, self.eps)
+                nxt = self.w.layers[i + 1].ln_in if i + 1 < len(self.w.layers) else self.final_norm
+                x, h = fn["add_norm"](x, layer.down(fn["swiglu"](layer.gate_up(h), self.inter)), nxt, self.eps)
+            logits = self.lm_head(h[:, -1:])[:, -1].float()  # [k, V]
+        row_mask = torch.full((k, self.length), self.min, dtype=self.dtype, device=d)
+        row_mask.masked_fill_(torch.arange(self.length, device=d)[None, :] < lengths[:, None], 0.0)
+        self.mask[index, 0, 0] = row_mask
+        self.pos[index] = lengths
+        self.active[index] = 1
+        if self.logits is None:
+            self.logits = torch.empty((self.batch, logits.shape[-1]), dtype=torch.float32, device=d)
+        return logits
+
+    # --- one step: what the graph holds -----------------------------------------------------------------
+
+    def _step_body(self):
+        import torch
+
+        fn, b = self.fn, self.batch
+        x = self.embed(self.ids)  # [B, 1, H]
+        cos = self.cos_table[self.pos][:, None, None]  # [B, 1, 1, D]
+        sin = self.sin_table[self.pos][:, None, None]
+        self.mask.view(b, self.length).scatter_(1, self.pos.view(b, 1), 0.0)  # each new token sees itself
+        h = fn["rms_norm"](x, self.w.layers[0].ln_in, self.eps)
+        for i, layer in enumerate(self.w.layers):
+            if self.config.store_in_rotary:
+                q = fn["rotate_store_rows"](layer.qkv(h), cos, sin, self._slot, self.k_cache[i], self.v_cache[i],
+                                            self.heads, self.kv, self.head_dim)
+            else:
+                q, k, v = fn["split_rotate"](layer.qkv(h), cos, sin, self.heads, self.kv, self.head_dim)
+                self.k_cache[i].scatter_(2, self._slot, k)  # [B, KV, 1, D] at each row's slot
+                self.v_cache[i].scatter_(2, self._slot, v)
+            with torch.profiler.record_function("wb::attention"):
+                a = self._attend(i, q)  # [B, 1, H * D]
+            x, h = fn["add_norm"](x, layer.o(a), layer.ln_post, self.eps)
+            nxt = self.w.layers[i + 1].ln_in if i + 1 < len(self.w.layers) else self.final_norm
+            x, h = fn["add_norm"](x, layer.down(fn["swiglu"](layer.gate_up(h), self.inter)), nxt, self.eps)
+        self.logits.copy_(self.lm_head(h)[:, -1].float())
+        self.pos.add_(self.active)
+
+
+def _check(config: FastConfig) -> None:
+    if config.attention != "sdpa":
+        raise ConfigError(f"FastConfig.attention={config.attention!r}: the workload runner's fast step attends "
+                          "with SDPA under each row's own mask; 'filled' reads one length for every row. Use "
+                          "FastConfig(attention='sdpa') for workloads")
+
+
+def fast_slot_decoder(loaded, batch: int, length: int) -> FastSlotDecoder:
+    """The slot decoder for `loaded` with its FastConfig (the workload runner keeps it)."""
+    config = fast_config(loaded)
+    _check(config)  # before its weights are built
+    return FastSlotDecoder(loaded, fast_weights(loaded, config), config, batch, length)

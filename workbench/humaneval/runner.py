@@ -334,7 +334,8 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--limit", type=int, help="the first N problems (default: all 164)")
     parser.add_argument("--batch-size", type=int, default=16, help="rows decoded together (default 16)")
-    parser.add_argument("--decode-mode", default="auto", help="auto (default), graph, static or eager")
+    parser.add_argument("--decode-mode", default="auto",
+                        help="auto (default), graph, static, fast (the default FastConfig) or eager")
     parser.add_argument("--n-samples", type=int, default=1, help="samples per problem; > 1 needs --temperature")
     parser.add_argument("--temperature", type=float, help="sample at this temperature (default: greedy)")
     parser.add_argument("--top-p", type=float, default=0.95, help="nucleus mass when sampling (default 0.95)")

@@ -513,26 +513,39 @@ class FastDecoder(CapturedStep):
                               "of equal length or one prompt per call")
         if b != self.batch or t >= self.length:
             raise ConfigError(f"a batch of {b} x {t} does not fit this decoder ({self.batch} x {self.length})")
-        fn = self.prefill_fn
-        with torch.inference_mode():
-            x = self.embed(input_ids)  # [B, T, H]
-            cos, sin = self.cos_table[:t][None, None], self.sin_table[:t][None, None]  # [1, 1, T, D]
-            h = fn["rms_norm"](x, self.w.layers[0].ln_in, self.eps)
-            for i, layer in enumerate(self.w.layers):
-                q, k, v = fn["split_rotate"](layer.qkv(h), cos, sin, self.heads, self.kv, self.head_dim)
-                self.k_cache[i][:, :, :t] = k
-                self.v_cache[i][:, :, :t] = v
-                a = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.scale,
-                                                                     enable_gqa=True)  # [B, H, T, D]
-                x, h = fn["add_norm"](x, layer.o(a.transpose(1, 2).reshape(b, t, -1)), layer.ln_post, self.eps)
-                nxt = self.w.layers[i + 1].ln_in if i + 1 < len(self.w.layers) else self.final_norm
-                x, h = fn["add_norm"](x, layer.down(fn["swiglu"](layer.gate_up(h), self.inter)), nxt, self.eps)
-            logits = self.lm_head(h[:, -1:])[:, -1].float()  # [B, V]
+        def store(i, k, v):
+            self.k_cache[i][:, :, :t] = k
+            self.v_cache[i][:, :, :t] = v
+
+        cos, sin = self.cos_table[:t][None, None], self.sin_table[:t][None, None]  # [1, 1, T, D]
+        logits = self._prefill_layers(input_ids, cos, sin, store, None)  # [B, V]
         self.mask.fill_(self.min)[..., :t] = 0.0
         self.pos.fill_(t)
         if self.logits is None:
             self.logits = torch.empty_like(logits)
         return logits
+
+    def _prefill_layers(self, input_ids, cos, sin, store, attn_mask):
+        """The prompt through every layer: `store(i, k, v)` puts layer i's keys and values in the cache;
+        attention is causal SDPA, under `attn_mask` ([B, 1, T, T]) when one is given. Returns the
+        [B, V] float32 logits of the last position."""
+        import torch
+        import torch.nn.functional as F
+
+        b, t = input_ids.shape
+        fn = self.prefill_fn
+        with torch.inference_mode():
+            x = self.embed(input_ids)  # [B, T, H]
+            h = fn["rms_norm"](x, self.w.layers[0].ln_in, self.eps)
+            for i, layer in enumerate(self.w.layers):
+                q, k, v = fn["split_rotate"](layer.qkv(h), cos, sin, self.heads, self.kv, self.head_dim)
+                store(i, k, v)
+                a = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=attn_mask is None,
+                                                   scale=self.scale, enable_gqa=True)  # [B, H, T, D]
+                x, h = fn["add_norm"](x, layer.o(a.transpose(1, 2).reshape(b, t, -1)), layer.ln_post, self.eps)
+                nxt = self.w.layers[i + 1].ln_in if i + 1 < len(self.w.layers) else self.final_norm
+                x, h = fn["add_norm"](x, layer.down(fn["swiglu"](layer.gate_up(h), self.inter)), nxt, self.eps)
+            return self.lm_head(h[:, -1:])[:, -1].float()  # [B, V]
 
     # --- one step: what the graph holds -----------------------------------------------------------------
 
@@ -541,25 +554,40 @@ class FastDecoder(CapturedStep):
 
         fn = self.fn
         x = self.embed(self.ids)  # [B, 1, H]
-        cos = self.cos_table[self.pos][None, None]  # [1, 1, 1, D]
-        sin = self.sin_table[self.pos][None, None]
-        if self.attention is None:
-            self.mask.index_fill_(-1, self.pos, 0.0)  # the new token sees itself
+        cos, sin = self._step_rotary()
+        self._step_mask()
         h = fn["rms_norm"](x, self.w.layers[0].ln_in, self.eps)
         for i, layer in enumerate(self.w.layers):
-            if self.config.store_in_rotary:
-                q = fn["rotate_store"](layer.qkv(h), cos, sin, self.pos, self.k_cache[i], self.v_cache[i], self.heads,
-                                       self.kv, self.head_dim)
-            else:
-                q, k, v = fn["split_rotate"](layer.qkv(h), cos, sin, self.heads, self.kv, self.head_dim)
-                self.k_cache[i].index_copy_(2, self.pos, k)
-                self.v_cache[i].index_copy_(2, self.pos, v)
+            q = self._rotate_store(i, layer.qkv(h), cos, sin)
             with torch.profiler.record_function("wb::attention"):
                 a = self._attend(i, q)  # [B, 1, H * D]
             x, h = fn["add_norm"](x, layer.o(a), layer.ln_post, self.eps)
             nxt = self.w.layers[i + 1].ln_in if i + 1 < len(self.w.layers) else self.final_norm
             x, h = fn["add_norm"](x, layer.down(fn["swiglu"](layer.gate_up(h), self.inter)), nxt, self.eps)
         self.logits.copy_(self.lm_head(h)[:, -1].float())
+        self._advance()
+
+    # what a step does per batch (one position for all rows); fast_slots.py does them per row
+
+    def _step_rotary(self):
+        return self.cos_table[self.pos][None, None], self.sin_table[self.pos][None, None]  # [1, 1, 1, D] each
+
+    def _step_mask(self):
+        if self.attention is None:
+            self.mask.index_fill_(-1, self.pos, 0.0)  # the new token sees itself
+
+    def _rotate_store(self, i: int, qkv, cos, sin):
+        """Rotate q and k of the new token, write its key and value to layer i's cache; returns q."""
+        fn = self.fn
+        if self.config.store_in_rotary:
+            return fn["rotate_store"](qkv, cos, sin, self.pos, self.k_cache[i], self.v_cache[i], self.heads, self.kv,
+                                      self.head_dim)
+        q, k, v = fn["split_rotate"](qkv, cos, sin, self.heads, self.kv, self.head_dim)
+        self.k_cache[i].index_copy_(2, self.pos, k)
+        self.v_cache[i].index_copy_(2, self.pos, v)
+        return q
+
+    def _advance(self):
         self.pos.add_(1)
 
     def _attend(self, i: int, q):

@@ -65,7 +65,6 @@ class FastSlotDecoder(FastDecoder):
         """Start the prompts of a left-padded [k, T] batch (its 0/1 mask) in `rows`; returns [k, V]
         float32 logits of each prompt's last position."""
         import torch
-        import torch.nn.functional as F
 
         k, t = input_ids.shape
         if k != len(rows) or t >= self.length:
@@ -84,20 +83,12 @@ class FastSlotDecoder(FastDecoder):
         # the slots past len_r take copies, masked until the row's own tokens are written there
         source = (t - lengths[:, None] + q_idx[None, :]).clamp_(max=t - 1)  # [k, T]
         gather = source[:, None, :, None].expand(k, self.kv, t, self.head_dim)
-        fn = self.prefill_fn
-        with torch.inference_mode():
-            x = self.embed(input_ids.to(d))  # [k, T, H]
-            h = fn["rms_norm"](x, self.w.layers[0].ln_in, self.eps)
-            for i, layer in enumerate(self.w.layers):
-                q, key, value = fn["split_rotate"](layer.qkv(h), cos, sin, self.heads, self.kv, self.head_dim)
-                self.k_cache[i][index, :, :t] = key.gather(2, gather)
-                self.v_cache[i][index, :, :t] = value.gather(2, gather)
-                a = F.scaled_dot_product_attention(q, key, value, attn_mask=mask, scale=self.scale,
-                                                   enable_gqa=True)  # [k, H, T, D]
-                x, h = fn["add_norm"](x, layer.o(a.transpose(1, 2).reshape(k, t, -1)), layer.ln_post, self.eps)
-                nxt = self.w.layers[i + 1].ln_in if i + 1 < len(self.w.layers) else self.final_norm
-                x, h = fn["add_norm"](x, layer.down(fn["swiglu"](layer.gate_up(h), self.inter)), nxt, self.eps)
-            logits = self.lm_head(h[:, -1:])[:, -1].float()  # [k, V]
+
+        def store(i, key, value):
+            self.k_cache[i][index, :, :t] = key.gather(2, gather)
+            self.v_cache[i][index, :, :t] = value.gather(2, gather)
+
+        logits = self._prefill_layers(input_ids.to(d), cos, sin, store, mask)  # [k, V]
         row_mask = torch.full((k, self.length), self.min, dtype=self.dtype, device=d)
         row_mask.masked_fill_(torch.arange(self.length, device=d)[None, :] < lengths[:, None], 0.0)
         self.mask[index, 0, 0] = row_mask
@@ -107,32 +98,26 @@ class FastSlotDecoder(FastDecoder):
             self.logits = torch.empty((self.batch, logits.shape[-1]), dtype=torch.float32, device=d)
         return logits
 
-    # --- one step: what the graph holds -----------------------------------------------------------------
+    # --- one step, per row (FastDecoder._step_body calls these) ----------------------------------------
 
-    def _step_body(self):
-        import torch
+    def _step_rotary(self):
+        return self.cos_table[self.pos][:, None, None], self.sin_table[self.pos][:, None, None]  # [B, 1, 1, D] each
 
-        fn, b = self.fn, self.batch
-        x = self.embed(self.ids)  # [B, 1, H]
-        cos = self.cos_table[self.pos][:, None, None]  # [B, 1, 1, D]
-        sin = self.sin_table[self.pos][:, None, None]
-        self.mask.view(b, self.length).scatter_(1, self.pos.view(b, 1), 0.0)  # each new token sees itself
-        h = fn["rms_norm"](x, self.w.layers[0].ln_in, self.eps)
-        for i, layer in enumerate(self.w.layers):
-            if self.config.store_in_rotary:
-                q = fn["rotate_store_rows"](layer.qkv(h), cos, sin, self._slot, self.k_cache[i], self.v_cache[i],
-                                            self.heads, self.kv, self.head_dim)
-            else:
-                q, k, v = fn["split_rotate"](layer.qkv(h), cos, sin, self.heads, self.kv, self.head_dim)
-                self.k_cache[i].scatter_(2, self._slot, k)  # [B, KV, 1, D] at each row's slot
-                self.v_cache[i].scatter_(2, self._slot, v)
-            with torch.profiler.record_function("wb::attention"):
-                a = self._attend(i, q)  # [B, 1, H * D]
-            x, h = fn["add_norm"](x, layer.o(a), layer.ln_post, self.eps)
-            nxt = self.w.layers[i + 1].ln_in if i + 1 < len(self.w.layers) else self.final_norm
-            x, h = fn["add_norm"](x, layer.down(fn["swiglu"](layer.gate_up(h), self.inter)), nxt, self.eps)
-        self.logits.copy_(self.lm_head(h)[:, -1].float())
-        self.pos.add_(self.active)
+    def _step_mask(self):
+        self.mask.view(self.batch, self.length).scatter_(1, self.pos.view(self.batch, 1), 0.0)  # sees itself
+
+    def _rotate_store(self, i: int, qkv, cos, sin):
+        fn = self.fn
+        if self.config.store_in_rotary:
+            return fn["rotate_store_rows"](qkv, cos, sin, self._slot, self.k_cache[i], self.v_cache[i], self.heads,
+                                           self.kv, self.head_dim)
+        q, k, v = fn["split_rotate"](qkv, cos, sin, self.heads, self.kv, self.head_dim)
+        self.k_cache[i].scatter_(2, self._slot, k)  # [B, KV, 1, D] at each row's slot
+        self.v_cache[i].scatter_(2, self._slot, v)
+        return q
+
+    def _advance(self):
+        self.pos.add_(self.active)  # finished rows stay where they are
 
 
 def _check(config: FastConfig) -> None:

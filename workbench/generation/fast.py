@@ -36,6 +36,7 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from ..model import triton_kernels
+from ..model.attention import attention_applied
 from ..model.checkpoint import GPTQSettings, read_gptq_settings, weight_files
 from .graphstep import CapturedStep
 
@@ -474,6 +475,7 @@ class FastDecoder(CapturedStep):
                          or config.dense_prefill_rows):
             raise ConfigError(f"FastConfig({config.describe()}) compiles or runs Triton kernels: it needs a CUDA "
                               f"device, the model is on {self.device}")
+        self.model = model  # for its attention choice, which SDPA's switches follow here too (_step_context)
         self.embed, self.lm_head, self.final_norm = model.model.embed_tokens, model.lm_head, model.model.norm.weight
         # one tensor per layer (not views of one): a compiled piece that writes a layer's cache then sees
         # tensors alike in everything its guards check, and compiles once for all layers
@@ -534,7 +536,7 @@ class FastDecoder(CapturedStep):
 
         b, t = input_ids.shape
         fn = self.prefill_fn
-        with torch.inference_mode():
+        with torch.inference_mode(), attention_applied(self.model):
             x = self.embed(input_ids)  # [B, T, H]
             h = fn["rms_norm"](x, self.w.layers[0].ln_in, self.eps)
             for i, layer in enumerate(self.w.layers):
@@ -566,6 +568,11 @@ class FastDecoder(CapturedStep):
             x, h = fn["add_norm"](x, layer.down(fn["swiglu"](layer.gate_up(h), self.inter)), nxt, self.eps)
         self.logits.copy_(self.lm_head(h)[:, -1].float())
         self._advance()
+
+    def _step_context(self):
+        """SDPA's switches as the loaded model's attention choice says (the record's `attention`): the
+        step runs outside the model's forward, whose hooks set them there (model/attention.py)."""
+        return attention_applied(self.model)
 
     # what a step does per batch (one position for all rows); fast_slots.py does them per row
 

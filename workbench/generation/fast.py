@@ -334,8 +334,12 @@ class DensePrefill:
         device = model.get_input_embeddings().weight.device
         source = _CheckpointTensors(Path(loaded.load_record.loaded_from), device)
         self.min_rows = min_rows
-        self.modules = [(module, PackedGPTQ.from_tensors(source.linear(name), settings))
-                        for name, module in model.named_modules() if isinstance(module, BaseQuantLinear)]
+        try:
+            self.modules = [(module, PackedGPTQ.from_tensors(source.linear(name), settings))
+                            for name, module in model.named_modules() if isinstance(module, BaseQuantLinear)]
+        except ConfigError as e:  # act-order, bits: say which switch to turn off here
+            raise ConfigError(f"dense prefill cannot read this checkpoint ({e}); run with dense_prefill_rows=0") \
+                from None
         if not self.modules:
             raise ConfigError("dense prefill replaces gptqmodel's quantized linears; this model has none")
 

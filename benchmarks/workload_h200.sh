@@ -41,6 +41,10 @@ cd "$here/src" || exit 1
 export PYTHONPATH=$here/src:${PYTHONPATH:-} PYTHONUNBUFFERED=1
 data=/tmp/wb-data
 mkdir -p "$data/ext"
+# $HERE/ext.tar.gz: marlin built by an earlier call (peer_h200.sh's $OUT/ext.tar.gz), loaded instead of built
+if [ -f "$here/ext.tar.gz" ] && [ -z "$(ls -A "$data/ext")" ]; then
+  tar -xzf "$here/ext.tar.gz" -C "$data/ext" && say "marlin built earlier: unpacked"
+fi
 export WORKBENCH_CACHE=$data/cache GPTQMODEL_TORCH_EXTENSIONS_DIR=$data/ext
 # The builds leave cores to the benchmarks that run beside them (exllamav2's is host-bound).
 export MAX_JOBS=${MAX_JOBS:-12} TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0}

@@ -22,7 +22,7 @@ can be proven (`prove_equal(loaded, "fast")`) and measured beside the one before
   compiled rotary kernel rather than by two copies of their own per layer.
 
 The step lives in `FastDecoder`, which static.py's loop drives like its own decoders: static
-buffers, its own KV cache ([layers, B, KV heads, length, head dim]) and, on CUDA, the step
+buffers, its own KV cache (a [B, KV heads, length, head dim] tensor per layer) and, on CUDA, the step
 captured in a graph and checked against the same step run eagerly (graphstep.py). Prompts of
 one batch must have one length (no padding).
 """
@@ -519,6 +519,7 @@ class FastDecoder(CapturedStep):
                               "of equal length or one prompt per call")
         if b != self.batch or t >= self.length:
             raise ConfigError(f"a batch of {b} x {t} does not fit this decoder ({self.batch} x {self.length})")
+
         def store(i, k, v):
             self.k_cache[i][:, :, :t] = k
             self.v_cache[i][:, :, :t] = v

@@ -470,7 +470,7 @@ def test_run_refuses_bad_parameters_before_generating(monkeypatch, tmp_path):
     sampled = generation.DecodeConfig(do_sample=True, temperature=0.8)
     for kwargs, match in [({"limit": 0}, "limit"), ({"limit": 165}, "limit"), ({"limit": "3"}, "limit"),
                           ({"batch_size": 0}, "batch_size"), ({"batch_size": 2.5}, "batch_size"),
-                          ({"decode_mode": "fast"}, "decode_mode"), ({"n_samples": 0}, "n_samples"),
+                          ({"decode_mode": "turbo"}, "decode_mode"), ({"n_samples": 0}, "n_samples"),
                           ({"n_samples": 2}, "needs sampling"),
                           ({"config": sampled, "n_samples": 2, "pass_at": (1, 10)}, "k=10 > n_samples=2")]:
         with pytest.raises(ConfigError, match=match):

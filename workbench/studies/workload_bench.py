@@ -226,7 +226,7 @@ def main(argv=None) -> int:
     parser.add_argument("--model", default="demo", help="checkpoint folder, or 'demo'")
     parser.add_argument("--kernel", default="auto")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--decode-mode", default="auto", help="the runner's mode: auto, graph, static or eager")
+    parser.add_argument("--decode-mode", default="auto", help="the runner's mode: auto, graph, static, fast or eager")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[8, 16, 32, 64])
     parser.add_argument("--limit", type=int, help="the first N problems (default: all 164)")
     parser.add_argument("--eager-limit", type=int, default=16, help="problems run one at a time (default 16)")

@@ -547,8 +547,12 @@ class FastDecoder(CapturedStep):
             for i, layer in enumerate(self.w.layers):
                 q, k, v = fn["split_rotate"](layer.qkv(h), cos, sin, self.heads, self.kv, self.head_dim)
                 store(i, k, v)
-                a = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=attn_mask is None,
-                                                   scale=self.scale, enable_gqa=True)  # [B, H, T, D]
+                if attn_mask is None:  # flash attention takes the grouped heads as they are
+                    a = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.scale, enable_gqa=True)
+                else:  # enable_gqa under a mask falls back to the math kernel, which materialises every score:
+                    g = self.heads // self.kv  # every head's keys instead, as transformers gives them there
+                    a = F.scaled_dot_product_attention(q, k.repeat_interleave(g, dim=1), v.repeat_interleave(g, dim=1),
+                                                       attn_mask=attn_mask, scale=self.scale)  # [B, H, T, D]
                 x, h = fn["add_norm"](x, layer.o(a.transpose(1, 2).reshape(b, t, -1)), layer.ln_post, self.eps)
                 nxt = self.w.layers[i + 1].ln_in if i + 1 < len(self.w.layers) else self.final_norm
                 x, h = fn["add_norm"](x, layer.down(fn["swiglu"](layer.gate_up(h), self.inter)), nxt, self.eps)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from ..errors import ConfigError
 from .fast import FastConfig, FastDecoder, fast_config, fast_weights
+from .inputs import prefill_mask
 
 
 class FastSlotDecoder(FastDecoder):
@@ -70,13 +71,10 @@ class FastSlotDecoder(FastDecoder):
         if k != len(rows) or t >= self.length:
             raise ConfigError(f"{k} prompts of {t} tokens do not fit {len(rows)} rows of a {self.length}-token cache")
         d = self.device
-        valid = attention_mask.to(d).bool()  # [k, T]
-        lengths = valid.long().sum(-1)  # [k] real tokens per prompt
-        positions = (valid.long().cumsum(-1) - 1).clamp_(min=0)  # [k, T] rotary positions; padding gets 0
+        attention_mask = attention_mask.to(d)
+        lengths = attention_mask.long().sum(-1)  # [k] real tokens per prompt
+        mask, positions = prefill_mask(attention_mask, t, self.dtype)  # [k, 1, T, T], [k, T]
         q_idx = torch.arange(t, device=d)
-        allowed = ((q_idx[None, None, :] <= q_idx[None, :, None]) & valid[:, None, :]) \
-            | (q_idx[None, None, :] == q_idx[None, :, None])  # causal, real keys only; padding sees itself
-        mask = torch.zeros(allowed.shape, dtype=self.dtype, device=d).masked_fill_(~allowed, self.min)[:, None]
         cos, sin = self.cos_table[positions][:, None], self.sin_table[positions][:, None]  # [k, 1, T, D]
         index = torch.tensor(rows, dtype=torch.long, device=d)
         # slot j of row r takes the prompt's token T - len_r + j (its real tokens, moved to the front);

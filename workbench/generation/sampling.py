@@ -20,7 +20,7 @@ class RowChooser:
         import torch
 
         self.config, self.device, self.eos = config, device, tokenizer.eos_token_id
-        self.warpers = _warpers(config)
+        self.warpers = logits_warpers(config)
         self.penalty = None
         if config.repetition_penalty != 1.0:
             from transformers import RepetitionPenaltyLogitsProcessor
@@ -79,8 +79,9 @@ class RowChooser:
         return chosen
 
 
-def _warpers(config: DecodeConfig) -> list:
-    """Temperature, top-k and top-p, as transformers applies them (rows are independent)."""
+def logits_warpers(config: DecodeConfig) -> list:
+    """Temperature, top-k and top-p, as transformers' generate applies them (rows are independent);
+    none for greedy decoding."""
     if not config.do_sample:
         return []
     from transformers import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper

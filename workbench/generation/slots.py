@@ -15,7 +15,8 @@ from __future__ import annotations
 
 from ..errors import ConfigError
 from .fast_slots import fast_slot_decoder
-from .static import StaticDecoder, _activation_dtype, grouped_attention, release_decoder
+from .inputs import prefill_mask
+from .static import StaticDecoder, grouped_attention, release_decoder
 
 
 class SlotCache:
@@ -76,27 +77,16 @@ class SlotDecoder(StaticDecoder):
     """
 
     def __init__(self, model, batch: int, length: int, graph: bool):
-        # Not StaticDecoder.__init__: that one makes a StaticCache with one write position.
         import torch
 
-        self.model, self.batch, self.length = model, batch, length
-        self.device = model.get_input_embeddings().weight.device
-        self.dtype = _activation_dtype(model)
-        if graph and self.device.type != "cuda":
-            raise ConfigError(f"decode_mode='graph' needs a CUDA device; the model is on {self.device}: use 'static'")
-        self.graph_wanted = graph
-        self.cache_arg, self.pass_cache_position = _forward_args(model)
-        self.cache = SlotCache(model.config, batch, length, self.dtype, self.device)
-        self.min = torch.finfo(self.dtype).min
-        d = self.device
-        self.ids = torch.zeros((batch, 1), dtype=torch.long, device=d)  # [B, 1] this step's token
-        self.pos = torch.zeros((batch, 1), dtype=torch.long, device=d)  # [B, 1] its rotary position
-        self.cpos = torch.zeros(1, dtype=torch.long, device=d)  # passed as cache_position; SlotCache ignores it
-        self.active = torch.zeros(batch, dtype=torch.long, device=d)  # [B] 1 while a row decodes
-        self.mask = torch.full((batch, 1, 1, length), self.min, dtype=self.dtype, device=d)  # [B, 1, 1, L]
-        self.logits = torch.zeros((batch, model.config.vocab_size), dtype=torch.float32, device=d)  # [B, V]
-        self.graph = None
-        self.graph_note = ""  # what capturing the graph cost, or why there is none (StaticDecoder.note)
+        super().__init__(model, batch, length, graph)  # its buffers, with the cache of _new_cache
+        self.active = torch.zeros(batch, dtype=torch.long, device=self.device)  # [B] 1 while a row decodes
+        # [B, V] now: a step may come before any prefill has sized it (StaticDecoder's comes with its prefill)
+        self.logits = torch.zeros((batch, model.config.vocab_size), dtype=torch.float32, device=self.device)
+
+    def _new_cache(self):
+        # not StaticDecoder's StaticCache, which has one write position; cpos is still passed, and ignored
+        return SlotCache(self.model.config, self.batch, self.length, self.dtype, self.device)
 
     def _state(self):
         return [self.pos, self.cache.slot, self.mask]
@@ -119,15 +109,12 @@ class SlotDecoder(StaticDecoder):
             raise ConfigError(f"{k} prompts of {t} tokens do not fit {len(rows)} rows of a {self.length}-token cache")
         d = self.device
         valid = attention_mask.bool()  # [k, T]
-        q = torch.arange(t, device=d)
-        allowed = ((q[None, None, :] <= q[None, :, None]) & valid[:, None, :]) | (q[None, None, :] == q[None, :, None])
-        mask = torch.zeros(allowed.shape, dtype=self.dtype, device=d).masked_fill_(~allowed, self.min)  # [k, T, T]
-        pos = (valid.long().cumsum(-1) - 1).masked_fill_(~valid, 1)  # as transformers positions padding
+        mask, pos = prefill_mask(attention_mask, t, self.dtype)  # [k, 1, T, T], [k, T]
         index = torch.tensor(rows, dtype=torch.long, device=d)
         self.cache.prefill_rows = index
         try:
             with torch.inference_mode(), grouped_attention(self.model):
-                logits = self._forward(input_ids, pos, mask[:, None], q).float()  # [k, V]
+                logits = self._forward(input_ids, pos, mask, torch.arange(t, device=d)).float()  # [k, V]
         finally:
             self.cache.prefill_rows = None
         row_mask = torch.full((k, self.length), self.min, dtype=self.dtype, device=d)
@@ -148,14 +135,6 @@ class SlotDecoder(StaticDecoder):
     def finish(self, row: int) -> None:
         """`row` is done: it stops advancing (its slot stays where it is) until it is refilled."""
         self.active[row] = 0
-
-
-def _forward_args(model) -> tuple[str, bool]:
-    """The forward's name for the cache (renamed in transformers 5.2x) and whether it takes cache_position."""
-    import inspect
-
-    params = inspect.signature(model.forward).parameters
-    return ("cache" if "cache" in params else "past_key_values"), "cache_position" in params
 
 
 def slot_decoder_for(loaded, batch: int, length: int, mode: str):

@@ -31,6 +31,8 @@ from ..model.exllamav2_engine import is_runner
 from .config import check_mode
 from .fast import fast_decoder
 from .graphstep import CapturedStep, graph_mismatch, tolerance  # noqa: F401  (tolerance, graph_mismatch: public here)
+from .inputs import prefill_mask
+from .sampling import logits_warpers
 
 CACHE_LENGTH_STEP = 128  # cache lengths are rounded up to this, so nearby requests share a graph
 GROUPED_SDPA = "workbench_grouped_sdpa"  # the attention the static loop uses in place of "sdpa"
@@ -109,7 +111,6 @@ class StaticDecoder(CapturedStep):
 
     def __init__(self, model, batch: int, length: int, graph: bool):
         import torch
-        from transformers import StaticCache
 
         self.model, self.batch, self.length = model, batch, length
         self.device = model.get_input_embeddings().weight.device
@@ -117,10 +118,8 @@ class StaticDecoder(CapturedStep):
         if graph and self.device.type != "cuda":
             raise ConfigError(f"decode_mode='graph' needs a CUDA device; the model is on {self.device}: use 'static'")
         self.graph_wanted = graph
-        params = inspect.signature(model.forward).parameters
-        self.cache_arg = "cache" if "cache" in params else "past_key_values"  # renamed in transformers 5.2x
-        self.pass_cache_position = "cache_position" in params
-        self.cache = StaticCache(config=model.config, max_cache_len=length)
+        self.cache_arg, self.pass_cache_position = forward_args(model)
+        self.cache = self._new_cache()
         self.min = torch.finfo(self.dtype).min
         d = self.device
         self.ids = torch.zeros((batch, 1), dtype=torch.long, device=d)  # [B, 1] this step's token
@@ -130,6 +129,11 @@ class StaticDecoder(CapturedStep):
         self.logits = None  # [B, V] float32, allocated by the first step
         self.graph = None
         self.graph_note = ""  # what capturing the graph cost, or why there is none
+
+    def _new_cache(self):
+        from transformers import StaticCache
+
+        return StaticCache(config=self.model.config, max_cache_len=self.length)
 
     @property
     def mode(self) -> str:
@@ -166,16 +170,9 @@ class StaticDecoder(CapturedStep):
             raise ConfigError(f"a batch of {b} x {t} does not fit this decoder ({self.batch} x {self.length})")
         self.cache.reset()  # in place: the graph's addresses stay valid
         valid = attention_mask.bool()  # [B, T]
-        k = torch.arange(self.length, device=self.device)
-        q = torch.arange(t, device=self.device)
-        seen = torch.zeros((b, self.length), dtype=torch.bool, device=self.device)  # [B, L]
-        seen[:, :t] = valid
-        # A query sees earlier valid keys; a padding query sees itself only (never an empty row).
-        allowed = ((k[None, None, :] <= q[None, :, None]) & seen[:, None, :]) | (k[None, None, :] == q[None, :, None])
-        mask = torch.zeros(allowed.shape, dtype=self.dtype, device=self.device).masked_fill_(~allowed, self.min)
-        pos = (valid.long().cumsum(-1) - 1).masked_fill_(~valid, 1)  # as transformers positions padding
+        mask, pos = prefill_mask(attention_mask, self.length, self.dtype)  # [B, 1, T, L], [B, T]
         with grouped_attention(self.model):
-            logits = self._forward(input_ids, pos, mask[:, None], torch.arange(t, device=self.device)).float()  # [B, V]
+            logits = self._forward(input_ids, pos, mask, torch.arange(t, device=self.device)).float()  # [B, V]
         self.mask.fill_(self.min)[:, 0, 0, :t].masked_fill_(valid, 0.0)
         self.pos.copy_(valid.long().sum(-1, keepdim=True))
         self.cpos.fill_(t)
@@ -191,6 +188,12 @@ class StaticDecoder(CapturedStep):
         tensors += [layer.cumulative_length for layer in getattr(self.cache, "layers", [])
                     if hasattr(layer, "cumulative_length")]  # transformers 5.2x counts cached tokens itself
         return tensors
+
+
+def forward_args(model) -> tuple[str, bool]:
+    """The forward's name for the cache (renamed in transformers 5.2x) and whether it takes cache_position."""
+    params = inspect.signature(model.forward).parameters
+    return ("cache" if "cache" in params else "past_key_values"), "cache_position" in params
 
 
 def _activation_dtype(model):
@@ -241,14 +244,7 @@ def release_decoder(loaded) -> None:
 
 def logits_processors(config, tokenizer, prompt_width: int, device="cpu"):
     """transformers' processors for this config, in the order its `generate` applies them."""
-    from transformers import (
-        LogitsProcessorList,
-        MinNewTokensLengthLogitsProcessor,
-        RepetitionPenaltyLogitsProcessor,
-        TemperatureLogitsWarper,
-        TopKLogitsWarper,
-        TopPLogitsWarper,
-    )
+    from transformers import LogitsProcessorList, MinNewTokensLengthLogitsProcessor, RepetitionPenaltyLogitsProcessor
 
     procs = LogitsProcessorList()
     if config.repetition_penalty != 1.0:
@@ -256,13 +252,7 @@ def logits_processors(config, tokenizer, prompt_width: int, device="cpu"):
     if config.min_new_tokens > 0:
         procs.append(MinNewTokensLengthLogitsProcessor(prompt_width, config.min_new_tokens, tokenizer.eos_token_id,
                                                        device=device))
-    if config.do_sample:
-        if config.temperature != 1.0:
-            procs.append(TemperatureLogitsWarper(config.temperature))
-        if config.top_k:
-            procs.append(TopKLogitsWarper(config.top_k))
-        if config.top_p < 1.0:
-            procs.append(TopPLogitsWarper(config.top_p))
+    procs.extend(logits_warpers(config))
     return procs
 
 

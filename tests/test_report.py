@@ -14,6 +14,7 @@ from pathlib import Path
 import nbformat
 import psutil
 import pytest
+from notebook_files import write_notebook
 
 from workbench.__main__ import main as workbench_main
 from workbench.errors import ConfigError
@@ -41,15 +42,6 @@ SLEEPS_BODY = ["import os, time\n"
                "time.sleep(120)"]
 
 
-def write_notebook(path: Path, body: list[str], parameters: str = PARAMETERS_CELL) -> Path:
-    nb = nbformat.v4.new_notebook()
-    cell = nbformat.v4.new_code_cell(parameters)
-    cell.metadata["tags"] = ["parameters"]
-    nb.cells = [cell] + [nbformat.v4.new_code_cell(source) for source in body]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    nbformat.write(nb, path)
-    return path
 
 
 def _gone(pid: int) -> bool:
@@ -62,8 +54,8 @@ def _gone(pid: int) -> bool:
 @pytest.fixture
 def notebooks_dir(tmp_path) -> Path:
     folder = tmp_path / "notebooks"
-    write_notebook(folder / "01_ok.ipynb", OK_BODY)
-    write_notebook(folder / "02_fails.ipynb", FAILS_BODY)
+    write_notebook(folder / "01_ok.ipynb", PARAMETERS_CELL, OK_BODY)
+    write_notebook(folder / "02_fails.ipynb", PARAMETERS_CELL, FAILS_BODY)
     return folder
 
 
@@ -73,8 +65,8 @@ def notebooks_dir(tmp_path) -> Path:
 def suite(tmp_path_factory):
     root = tmp_path_factory.mktemp("report")
     folder = root / "notebooks"
-    write_notebook(folder / "01_ok.ipynb", OK_BODY)
-    write_notebook(folder / "02_fails.ipynb", FAILS_BODY)
+    write_notebook(folder / "01_ok.ipynb", PARAMETERS_CELL, OK_BODY)
+    write_notebook(folder / "02_fails.ipynb", PARAMETERS_CELL, FAILS_BODY)
     params = root / "params.yaml"
     params.write_text("GREETING: from the params file\n01_ok:\n  EXTRA: 7\n")
     out = root / "out"
@@ -162,7 +154,7 @@ def test_each_notebook_is_written_executed_and_rendered(suite):
 
 @pytest.mark.slow
 def test_a_notebook_past_its_time_limit_ends_as_timeout_with_its_kernel(tmp_path):
-    nb = write_notebook(tmp_path / "notebooks" / "01_sleeps.ipynb", SLEEPS_BODY)
+    nb = write_notebook(tmp_path / "notebooks" / "01_sleeps.ipynb", PARAMETERS_CELL, SLEEPS_BODY)
     config = ReportConfig(notebooks=(nb,), out=tmp_path / "out", timeout_s=5)
     started = time.perf_counter()
     run = runner.run_notebook(config, nb)
@@ -223,7 +215,7 @@ def _all_gone(family: list[psutil.Process], within_s: float) -> bool:
 
 @pytest.mark.slow
 def test_sigterm_ends_papermill_and_its_kernel_and_a_second_runner_is_refused(tmp_path):
-    write_notebook(tmp_path / "notebooks" / "01_sleeps.ipynb", SLEEPS_BODY)
+    write_notebook(tmp_path / "notebooks" / "01_sleeps.ipynb", PARAMETERS_CELL, SLEEPS_BODY)
     out = tmp_path / "out"
     first = _start_runner(tmp_path / "notebooks", out)
     try:
@@ -246,7 +238,7 @@ def test_sigterm_ends_papermill_and_its_kernel_and_a_second_runner_is_refused(tm
 
 @pytest.mark.slow
 def test_a_runner_killed_outright_takes_papermill_and_its_kernel_with_it(tmp_path):
-    write_notebook(tmp_path / "notebooks" / "01_sleeps.ipynb", SLEEPS_BODY)
+    write_notebook(tmp_path / "notebooks" / "01_sleeps.ipynb", PARAMETERS_CELL, SLEEPS_BODY)
     out = tmp_path / "out"
     doomed = _start_runner(tmp_path / "notebooks", out)
     try:
@@ -345,7 +337,7 @@ def test_parameters_merge_global_then_the_notebooks_section(notebooks_dir, tmp_p
 
 
 def test_a_global_parameter_reaches_only_the_notebooks_that_define_it(notebooks_dir, tmp_path):
-    write_notebook(notebooks_dir / "03_other.ipynb", ["pass"], parameters='MODEL = "demo"\nOUTPUT_DIR = "."\nOTHER = 1')
+    write_notebook(notebooks_dir / "03_other.ipynb", 'MODEL = "demo"\nOUTPUT_DIR = "."\nOTHER = 1', ["pass"])
     config = ReportConfig(notebooks=find_notebooks(notebooks_dir), out=tmp_path / "out",
                           params={"GREETING": "hi", "OTHER": 2})
     assert config.parameters_for("01_ok")["GREETING"] == "hi" and "OTHER" not in config.parameters_for("01_ok")

@@ -17,9 +17,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import nbformat
 import psutil
 import pytest
+from notebook_files import write_notebook
 
 from workbench import humaneval
 from workbench.errors import ConfigError
@@ -37,15 +37,6 @@ HOST = "127.0.0.2"
 BASE = 'MODEL = "demo"\nKERNEL = "auto"\nDEVICE = "auto"\nOUTPUT_DIR = "."\n'
 
 
-def write_notebook(path: Path, parameters: str, body: list[str]) -> Path:
-    nb = nbformat.v4.new_notebook()
-    cell = nbformat.v4.new_code_cell(parameters)
-    cell.metadata["tags"] = ["parameters"]
-    nb.cells = [cell] + [nbformat.v4.new_code_cell(source) for source in body]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    nbformat.write(nb, path)
-    return path
 
 
 # 01_signal: on its first attempt it tells the test which processes run it (Jupyter kernel, papermill) and

@@ -12,6 +12,9 @@
 # still-warm machine reuses them).
 # DURING_BUILDS: a command run while the extensions build, from src/ (output: during_builds.txt),
 # for example `python3 benchmarks/runner_check.py $KIT/demo --kernel torch --device cuda`.
+# AFTER: a command run from src/ once bench-peer is done, with the machine's builds and checkpoint
+# (output: after.txt), stopped CALL_S (default 585) seconds after the start so that the call still
+# returns its files, for example bench-workload on the same checkpoint.
 # Writes under $OUT (packed into results.tar.gz; seven files, so that a call cut short still returns
 # them all): machine.txt (with the registry and the checkpoint), build_exllamav2.log,
 # build_marlin.log, probe.txt/json (PROBE=0 skips the probe), bench_peer.txt/json.
@@ -95,4 +98,9 @@ say "bench-peer with ${left} s left"
 # BENCH_ARGS: more bench-peer arguments, e.g. --ladder fused +compile --no-graph-split
 python3 -m workbench bench-peer --model "$syn" --device cuda --deadline-s "$left" --out "$OUT/bench_peer.json" \
   ${BENCH_ARGS:-} 2>&1 | tr '\r' '\n' | grep -v "^\s*$\|%|" | tee "$OUT/bench_peer.txt"
+if [ -n "${AFTER:-}" ]; then
+  left=$(( ${CALL_S:-585} - ($(date +%s) - start) ))
+  say "after bench-peer, ${left} s left: $AFTER"
+  timeout "$left" bash -c "$AFTER" 2>&1 | tr '\r' '\n' | grep -v "^\s*$\|%|\|^WARN\|^INFO" | tee "$OUT/after.txt"
+fi
 say "done"

@@ -29,6 +29,8 @@ def main(argv=None) -> int:
     parser.add_argument("--max-new-tokens", type=int, default=24)
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[8, 16])
     parser.add_argument("--modes", nargs="+", default=["graph", "static"])
+    parser.add_argument("--fast-config", nargs="+", metavar="FIELD=VALUE", default=[],
+                        help="FastConfig fields for --modes fast, e.g. fuse=1 compile=1 attention=filled")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
 
@@ -38,6 +40,11 @@ def main(argv=None) -> int:
     from workbench.studies.answer_equality import compare_answers
 
     loaded = wb.load_model(args.model, kernel=args.kernel, device=args.device)
+    if args.fast_config:
+        from workbench.generation.fast import set_fast_config
+        from workbench.studies.workload_bench import parse_fast_config
+
+        set_fast_config(loaded, parse_fast_config(args.fast_config))
     prompts = [build_prompt(p) for p in list(load_problems().values())[: args.limit]]
     config = wb.DecodeConfig.greedy(max_new_tokens=args.max_new_tokens)
     prompt_ids = [wb.encode_prompt(loaded.tokenizer, [{"role": "human", "content": p}], format="raw") for p in prompts]

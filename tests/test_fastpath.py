@@ -15,7 +15,7 @@ import torch
 
 from workbench.errors import ConfigError
 from workbench.generation import DecodeConfig, generate_ids
-from workbench.generation.fast import FastConfig, PackedGPTQ, concat_linears, set_fast_config
+from workbench.generation.fast import FastConfig, FastLinear, PackedGPTQ, concat_linears, set_fast_config
 from workbench.model import triton_kernels as tk
 from workbench.model.checkpoint import GPTQSettings, dequantize_gptq_v1
 from workbench.model.load import load_model
@@ -44,6 +44,29 @@ def test_config_is_validated():
     with pytest.raises(ConfigError, match="FastConfig.store_in_rotary=True.*compile=False"):
         FastConfig(store_in_rotary=True)
     assert "cache write in the rotary kernel" in FastConfig(compile=True, store_in_rotary=True).describe()
+    with pytest.raises(ConfigError, match="FastConfig.combo_kernels=True.*compile=False"):
+        FastConfig(combo_kernels=True)
+    assert "combo kernels" in FastConfig(compile=True, combo_kernels=True).describe()
+
+
+def test_dense_path_serves_prefills_only():
+    """A prefill of at least dense_rows rows dequantizes and runs a dense GEMM; a decode step of as
+    many rows (a batch of the workload runner) keeps the quantized kernel."""
+    packed = PackedGPTQ.from_tensors(_linear(128, 64, 64, 5), SETTINGS)
+    calls = []
+
+    def kernel(x):
+        calls.append(x.shape[0])
+        return torch.zeros(*x.shape[:-1], 64, dtype=x.dtype)
+
+    linear = FastLinear([kernel], packed, "kernel", dense_rows=4)
+    x = torch.randn(6, 128).half()
+    linear(x)
+    assert calls == [6]  # a step of 6 rows: the kernel
+    out = linear(x, prefill=True)
+    assert calls == [6] and torch.allclose(out.float(), x.float() @ packed.dequantize().float(), atol=1e-2)
+    linear(x[:3], prefill=True)
+    assert calls == [6, 3]  # a prefill below the threshold: the kernel
 
 
 def test_packed_weight_is_the_checkpoint_weight():
@@ -90,6 +113,11 @@ def check_triton_kernels(device: str) -> None:
     for length in (1, 17, 96):
         attention(q, kc, vc, torch.tensor([length - 1], device=device), d ** -0.5, out)
         assert float((out.float() - tk.attention_reference(q, kc, vc, length, d ** -0.5).float()).abs().max()) < 2e-3
+    lengths = (17, 96)  # one position per row, as the workload runner's slots have them
+    attention(q, kc, vc, torch.tensor([n - 1 for n in lengths], device=device), d ** -0.5, out)
+    for row, length in enumerate(lengths):
+        ref = tk.attention_reference(q[row:row + 1], kc[row:row + 1], vc[row:row + 1], length, d ** -0.5)
+        assert float((out[row:row + 1].float() - ref.float()).abs().max()) < 2e-3, row
 
 
 @pytest.mark.skipif(not triton_here, reason="triton is not installed (the GPU benchmark checks the kernels there)")

@@ -199,8 +199,8 @@ def test_the_fast_step_runs_the_workload_with_slots(demo_loaded):
         assert all("slots: one position per row" in r.decode_note and "separate q/k/v" in r.decode_note for r in fast)
         with pytest.raises(ConfigError, match="FastConfig\\(dense_prefill_rows"):
             run_workload(demo_loaded, ["x"], decode_mode="fast", dense_prefill_rows=8, progress=False)
-        set_fast_config(demo_loaded, FastConfig(fuse=False, attention="filled"))
-        with pytest.raises(ConfigError, match="attention='filled'.*one length for every row"):
+        set_fast_config(demo_loaded, FastConfig(fuse=False, attention="filled"))  # a Triton kernel: CUDA only
+        with pytest.raises(ConfigError, match="needs a CUDA device"):
             run_workload(demo_loaded, ["x"], decode_mode="fast", progress=False)
     finally:
         set_fast_config(demo_loaded, FastConfig())

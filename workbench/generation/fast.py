@@ -19,7 +19,10 @@ can be proven (`prove_equal(loaded, "fast")`) and measured beside the one before
 - `dense_prefill_rows`: prefills of at least this many rows dequantize each weight once and
   run a dense fp16 GEMM, ExLlamaV2's own switch;
 - `store_in_rotary`: the new token's keys and values are written to the cache inside the
-  compiled rotary kernel rather than by two copies of their own per layer.
+  compiled rotary kernel rather than by two copies of their own per layer;
+- `combo_kernels`: inductor's combo kernels for the compiled pieces, so that kernels of one piece
+  that do not depend on each other (q's rotation, k's rotation and store, v's store) are one
+  launch (at batch 1 the step is about 650 launches, and the GPU idles between them).
 
 The step lives in `FastDecoder`, which static.py's loop drives like its own decoders: static
 buffers, its own KV cache (a [B, KV heads, length, head dim] tensor per layer) and, on CUDA, the step
@@ -55,13 +58,14 @@ class FastConfig:
     gemm: str = "kernel"  # "kernel": the loaded kernel's GEMM; "triton": the workbench's 4-bit GEMV for one row (CUDA)
     dense_prefill_rows: int = 0  # prefills of at least this many rows: dequantize once + dense GEMM; 0 = never
     store_in_rotary: bool = False  # the new token's keys and values written to the cache by the compiled rotary
+    combo_kernels: bool = False  # a compiled piece's independent kernels launched as one (inductor's combo kernels)
     graph: bool = True  # capture the step in a CUDA graph (on CUDA)
 
     def __post_init__(self):
         def bad(name, allowed):
             raise ConfigError(f"FastConfig.{name}={getattr(self, name)!r} is invalid: allowed {allowed}")
 
-        for name in ("fuse", "compile", "graph", "store_in_rotary"):
+        for name in ("fuse", "compile", "graph", "store_in_rotary", "combo_kernels"):
             if not isinstance(getattr(self, name), bool):
                 bad(name, "True or False")
         if self.attention not in FAST_ATTENTIONS:
@@ -74,12 +78,15 @@ class FastConfig:
             bad("dense_prefill_rows", "an integer >= 0 (0 = never)")
         if self.store_in_rotary and not self.compile:
             bad("store_in_rotary", "False when compile=False (the store is fused into the compiled rotary kernel)")
+        if self.combo_kernels and not self.compile:
+            bad("combo_kernels", "False when compile=False (they are the compiled pieces' kernels)")
 
     def describe(self) -> str:
         return (f"{'fused' if self.fuse else 'separate'} q/k/v and gate/up, GEMM {self.gemm}, "
                 f"attention {self.attention}, "
                 f"compile {'on' if self.compile else 'off'}"
-                f"{' (cache write in the rotary kernel)' if self.store_in_rotary else ''}, dense prefill "
+                f"{' (cache write in the rotary kernel)' if self.store_in_rotary else ''}"
+                f"{' (combo kernels)' if self.combo_kernels else ''}, dense prefill "
                 f"{'from ' + str(self.dense_prefill_rows) + ' rows' if self.dense_prefill_rows else 'off'}")
 
     def needs_packed(self) -> bool:
@@ -159,12 +166,16 @@ class FastLinear:
     def __init__(self, parts: list, packed: PackedGPTQ | None, gemm: str, dense_rows: int):
         self.parts, self.packed, self.gemm, self.dense_rows = parts, packed, gemm, dense_rows
 
-    def __call__(self, x):
+    def __call__(self, x, prefill: bool = False):
+        """x [..., K] -> [..., N]. Only a prefill (`prefill=True`) of at least `dense_rows` rows takes the
+        dense path: a decode step of as many rows (a batch of 48 in the workload runner) keeps the
+        quantized GEMM, which reads a quarter of the bytes (dequantizing there made the runner's
+        batch-48 step 48 ms instead of 29 on the H200)."""
         import torch
 
         with torch.profiler.record_function("wb::qgemm"):  # studies/breakdown.py attributes GPU work by this
             rows = x.numel() // x.shape[-1]
-            if self.dense_rows and rows >= self.dense_rows:
+            if prefill and self.dense_rows and rows >= self.dense_rows:
                 return torch.matmul(x, self.packed.dequantize())
             if self.gemm == "triton" and rows == 1:
                 return self.packed.gemv(x.reshape(1, -1)).view(*x.shape[:-1], -1)
@@ -437,21 +448,22 @@ def swiglu(gate_up, intermediate: int):
 
 
 @functools.cache
-def _compiled(name: str, dynamic: bool):
+def _compiled(name: str, dynamic: bool, combo: bool = False):
     """One torch.compile'd copy of each piece per process and use: every layer shares its compiled
     code. The decode step's copy has fixed shapes (it is captured in the graph); the prefill's is
     compiled for any prompt length (`dynamic=True`), so a new length neither recompiles it nor
-    runs into the recompile limit, past which torch.compile would quietly run the piece uncompiled."""
+    runs into the recompile limit, past which torch.compile would quietly run the piece uncompiled.
+    `combo`: with inductor's combo kernels (FastConfig.combo_kernels)."""
     import torch
 
     fn = {"add_norm": add_norm, "rms_norm": rms_norm, "split_rotate": split_rotate, "swiglu": swiglu,
           "rotate_store": rotate_store, "rotate_store_rows": rotate_store_rows}[name]
-    return torch.compile(fn, dynamic=dynamic, fullgraph=True)
+    return torch.compile(fn, dynamic=dynamic, fullgraph=True, options={"combo_kernels": True} if combo else None)
 
 
-def _pieces(compiled: bool, dynamic: bool = False) -> dict:
+def _pieces(compiled: bool, dynamic: bool = False, combo: bool = False) -> dict:
     names = ("add_norm", "rms_norm", "split_rotate", "swiglu", "rotate_store", "rotate_store_rows")
-    return {n: _compiled(n, dynamic) for n in names} if compiled else {n: globals()[n] for n in names}
+    return {n: _compiled(n, dynamic, combo) for n in names} if compiled else {n: globals()[n] for n in names}
 
 
 # --- the decoder ----------------------------------------------------------------------------------
@@ -497,7 +509,7 @@ class FastDecoder(CapturedStep):
         self.attn_out = torch.empty((batch, self.heads, self.head_dim), dtype=self.dtype, device=self.device)
         self.attention = triton_kernels.DecodeAttention(batch, self.heads, self.kv, self.head_dim, self.device) \
             if config.attention == "filled" else None
-        self.fn = _pieces(config.compile)
+        self.fn = _pieces(config.compile, combo=config.combo_kernels)
         self.prefill_fn = _pieces(config.compile, dynamic=True)  # the prefill's norms, rotary, SwiGLU: any length
         self.graph_wanted = config.graph and cuda  # no CUDA graphs elsewhere: the note says so
         self.graph, self.graph_note, self.logits = None, "", None
@@ -545,7 +557,8 @@ class FastDecoder(CapturedStep):
             x = self.embed(input_ids)  # [B, T, H]
             h = fn["rms_norm"](x, self.w.layers[0].ln_in, self.eps)
             for i, layer in enumerate(self.w.layers):
-                q, k, v = fn["split_rotate"](layer.qkv(h), cos, sin, self.heads, self.kv, self.head_dim)
+                q, k, v = fn["split_rotate"](layer.qkv(h, prefill=True), cos, sin, self.heads, self.kv,
+                                             self.head_dim)
                 store(i, k, v)
                 if attn_mask is None:  # flash attention takes the grouped heads as they are
                     a = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.scale, enable_gqa=True)
@@ -553,9 +566,11 @@ class FastDecoder(CapturedStep):
                     g = self.heads // self.kv  # every head's keys instead, as transformers gives them there
                     a = F.scaled_dot_product_attention(q, k.repeat_interleave(g, dim=1), v.repeat_interleave(g, dim=1),
                                                        attn_mask=attn_mask, scale=self.scale)  # [B, H, T, D]
-                x, h = fn["add_norm"](x, layer.o(a.transpose(1, 2).reshape(b, t, -1)), layer.ln_post, self.eps)
+                x, h = fn["add_norm"](x, layer.o(a.transpose(1, 2).reshape(b, t, -1), prefill=True), layer.ln_post,
+                                      self.eps)
                 nxt = self.w.layers[i + 1].ln_in if i + 1 < len(self.w.layers) else self.final_norm
-                x, h = fn["add_norm"](x, layer.down(fn["swiglu"](layer.gate_up(h), self.inter)), nxt, self.eps)
+                mlp = fn["swiglu"](layer.gate_up(h, prefill=True), self.inter)
+                x, h = fn["add_norm"](x, layer.down(mlp, prefill=True), nxt, self.eps)
             return self.lm_head(h[:, -1:])[:, -1].float()  # [B, V]
 
     # --- one step: what the graph holds -----------------------------------------------------------------

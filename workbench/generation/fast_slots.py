@@ -9,16 +9,17 @@ layers and weights with what slots.py gave transformers' forward:
 
 - every row has its own position ([B]), which is both its rotary position and the cache slot
   its next token is written to (a row's prompt sits from slot 0, with no padding in the cache);
-- each row's mask ([B, 1, 1, L]) lets it see its own slots only; attention is SDPA over the
-  whole cache under that mask (FastConfig.attention="filled" reads one length for all rows, so
-  it is refused here);
+- each row's mask ([B, 1, 1, L]) lets it see its own slots only, when attention is SDPA over
+  the whole cache under that mask; FastConfig.attention="filled" reads each row's own filled
+  slots instead (the Triton kernel takes the position per row), which no mask is needed for;
 - `prefill(rows, ids, mask)` runs a left-padded group of prompts through the layers at once
   (causal SDPA under the padding mask, positions counted from each prompt's first real token)
   and moves each prompt's keys and values to the front of its row of the cache;
 - `finish(row)` stops a row from advancing, as SlotDecoder's does.
 
 The step's buffers are fixed, so CapturedStep captures and checks it as it does the others.
-FastConfig's other switches (fuse, compile, store_in_rotary, dense_prefill_rows, graph) hold.
+FastConfig's other switches (fuse, compile, store_in_rotary, combo_kernels, dense_prefill_rows,
+graph) hold; dense_prefill_rows applies to the group prefills only, never to a step.
 """
 
 from __future__ import annotations
@@ -36,7 +37,6 @@ class FastSlotDecoder(FastDecoder):
     def __init__(self, loaded, weights, config: FastConfig, batch: int, length: int):
         import torch
 
-        _check(config)
         super().__init__(loaded, weights, config, batch, length)
         d = self.device
         self.pos = torch.zeros(batch, dtype=torch.long, device=d)  # [B] each row's next slot = its rotary position
@@ -102,7 +102,8 @@ class FastSlotDecoder(FastDecoder):
         return self.cos_table[self.pos][:, None, None], self.sin_table[self.pos][:, None, None]  # [B, 1, 1, D] each
 
     def _step_mask(self):
-        self.mask.view(self.batch, self.length).scatter_(1, self.pos.view(self.batch, 1), 0.0)  # sees itself
+        if self.attention is None:  # SDPA under the mask; the filled-cache kernel reads pos instead
+            self.mask.view(self.batch, self.length).scatter_(1, self.pos.view(self.batch, 1), 0.0)  # sees itself
 
     def _rotate_store(self, i: int, qkv, cos, sin):
         fn = self.fn
@@ -118,15 +119,7 @@ class FastSlotDecoder(FastDecoder):
         self.pos.add_(self.active)  # finished rows stay where they are
 
 
-def _check(config: FastConfig) -> None:
-    if config.attention != "sdpa":
-        raise ConfigError(f"FastConfig.attention={config.attention!r}: the workload runner's fast step attends "
-                          "with SDPA under each row's own mask; 'filled' reads one length for every row. Use "
-                          "FastConfig(attention='sdpa') for workloads")
-
-
 def fast_slot_decoder(loaded, batch: int, length: int) -> FastSlotDecoder:
     """The slot decoder for `loaded` with its FastConfig (the workload runner keeps it)."""
     config = fast_config(loaded)
-    _check(config)  # before its weights are built
     return FastSlotDecoder(loaded, fast_weights(loaded, config), config, batch, length)

@@ -108,9 +108,9 @@ def _kernels():
     @triton.jit
     def attn_partial(q_ptr, k_ptr, v_ptr, pos_ptr, acc_ptr, ml_ptr, stride_kb, stride_kh, stride_ks, scale,
                      HEADS: tl.constexpr, KV: tl.constexpr, G: tl.constexpr, GP: tl.constexpr, D: tl.constexpr,
-                     BLOCK_S: tl.constexpr, SPLITS: tl.constexpr):
+                     BLOCK_S: tl.constexpr, SPLITS: tl.constexpr, POS_STRIDE: tl.constexpr):
         b, h, split = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-        length = tl.load(pos_ptr) + 1  # the slot written this step is the last one read
+        length = tl.load(pos_ptr + b * POS_STRIDE) + 1  # the slot written this step is the last one read
         chunk = tl.cdiv(length, SPLITS)
         start = split * chunk
         end = tl.minimum(start + chunk, length)
@@ -210,12 +210,16 @@ class DecodeAttention:
         self.ml = torch.empty((batch * kv_heads * self.SPLITS * self.gp, 2), dtype=torch.float32, device=device)
 
     def __call__(self, q, k_cache, v_cache, pos, scale: float, out):
-        """q [B, H, D] fp16 contiguous, caches [B, KV, S, D] (last dim contiguous), pos [1] int64: the
-        slot this step wrote (length = pos + 1). Writes out [B, H, D] fp16."""
+        """q [B, H, D] fp16 contiguous, caches [B, KV, S, D] (last dim contiguous), pos int64: the slot
+        this step wrote (length = pos + 1), one for all rows ([1]) or one per row ([B], the workload
+        runner's slots). Writes out [B, H, D] fp16."""
+        if pos.numel() not in (1, self.b) or not pos.is_contiguous():
+            raise ValueError(f"pos must hold one position or one per row ({self.b}), contiguous: {tuple(pos.shape)}")
         _, _, partial, combine, _ = _kernels()
         partial[(self.b, self.kv, self.SPLITS)](
             q, k_cache, v_cache, pos, self.acc, self.ml, k_cache.stride(0), k_cache.stride(1), k_cache.stride(2), scale,
-            HEADS=self.heads, KV=self.kv, G=self.g, GP=self.gp, D=self.d, BLOCK_S=self.BLOCK_S, SPLITS=self.SPLITS)
+            HEADS=self.heads, KV=self.kv, G=self.g, GP=self.gp, D=self.d, BLOCK_S=self.BLOCK_S, SPLITS=self.SPLITS,
+            POS_STRIDE=0 if pos.numel() == 1 else 1)
         combine[(self.b, self.heads)](self.acc, self.ml, out, HEADS=self.heads, KV=self.kv, G=self.g, GP=self.gp,
                                       D=self.d, SPLITS=self.SPLITS)
         return out

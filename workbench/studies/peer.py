@@ -47,6 +47,8 @@ LADDER: dict[str, FastConfig] = {
     "+dense-prefill": FastConfig(fuse=True, compile=True, attention="filled", dense_prefill_rows=DENSE_PREFILL_ROWS),
     "+store-in-rotary": FastConfig(fuse=True, compile=True, attention="filled", dense_prefill_rows=DENSE_PREFILL_ROWS,
                                    store_in_rotary=True),
+    "+combo-kernels": FastConfig(fuse=True, compile=True, attention="filled", dense_prefill_rows=DENSE_PREFILL_ROWS,
+                                 store_in_rotary=True, combo_kernels=True),
     "+triton-gemv": FastConfig(fuse=True, compile=True, attention="filled", gemm="triton",
                                dense_prefill_rows=DENSE_PREFILL_ROWS),
 }
@@ -325,6 +327,9 @@ def main(argv=None) -> int:
     parser.add_argument("--prove-steps", type=int, default=64)
     parser.add_argument("--ladder", nargs="*", default=list(LADDER), help=f"steps of: {', '.join(LADDER)}")
     parser.add_argument("--no-peer", action="store_true", help="skip ExLlamaV2's engine")
+    parser.add_argument("--peer-attentions", nargs="+", default=list(PEER_ATTENTIONS),
+                        help=f"SDPA switches the peer runs under, the first giving its row (default: "
+                             f"{' '.join(PEER_ATTENTIONS)})")
     parser.add_argument("--no-profile", action="store_true")
     parser.add_argument("--no-graph-split", action="store_true", help="profile the fast path's step only")
     parser.add_argument("--deadline-s", type=float, help="start no new measurement after this many seconds")
@@ -333,7 +338,8 @@ def main(argv=None) -> int:
     quiet()
     config = PeerBenchConfig(contexts=tuple(args.contexts), steps=args.steps, prefill_tokens=args.prefill_tokens,
                              prefill_repeats=args.prefill_repeats, prove_steps=args.prove_steps, kernel=args.kernel,
-                             ladder=tuple(args.ladder), peer=not args.no_peer, profile=not args.no_profile,
+                             ladder=tuple(args.ladder), peer=not args.no_peer,
+                             peer_attentions=tuple(args.peer_attentions), profile=not args.no_profile,
                              profile_graph=not args.no_graph_split)
 
     def log(line):

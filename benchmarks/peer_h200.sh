@@ -94,10 +94,12 @@ wait "$marlin_build"; tail -1 "$OUT/build_marlin.log"
 python3 -m workbench kernels --device cuda --checkpoint "$syn" >> "$OUT/machine.txt" 2>&1
 grep -E "^(marlin|exllamav2-engine) " "$OUT/machine.txt"
 left=$(( budget - ($(date +%s) - start) ))
-say "bench-peer with ${left} s left"
-# BENCH_ARGS: more bench-peer arguments, e.g. --ladder fused +compile --no-graph-split
-python3 -m workbench bench-peer --model "$syn" --device cuda --deadline-s "$left" --out "$OUT/bench_peer.json" \
-  ${BENCH_ARGS:-} 2>&1 | tr '\r' '\n' | grep -v "^\s*$\|%|" | tee "$OUT/bench_peer.txt"
+# BENCH_ARGS: more bench-peer arguments, e.g. --ladder fused +compile --no-graph-split; PEER=0 skips bench-peer
+if [ "${PEER:-1}" = 1 ]; then
+  say "bench-peer with ${left} s left"
+  python3 -m workbench bench-peer --model "$syn" --device cuda --deadline-s "$left" --out "$OUT/bench_peer.json" \
+    ${BENCH_ARGS:-} 2>&1 | tr '\r' '\n' | grep -v "^\s*$\|%|" | tee "$OUT/bench_peer.txt"
+fi
 if [ -n "${AFTER:-}" ]; then
   left=$(( ${CALL_S:-585} - ($(date +%s) - start) ))
   say "after bench-peer, ${left} s left: $AFTER"

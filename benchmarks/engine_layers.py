@@ -1,0 +1,155 @@
+"""Where ExLlamaV2's engine parts from the torch kernel, module by module (a CUDA machine).
+
+benchmarks/engine_shapes.py found the engine's logits unrelated to the torch kernel's on every
+Llama shape tried (top-1 2-9 % on random weights), so the cause is not one shape. This loads one
+checkpoint with gptqmodel's torch kernel and with ExLlamaV2 (the workbench's loader, then variants
+of ExLlamaV2's own settings), and prints:
+
+1. one quantized linear (layer 0's q_proj and down_proj) on the same random input: both engines
+   and the checkpoint's weight dequantized by the workbench (AutoGPTQ's v1 convention);
+2. the residual stream after the embedding and after every attention and MLP module (ExLlamaV2's
+   `extract_state_indices` against transformers' hidden states), relative error per module;
+3. the logits of one prompt for each variant: as loaded, forward run twice (nondeterminism),
+   with the v2 zero convention (`checkpoint_offset_qzeros`), and from a cache-less forward.
+
+    python benchmarks/engine_layers.py CHECKPOINT [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def rel(a, b) -> float:
+    a, b = a.float(), b.float()
+    return float((a - b).norm() / b.norm().clamp_min(1e-12))
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("checkpoint")
+    parser.add_argument("--out")
+    parser.add_argument("--tokens", type=int, default=24)
+    parser.add_argument("--device", default="cuda", help="cuda (the engine needs it); cpu checks the first part only")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    from workbench.model.checkpoint import dequantize_gptq_v1
+    from workbench.model.libraries import quiet
+    from workbench.model.load import load_model
+
+    quiet()
+    out = {"checkpoint": args.checkpoint}
+    torch.manual_seed(0)
+    ref = load_model(args.checkpoint, kernel="torch", device=args.device)
+    hf = ref.model
+    c = hf.config
+    dev = args.device
+    ids = torch.randint(3, c.vocab_size, (1, args.tokens), device=dev)
+    with torch.inference_mode():
+        hf_out = hf(input_ids=ids, output_hidden_states=True)
+    hf_states = [h[0] for h in hf_out.hidden_states]  # inputs of layers 0..L-1, then the final norm's output
+    hf_logits = hf_out.logits[0].float()
+    layer0 = hf.model.layers[0]
+    x_h = torch.randn(1, args.tokens, c.hidden_size, device=dev, dtype=torch.float16) * 0.5
+    x_i = torch.randn(1, args.tokens, c.intermediate_size, device=dev, dtype=torch.float16) * 0.5
+    with torch.inference_mode():
+        ref_lin = {"q_proj": layer0.self_attn.q_proj(x_h).float(), "down_proj": layer0.mlp.down_proj(x_i).float()}
+
+    # the workbench's own dequantization of the checkpoint's tensors (AutoGPTQ v1 zeros)
+    from workbench.generation.fast import _CheckpointTensors
+
+    loaded_from = Path(ref.load_record.loaded_from)
+    ref.release()
+    src = _CheckpointTensors(loaded_from, dev)
+    deq = {}
+    for name, x in (("q_proj", x_h), ("down_proj", x_i)):
+        part = "self_attn" if name == "q_proj" else "mlp"
+        t = src.linear(f"model.layers.0.{part}.{name}")
+        w = dequantize_gptq_v1(t["qweight"], t["qzeros"], t["scales"], t["g_idx"], 4).float()  # [K, N]
+        deq[name] = (x.float() @ w)
+    out["linear_torch_vs_dequantized"] = {n: rel(ref_lin[n], deq[n]) for n in deq}
+    print("torch kernel vs the checkpoint dequantized (v1):", out["linear_torch_vs_dequantized"], flush=True)
+
+    if dev != "cuda":
+        return 0
+    eng = load_model(args.checkpoint, kernel="exllamav2-engine", device="cuda")
+    exl = eng.engine_handle
+    print("engine load env:", json.dumps(eng.load_record.env.get("exllamav2")), flush=True)
+    mods = exl.modules
+    print("modules:", [type(m).__name__ for m in mods[:4]], "...", [type(m).__name__ for m in mods[-3:]], flush=True)
+    attn0, mlp0 = mods[1], mods[2]
+    with torch.inference_mode():
+        e_q = attn0.q_proj.forward(x_h.clone()).float()
+        e_down = mlp0.down_proj.forward(x_i.clone()).float()
+    torch.cuda.synchronize()
+    engine_lin = {"q_proj": e_q, "down_proj": e_down}
+    out["linear_engine_vs_torch"] = {n: rel(engine_lin[n], ref_lin[n]) for n in engine_lin}
+    out["linear_engine_vs_dequantized"] = {n: rel(engine_lin[n], deq[n]) for n in engine_lin}
+    print("engine linear vs torch kernel:", out["linear_engine_vs_torch"], flush=True)
+    print("engine linear vs dequantized:", out["linear_engine_vs_dequantized"], flush=True)
+
+    from exllamav2 import ExLlamaV2Cache
+
+    def states(model):
+        cache = ExLlamaV2Cache(model, batch_size=1, max_seq_len=256)
+        n = len(model.modules)
+        with torch.inference_mode():
+            r = model.forward_chunk(input_ids=ids.cpu(), cache=cache, extract_state_indices=list(range(1, n)))
+        torch.cuda.synchronize()
+        return r
+
+    r = states(exl)
+    layers = c.num_hidden_layers
+    per_module = []
+    for i in range(layers):  # ExLlamaV2's module 1 + 2i is layer i's attention: its input is layer i's input
+        e = r["states"][1 + 2 * i][0]
+        per_module.append({"layer": i, "input_rel_err": rel(e, hf_states[i])})
+    out["residual_per_layer"] = per_module
+    print("residual stream, relative error at each layer's input:",
+          [round(p["input_rel_err"], 4) for p in per_module], flush=True)
+    e_logits = r["logits"][0].float()
+    out["logits_forward_chunk"] = {"rel": rel(e_logits, hf_logits),
+                                   "top1": float((e_logits.argmax(-1) == hf_logits.argmax(-1)).float().mean())}
+    print("logits (forward_chunk):", out["logits_forward_chunk"], flush=True)
+
+    def logits_of(fn):
+        with torch.inference_mode():
+            lg = fn()[0].float()
+        torch.cuda.synchronize()
+        return {"rel": rel(lg, hf_logits), "top1": float((lg.argmax(-1) == hf_logits.argmax(-1)).float().mean())}
+
+    out["logits_runner"] = logits_of(lambda: eng.model(input_ids=ids).logits)
+    out["logits_runner_again"] = logits_of(lambda: eng.model(input_ids=ids).logits)
+    out["logits_no_cache"] = logits_of(lambda: exl.forward(ids.cpu()))
+    print("logits (the workbench's runner, twice; no cache):", out["logits_runner"], out["logits_runner_again"],
+          out["logits_no_cache"], flush=True)
+    eng.release()
+
+    # the v2 zero convention, as a variant of the same load
+    import exllamav2
+
+    from workbench.model.exllamav2_engine import match_transformers_config
+
+    for name, offset in (("offset_qzeros=False", False), ("offset_qzeros=True", True)):
+        config = exllamav2.ExLlamaV2Config(str(loaded_from))
+        config.checkpoint_offset_qzeros = offset
+        match_transformers_config(config, json.loads((loaded_from / "config.json").read_text()))
+        model = exllamav2.ExLlamaV2(config)
+        model.load()
+        out[f"logits_{name}"] = logits_of(lambda m=model: m.forward(ids.cpu()))
+        print(f"logits with {name}:", out[f"logits_{name}"], flush=True)
+        model.unload()
+        del model
+        torch.cuda.empty_cache()
+    if args.out:
+        Path(args.out).write_text(json.dumps(out, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

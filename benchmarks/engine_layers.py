@@ -69,9 +69,9 @@ def main(argv=None) -> int:
     deq = {}
     for name, x in (("q_proj", x_h), ("down_proj", x_i)):
         part = "self_attn" if name == "q_proj" else "mlp"
-        t = src.linear(f"model.layers.0.{part}.{name}")
+        t = {k: v.cpu() for k, v in src.linear(f"model.layers.0.{part}.{name}").items()}  # the helper runs on the CPU
         w = dequantize_gptq_v1(t["qweight"], t["qzeros"], t["scales"], t["g_idx"], 4).float()  # [K, N]
-        deq[name] = (x.float() @ w)
+        deq[name] = x.float() @ w.to(x.device)
     out["linear_torch_vs_dequantized"] = {n: rel(ref_lin[n], deq[n]) for n in deq}
     print("torch kernel vs the checkpoint dequantized (v1):", out["linear_torch_vs_dequantized"], flush=True)
 

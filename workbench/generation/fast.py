@@ -453,14 +453,8 @@ def _compiled(name: str, dynamic: bool, combo: bool = False):
     code. The decode step's copy has fixed shapes (it is captured in the graph); the prefill's is
     compiled for any prompt length (`dynamic=True`), so a new length neither recompiles it nor
     runs into the recompile limit, past which torch.compile would quietly run the piece uncompiled.
-    `combo`: with inductor's combo kernels (FastConfig.combo_kernels).
-    The decode copy compiles once per batch width: the workload runner's narrowing steps
-    (fast_slots.py) use up to eight widths beside the batch's, so the recompile limit (8 by
-    default, past which torch.compile runs a piece uncompiled without a word) is raised to 32."""
+    `combo`: with inductor's combo kernels (FastConfig.combo_kernels)."""
     import torch
-
-    if torch._dynamo.config.recompile_limit < 32:
-        torch._dynamo.config.recompile_limit = 32
 
     fn = {"add_norm": add_norm, "rms_norm": rms_norm, "split_rotate": split_rotate, "swiglu": swiglu,
           "rotate_store": rotate_store, "rotate_store_rows": rotate_store_rows}[name]

@@ -15,12 +15,7 @@ layers and weights with what slots.py gave transformers' forward:
 - `prefill(rows, ids, mask)` runs a left-padded group of prompts through the layers at once
   (causal SDPA under the padding mask, positions counted from each prompt's first real token)
   and moves each prompt's keys and values to the front of its row of the cache;
-- `finish(row)` stops a row from advancing, as SlotDecoder's does;
-- `compact(rows)` moves rows to the front of the batch and `narrow(n)` is the step over the first
-  n rows only (views of the same caches and buffers, a CUDA graph of their own, kept for later
-  workloads): once no prompt waits, the runner steps its few last rows at a smaller width instead
-  of paying a whole batch's step for each of the tail's tokens (the longest HumanEval answer
-  alone is 300 steps, most of them with a handful of rows left).
+- `finish(row)` stops a row from advancing, as SlotDecoder's does.
 
 The step's buffers are fixed, so CapturedStep captures and checks it as it does the others.
 FastConfig's other switches (fuse, compile, store_in_rotary, combo_kernels, dense_prefill_rows,
@@ -29,10 +24,7 @@ graph) hold; dense_prefill_rows applies to the group prefills only, never to a s
 
 from __future__ import annotations
 
-import copy
-
 from ..errors import ConfigError
-from ..model import triton_kernels
 from .fast import FastConfig, FastDecoder, fast_config, fast_weights
 from .inputs import prefill_mask
 
@@ -50,7 +42,6 @@ class FastSlotDecoder(FastDecoder):
         self.pos = torch.zeros(batch, dtype=torch.long, device=d)  # [B] each row's next slot = its rotary position
         self._slot = self.pos.view(batch, 1, 1, 1).expand(batch, self.kv, 1, self.head_dim)  # a view: follows pos
         self.active = torch.zeros(batch, dtype=torch.long, device=d)  # [B] 1 while a row decodes
-        self._narrowed = {}  # n -> the step over the first n rows (narrow)
 
     @property
     def note(self) -> str:
@@ -68,43 +59,6 @@ class FastSlotDecoder(FastDecoder):
     def finish(self, row: int) -> None:
         """`row` is done: it stops advancing (it keeps writing one slot) until it is refilled."""
         self.active[row] = 0
-
-    # --- the tail: fewer rows, a narrower step ---------------------------------------------------------
-
-    def compact(self, rows: list[int]) -> None:
-        """Move `rows` (in this order) to rows 0..len(rows)-1: their caches, positions, masks and flags;
-        every row after them is idle."""
-        import torch
-
-        m = len(rows)
-        index = torch.tensor(rows, dtype=torch.long, device=self.device)
-        for k, v in zip(self.k_cache, self.v_cache):
-            k[:m] = k[index]  # the gather copies first, so rows that move onto each other are safe
-            v[:m] = v[index]
-        for t in (self.pos, self.active, self.mask):
-            t[:m] = t[index]
-        self.active[m:] = 0
-
-    def narrow(self, n: int) -> "FastSlotDecoder":
-        """The step over the first `n` rows: this decoder's caches and buffers as views, its own graph
-        (captured and checked on its first step like any other), kept for the next workload."""
-        if n == self.batch:
-            return self
-        if not 1 <= n < self.batch:
-            raise ConfigError(f"narrow({n}): a width between 1 and {self.batch} rows")
-        view = self._narrowed.get(n)
-        if view is None:
-            view = copy.copy(self)
-            view.batch = n
-            view.k_cache, view.v_cache = [k[:n] for k in self.k_cache], [v[:n] for v in self.v_cache]
-            for name in ("ids", "pos", "active", "mask", "attn_out", "logits"):
-                setattr(view, name, getattr(self, name)[:n])
-            view._slot = view.pos.view(n, 1, 1, 1).expand(n, self.kv, 1, self.head_dim)
-            view.attention = None if self.attention is None else \
-                triton_kernels.DecodeAttention(n, self.heads, self.kv, self.head_dim, self.device)
-            view.graph, view.graph_note, view._narrowed = None, "", {}
-            self._narrowed[n] = view
-        return view
 
     # --- prefill: a left-padded group into some rows ---------------------------------------------------
 

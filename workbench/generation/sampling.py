@@ -51,19 +51,6 @@ class RowChooser:
             g.manual_seed(seed if seed is not None else int(torch.randint(0, 2**62, ()).item()))
             self.generators[row] = g
 
-    def compact(self, rows: list[int]) -> None:
-        """Move the state of `rows` (in this order) to rows 0..len(rows)-1 (the slot decoder's compact)."""
-        import torch
-
-        m = len(rows)
-        index = torch.tensor(rows, dtype=torch.long, device=self.device)
-        names = ["new_tokens", "min_new"] + (["history", "history_len"] if self.penalty is not None else [])
-        for name in names:
-            t = getattr(self, name)
-            t[:m] = t[index]
-        moved = [self.generators[r] for r in rows]
-        self.generators = moved + [None] * (len(self.generators) - m)
-
     def choose(self, rows, logits):
         """The next token ([n] long) of each of `rows` ([n] long) from their raw logits ([n, V] float32)."""
         import torch

@@ -22,9 +22,6 @@ length and its answer's go together (correlation 0.47 on HumanEval), so long ans
 and the tail, where few rows are left, is short; and neighbours in that order have similar
 lengths, so a prefill pass pads little. A refill waits until `refill_min` slots are free
 (default: an eighth of the batch), because each prefill pass pays a whole forward's launches.
-Once no prompt waits, the fast step (decode_mode="fast") narrows: the rows still decoding move to
-the front and each step runs over the smallest power of two of rows that holds them (its own
-CUDA graph), so the tail stops paying a whole batch's step per token (`_SlotLoop.narrow`).
 On the H200 with the 34B shapes, the batch API that runs rows to the longest gave 270-286 useful
 tokens/s with marlin's graph (issue 19); this runner gave 290 with exllamav2, static since its graph
 is refused, 19.8x one prompt at a time (results/README.md).
@@ -292,38 +289,17 @@ class _SlotLoop:
         self.last = torch.zeros(self.batch, dtype=torch.long, device=self.device)  # [B] each row's newest token
         self.pending = deque(sorted(work, key=lambda w: (-len(w.ids), w.index)))  # longest first (module docstring)
         self.context = _Context(loaded, self.device)
-        self.width, self.stepper = self.batch, decoder  # the rows a step runs over, and the step (narrow)
 
     def run(self) -> None:
         import torch
 
         self.refill()
         while any(r is not None for r in self.rows):
-            if not self.pending:
-                self.narrow()
-            logits = self.stepper.step(self.last[: self.width])  # [W, V]
-            live = [r for r in range(self.width) if self.rows[r] is not None]
+            logits = self.decoder.step(self.last)  # [B, V]
+            live = [r for r in range(self.batch) if self.rows[r] is not None]
             index = torch.tensor(live, dtype=torch.long, device=self.device)
             self.take(live, index, logits[index])
             self.refill()
-
-    def narrow(self) -> None:
-        """Once no prompt waits, a decoder that can (the fast step's, fast_slots.py) steps only the
-        rows still decoding: they move to the front, and the step runs over the smallest power of two
-        of rows that holds them, a narrower graph replay for each of the tail's tokens."""
-        import torch
-
-        if not hasattr(self.decoder, "narrow"):
-            return
-        live = [r for r in range(self.width) if self.rows[r] is not None]
-        width = 1 << (len(live) - 1).bit_length()
-        if width >= self.width:
-            return
-        self.decoder.compact(live)
-        self.chooser.compact(live)
-        self.last[: len(live)] = self.last[torch.tensor(live, dtype=torch.long, device=self.device)]
-        self.rows = [self.rows[r] for r in live] + [None] * (self.batch - len(live))
-        self.width, self.stepper = width, self.decoder.narrow(width)
 
     def refill(self) -> None:
         """Prefill waiting prompts into free slots: all at the start, later once enough are free."""
@@ -406,13 +382,10 @@ class _SlotLoop:
             queued_s=admit)
 
     def _note(self, row: _Row) -> str:
-        note = self.stepper.note
-        if self.width < self.batch:
-            note += f"; its last steps ran {self.width} rows wide (no prompt waiting)"
         if self.dense is None:
-            return note
+            return self.decoder.note
         how = "dequantize + cuBLAS" if row.dense_prefill else "the loaded kernel (a pass below that)"
-        return f"{note}; dense prefill from {self.dense.min_rows} rows: this prompt's ran {how}"
+        return f"{self.decoder.note}; dense prefill from {self.dense.min_rows} rows: this prompt's ran {how}"
 
 
 class _Context:

@@ -431,7 +431,10 @@ def match_transformers_config(exl_config, config_json: dict) -> str:
     |dlogit| 7.4). So the base (and a linear scaling) is taken from `rope_parameters` where that is
     where it is; a scaling it cannot be given this way is refused by name. Then every setting the
     forward depends on is compared with config.json, and a difference is an error rather than a
-    different model. Returns where the base was read from."""
+    different model. Returns where the base was read from.
+    This alone did not make the engine agree with gptqmodel's kernels: a later H200 run found its
+    logits apart on every checkpoint tried, whatever the shape (results/README.md, third session;
+    benchmarks/engine_layers.py looks for where)."""
     params = config_json.get("rope_parameters") or {}
     source = "rope_theta"
     if "rope_theta" not in config_json and "rope_theta" in params:

@@ -9,8 +9,10 @@ of ExLlamaV2's own settings), and prints:
    and the checkpoint's weight dequantized by the workbench (AutoGPTQ's v1 convention);
 2. the residual stream after the embedding and after every attention and MLP module (ExLlamaV2's
    `extract_state_indices` against transformers' hidden states), relative error per module;
-3. the logits of one prompt for each variant: as loaded, forward run twice (nondeterminism),
-   with the v2 zero convention (`checkpoint_offset_qzeros`), and from a cache-less forward.
+3. the logits of one prompt: through the workbench's runner (twice: nondeterminism), from a
+   cache-less forward, and for variants of ExLlamaV2's own load: as it is, with the v2 zero
+   convention (`checkpoint_offset_qzeros`), and with the g_idx left out (a g_idx that is not all
+   zeros sends it down its act-order path, which reorders the rows).
 
     python benchmarks/engine_layers.py CHECKPOINT [--out FILE]
 """
@@ -130,22 +132,41 @@ def main(argv=None) -> int:
           out["logits_no_cache"], flush=True)
     eng.release()
 
-    # the v2 zero convention, as a variant of the same load
+    # variants of the same load: the v2 zero convention, and the g_idx left out (ExLlamaV2 takes a
+    # g_idx that is not all zeros for act-order and reorders the rows; without it, the plain path)
     import exllamav2
+    import exllamav2.ext
 
     from workbench.model.exllamav2_engine import match_transformers_config
 
-    for name, offset in (("offset_qzeros=False", False), ("offset_qzeros=True", True)):
-        config = exllamav2.ExLlamaV2Config(str(loaded_from))
-        config.checkpoint_offset_qzeros = offset
-        match_transformers_config(config, json.loads((loaded_from / "config.json").read_text()))
-        model = exllamav2.ExLlamaV2(config)
-        model.load()
-        out[f"logits_{name}"] = logits_of(lambda m=model: m.forward(ids.cpu()))
-        print(f"logits with {name}:", out[f"logits_{name}"], flush=True)
-        model.unload()
-        del model
-        torch.cuda.empty_cache()
+    plain = exllamav2.ext.make_q_matrix
+
+    def without_g_idx(w, *a, **k):
+        w.pop("g_idx", None)
+        return plain(w, *a, **k)
+
+    for name, offset, make in (("as loaded", False, plain), ("offset_qzeros=True", True, plain),
+                               ("g_idx left out", False, without_g_idx)):
+        exllamav2.ext.make_q_matrix = make
+        try:
+            config = exllamav2.ExLlamaV2Config(str(loaded_from))
+            config.checkpoint_offset_qzeros = offset
+            match_transformers_config(config, json.loads((loaded_from / "config.json").read_text()))
+            model = exllamav2.ExLlamaV2(config)
+            model.load()
+            out[f"logits_{name}"] = logits_of(lambda m=model: m.forward(ids.cpu()))
+            with torch.inference_mode():
+                lin = model.modules[1].q_proj.forward(x_h.clone()).float()
+            out[f"logits_{name}"]["q_proj_vs_dequantized"] = rel(lin, deq["q_proj"])
+            print(f"variant {name}:", out[f"logits_{name}"], flush=True)
+            model.unload()
+            del model
+        except Exception as e:  # one variant that fails says so; the others still run
+            out[f"logits_{name}"] = {"error": f"{type(e).__name__}: {e}"}
+            print(f"variant {name}: {type(e).__name__}: {e}", flush=True)
+        finally:
+            exllamav2.ext.make_q_matrix = plain
+            torch.cuda.empty_cache()
     if args.out:
         Path(args.out).write_text(json.dumps(out, indent=1))
     return 0

@@ -13,7 +13,7 @@ def test_config_is_validated():
     with pytest.raises(ConfigError, match="steps=0"):
         PeerBenchConfig(steps=0)
     assert list(LADDER) == ["fused", "+compile", "+filled-attention", "+dense-prefill", "+store-in-rotary",
-                            "+triton-gemv"]
+                            "+combo-kernels", "+triton-gemv"]
     with pytest.raises(ConfigError, match="peer_attentions"):
         PeerBenchConfig(peer_attentions=("flash",))
 

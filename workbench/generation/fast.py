@@ -23,7 +23,8 @@ can be proven (`prove_equal(loaded, "fast")`) and measured beside the one before
 - `combo_kernels`: inductor's combo kernels for the decode step's compiled pieces, so that
   kernels of one piece that do not depend on each other (q's rotation, k's rotation and store,
   v's store) are one launch: on the H200 with the 34B shapes the step went from 649 launches to
-  505 and from 8.1 to 7.6-7.9 ms (results/README.md).
+  505, and from 8.11 to 7.89 ms beside the step without them in the same run (7.57 ms in a run on
+  another machine; results/README.md).
 
 The step lives in `FastDecoder`, which static.py's loop drives like its own decoders: static
 buffers, its own KV cache (a [B, KV heads, length, head dim] tensor per layer) and, on CUDA, the step

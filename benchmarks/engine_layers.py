@@ -6,13 +6,19 @@ checkpoint with gptqmodel's torch kernel and with ExLlamaV2 (the workbench's loa
 of ExLlamaV2's own settings), and prints:
 
 1. one quantized linear (layer 0's q_proj and down_proj) on the same random input: both engines
-   and the checkpoint's weight dequantized by the workbench (AutoGPTQ's v1 convention);
+   and the checkpoint's weight dequantized by the workbench (AutoGPTQ's v1 convention); and layer
+   0's seven weights as ExLlamaV2 holds them after its load (its own `reconstruct`) against that
+   dequantization, which separates a misread checkpoint from a GEMM that computes wrongly;
 2. the residual stream after the embedding and after every attention and MLP module (ExLlamaV2's
    `extract_state_indices` against transformers' hidden states), relative error per module;
 3. the logits of one prompt: through the workbench's runner (twice: nondeterminism), from a
    cache-less forward, and for variants of ExLlamaV2's own load: as it is, with the v2 zero
-   convention (`checkpoint_offset_qzeros`), and with the g_idx left out (a g_idx that is not all
-   zeros sends it down its act-order path, which reorders the rows).
+   convention (`checkpoint_offset_qzeros`), with the g_idx left out (a g_idx that is not all
+   zeros sends it down its act-order path, which reorders the rows), and as released: without the
+   causal mask the workbench gives its SDPA prefill (model/exllamav2_engine.py, restore_causal_prefill).
+
+On the H200 (2026-11-30, fourth session) the weights and GEMMs agreed and the residual stream was
+0.7-0.9 apart after the first layer: the missing causal mask, found this way.
 
     python benchmarks/engine_layers.py CHECKPOINT [--out FILE]
 """
@@ -26,8 +32,33 @@ from pathlib import Path
 
 
 def rel(a, b) -> float:
-    a, b = a.float(), b.float()
+    a, b = a.float().to(b.device), b.float()
     return float((a - b).norm() / b.norm().clamp_min(1e-12))
+
+
+LINEARS = [("self_attn", n) for n in ("q_proj", "k_proj", "v_proj", "o_proj")] + \
+    [("mlp", n) for n in ("gate_proj", "up_proj", "down_proj")]
+
+
+def reconstructed(model, weights) -> dict:
+    """Layer 0's seven weights as ExLlamaV2 holds them (its own `reconstruct`, after its load's
+    shuffle and any act-order reordering) against the checkpoint dequantized by the workbench:
+    relative error and the share of entries that differ by more than 1e-2 of the weight's scale."""
+    import torch
+
+    attn, mlp = model.modules[1], model.modules[2]
+    out = {}
+    for part, name in LINEARS:
+        module = getattr(attn if part == "self_attn" else mlp, name)
+        with torch.inference_mode():
+            w = module.get_weight_tensor_dq().float()
+        torch.cuda.synchronize()
+        ref = weights[name].to(w.device)
+        w = w[: ref.shape[0], : ref.shape[1]]  # ExLlamaV2 pads some widths to a multiple of 32
+        tol = 1e-2 * ref.abs().max()
+        out[name] = {"rel": rel(w, ref), "entries_off": float(((w - ref).abs() > tol).float().mean()),
+                     "shape": list(w.shape)}
+    return out
 
 
 def main(argv=None) -> int:
@@ -68,12 +99,12 @@ def main(argv=None) -> int:
     loaded_from = Path(ref.load_record.loaded_from)
     ref.release()
     src = _CheckpointTensors(loaded_from, dev)
-    deq = {}
-    for name, x in (("q_proj", x_h), ("down_proj", x_i)):
-        part = "self_attn" if name == "q_proj" else "mlp"
+    deq, weights = {}, {}
+    for part, name in LINEARS:
         t = {k: v.cpu() for k, v in src.linear(f"model.layers.0.{part}.{name}").items()}  # the helper runs on the CPU
-        w = dequantize_gptq_v1(t["qweight"], t["qzeros"], t["scales"], t["g_idx"], 4).float()  # [K, N]
-        deq[name] = x.float() @ w.to(x.device)
+        weights[name] = dequantize_gptq_v1(t["qweight"], t["qzeros"], t["scales"], t["g_idx"], 4).float()  # [K, N]
+    for name, x in (("q_proj", x_h), ("down_proj", x_i)):
+        deq[name] = x.float() @ weights[name].to(x.device)
     out["linear_torch_vs_dequantized"] = {n: rel(ref_lin[n], deq[n]) for n in deq}
     print("torch kernel vs the checkpoint dequantized (v1):", out["linear_torch_vs_dequantized"], flush=True)
 
@@ -90,6 +121,14 @@ def main(argv=None) -> int:
         e_down = mlp0.down_proj.forward(x_i.clone()).float()
     torch.cuda.synchronize()
     engine_lin = {"q_proj": e_q, "down_proj": e_down}
+    out["weights_engine_vs_dequantized"] = reconstructed(exl, weights)
+    print("layer 0's weights as the engine holds them vs dequantized:", out["weights_engine_vs_dequantized"],
+          flush=True)
+    with torch.inference_mode():  # one row, the decode shape (ExLlamaV2's GEMV path)
+        one = attn0.q_proj.forward(x_h[:, :1].clone()).float()
+    torch.cuda.synchronize()
+    out["linear_one_row_engine_vs_dequantized"] = rel(one, deq["q_proj"][:, :1])
+    print("q_proj on one row vs dequantized:", out["linear_one_row_engine_vs_dequantized"], flush=True)
     out["linear_engine_vs_torch"] = {n: rel(engine_lin[n], ref_lin[n]) for n in engine_lin}
     out["linear_engine_vs_dequantized"] = {n: rel(engine_lin[n], deq[n]) for n in engine_lin}
     print("engine linear vs torch kernel:", out["linear_engine_vs_torch"], flush=True)
@@ -145,9 +184,13 @@ def main(argv=None) -> int:
         w.pop("g_idx", None)
         return plain(w, *a, **k)
 
+    attention = exllamav2.attn.ExLlamaV2Attention
+    fixed = attention._attn_torch
     for name, offset, make in (("as loaded", False, plain), ("offset_qzeros=True", True, plain),
-                               ("g_idx left out", False, without_g_idx)):
+                               ("g_idx left out", False, without_g_idx), ("as released, no causal mask", False, plain)):
         exllamav2.ext.make_q_matrix = make
+        if name.startswith("as released"):  # exllamav2 0.3.2's own SDPA branch (the workbench's correction off)
+            attention._attn_torch = getattr(fixed, "original", fixed)
         try:
             config = exllamav2.ExLlamaV2Config(str(loaded_from))
             config.checkpoint_offset_qzeros = offset
@@ -158,6 +201,7 @@ def main(argv=None) -> int:
             with torch.inference_mode():
                 lin = model.modules[1].q_proj.forward(x_h.clone()).float()
             out[f"logits_{name}"]["q_proj_vs_dequantized"] = rel(lin, deq["q_proj"])
+            out[f"logits_{name}"]["weights"] = {k: v["rel"] for k, v in reconstructed(model, weights).items()}
             print(f"variant {name}:", out[f"logits_{name}"], flush=True)
             model.unload()
             del model
@@ -166,6 +210,7 @@ def main(argv=None) -> int:
             print(f"variant {name}: {type(e).__name__}: {e}", flush=True)
         finally:
             exllamav2.ext.make_q_matrix = plain
+            attention._attn_torch = fixed
             torch.cuda.empty_cache()
     if args.out:
         Path(args.out).write_text(json.dumps(out, indent=1))

@@ -201,12 +201,17 @@ def fake_exllamav2(monkeypatch):
     module = types.ModuleType("exllamav2")
     module.ExLlamaV2Config = _fake_config
     module.ExLlamaV2, module.ExLlamaV2Cache = _FakeModel, _FakeCache
-    module.attn = types.SimpleNamespace(has_flash_attn=False, has_xformers=False, has_lower_right_sdpa=True)
+    module.attn = types.SimpleNamespace(has_flash_attn=False, has_xformers=False, has_lower_right_sdpa=True,
+                                        ExLlamaV2Attention=type("Attention", (), {"_attn_torch": lambda *a, **k: None}))
     monkeypatch.setitem(sys.modules, "exllamav2", module)
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: object() if name == "exllamav2" else real(name, *a))
     return module
+
+
+def engine_attention():
+    return sys.modules["exllamav2"].attn.ExLlamaV2Attention._attn_torch
 
 
 @pytest.fixture
@@ -224,6 +229,9 @@ def test_the_engine_loop_makes_transformers_tokens_and_a_full_record(engine, dem
     assert mine.token_ids == theirs.token_ids and mine.stop_reason == theirs.stop_reason
     assert mine.kernel == engine.load_record.kernel == "exllamav2-engine" and mine.decode_mode == "exllamav2"
     assert mine.decode_mode_requested == "auto" and "ExLlamaV2's own model" in mine.decode_note
+    assert exl.CAUSAL_NOTE in mine.decode_note  # the correction of its SDPA prefill is on the record
+    assert engine.load_record.env["exllamav2"]["causal_prefill"].startswith("restored by the workbench")
+    assert getattr(engine_attention(), "workbench_causal", False)
     assert mine.attention == "exllamav2-sdpa (sdpa-no-cudnn)"  # its SDPA obeys the workbench's switches
     assert len(mine.token_times_s) == mine.new_tokens and mine.token_times_s == sorted(mine.token_times_s)
     assert mine.prefill_s <= mine.ttft_s == mine.token_times_s[0]
@@ -250,3 +258,63 @@ def test_the_engine_refuses_other_modes_and_padding(engine):
     full = engine.model(input_ids=torch.tensor([[5, 6, 7, 8]])).logits
     assert full.shape[:2] == (1, 4)  # every position, from an empty cache
     assert engine.model.decode_bytes_per_token() > 0
+
+
+# --- the causal mask exllamav2 0.3.2 leaves out of its SDPA prefill ------------------------------
+
+def _attention_reference(q, k, v, groups: int, scale: float, visible):
+    """Softmax attention in float32 by its definition: q [B, T, H, D], k/v [B, S, KV, D]; `visible(i, j)`."""
+    b, t, h, d = q.shape
+    s = k.shape[1]
+    out = torch.zeros(b, t, h, d)
+    for head in range(h):
+        kv = head // groups
+        scores = torch.einsum("btd,bsd->bts", q[:, :, head].float(), k[:, :, kv].float()) * scale
+        allowed = torch.tensor([[visible(i, j) for j in range(s)] for i in range(t)])
+        scores = scores.masked_fill(~allowed, float("-inf"))
+        out[:, :, head] = torch.einsum("bts,bsd->btd", scores.softmax(-1), v[:, :, kv].float())
+    return out.reshape(b, t, h * d)
+
+
+def test_the_prefill_gets_its_causal_mask():
+    """exllamav2 0.3.2's SDPA branch runs a causal prompt with no mask; the wrapper gives it the
+    lower-right causal mask (a prompt after cached tokens sees them all and itself up to each position),
+    with an input mask ExLlamaV2's own mask, and leaves every other call to ExLlamaV2's code."""
+    calls = []
+
+    class Attention:  # the parts of exllamav2.attn.ExLlamaV2Attention the branch reads
+        num_key_value_groups, scaling, sliding_window, layer_idx = 2, 16 ** -0.5, 0, 3
+
+        def repeat_kv(self, x, n_rep):  # [B, KV, S, D] -> [B, KV * n_rep, S, D], each KV head n_rep times
+            b, kv, s, d = x.shape
+            return x[:, :, None].expand(b, kv, n_rep, s, d).reshape(b, kv * n_rep, s, d)
+
+        def _attn_torch(self, batch_size, q_len, q, k, v, attn_params, cfg, causal=True):
+            calls.append(q_len)
+            return "exllamav2's own"
+
+    module = types.SimpleNamespace(ExLlamaV2Attention=Attention, has_lower_right_sdpa=True)
+    exl.restore_causal_prefill(module)
+    exl.restore_causal_prefill(module)  # once is enough: not wrapped twice
+    assert Attention._attn_torch.workbench_causal
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, t, h, 16, generator=g) for t, h in ((5, 4), (9, 2), (9, 2)))
+    cfg = types.SimpleNamespace(no_sdpa=False, attn_logit_softcapping=None)
+    plain = types.SimpleNamespace(block_diag_layers=set(), cu_seqlens=None, is_causal=lambda: True)
+    out = Attention()._attn_torch(2, 5, q, k, v, plain, cfg)
+    want = _attention_reference(q, k, v, 2, 16 ** -0.5, lambda i, j: j <= i + 4)  # 4 cached tokens before
+    assert calls == [] and out.shape == (2, 5, 64) and torch.allclose(out, want, atol=1e-5)
+    hidden = torch.zeros(2, 1, 5, 9)
+    hidden[..., 0] = float("-inf")  # the first key padded away, on top of the causal mask
+    hidden[..., 5:] = torch.triu(torch.full((5, 4), float("-inf")))  # key 5 + c visible from c + 1
+    padded = types.SimpleNamespace(block_diag_layers=set(), cu_seqlens=None, is_causal=lambda: False,
+                                   get_attn_mask=lambda device: hidden)
+    out = Attention()._attn_torch(2, 5, q, k, v, padded, cfg)
+    want = _attention_reference(q, k, v, 2, 16 ** -0.5, lambda i, j: 0 < j <= i + 4)
+    assert calls == [] and torch.allclose(out, want, atol=1e-5)
+    for q_len, params, config in ((1, plain, cfg),  # one query token: no mask needed, ExLlamaV2's code
+                                  (5, types.SimpleNamespace(**dict(vars(plain), block_diag_layers={3})), cfg),
+                                  (5, types.SimpleNamespace(**dict(vars(plain), cu_seqlens=torch.tensor([0, 5]))), cfg),
+                                  (5, plain, types.SimpleNamespace(no_sdpa=True, attn_logit_softcapping=None))):
+        assert Attention()._attn_torch(2, q_len, q[:, :q_len], k, v, params, config) == "exllamav2's own"
+    assert calls == [1, 5, 5, 5]

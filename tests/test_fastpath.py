@@ -47,6 +47,9 @@ def test_config_is_validated():
     with pytest.raises(ConfigError, match="FastConfig.combo_kernels=True.*compile=False"):
         FastConfig(combo_kernels=True)
     assert "combo kernels" in FastConfig(compile=True, combo_kernels=True).describe()
+    with pytest.raises(ConfigError, match="FastConfig.dense_keep=True.*dense_prefill_rows=0"):
+        FastConfig(dense_keep=True)
+    assert "fp16 weights kept" in FastConfig(dense_prefill_rows=8, dense_keep=True).describe()
 
 
 def test_dense_path_serves_prefills_only():
@@ -67,6 +70,24 @@ def test_dense_path_serves_prefills_only():
     assert calls == [6] and torch.allclose(out.float(), x.float() @ packed.dequantize().float(), atol=1e-2)
     linear(x[:3], prefill=True)
     assert calls == [6, 3]  # a prefill below the threshold: the kernel
+
+
+def test_kept_dense_weight_serves_prefills():
+    """With FastConfig.dense_keep the prefill multiplies by the fp16 weight dequantized at build (no
+    dequantization per pass); the decode step still runs the kernel."""
+    packed = PackedGPTQ.from_tensors(_linear(128, 64, 64, 6), SETTINGS)
+    dense = packed.dequantize()
+    calls = []
+
+    def kernel(x):
+        calls.append(x.shape[0])
+        return torch.zeros(*x.shape[:-1], 64, dtype=x.dtype)
+
+    linear = FastLinear([kernel], None, "kernel", dense_rows=4, dense=dense)
+    x = torch.randn(6, 128).half()
+    assert torch.equal(linear(x, prefill=True), torch.matmul(x, dense)) and calls == []
+    linear(x)
+    assert calls == [6]
 
 
 def test_packed_weight_is_the_checkpoint_weight():
@@ -149,6 +170,27 @@ def test_fast_step_equals_transformers(demo_torch, fuse):
     proof = prove_equal(demo_torch, "fast", context_tokens=40, steps=12)
     assert proof.passed and proof.tokens_identical and proof.decode_mode == "fast", proof
     assert ("fused" if fuse else "separate") in proof.note and "no CUDA graph on cpu" in proof.note
+
+
+@pytest.mark.slow
+def test_kept_dense_weights_are_the_dequantized_weights(demo_torch, monkeypatch):
+    """dense_keep changes when the weights are dequantized, not what a prefill multiplies by: every
+    slot keeps exactly what dequantizing in each pass gives, and the 4-bit copy is dropped. Too
+    little free memory is an error that names the switch."""
+    from workbench.generation import fast
+
+    per_pass = fast.fast_weights(demo_torch, FastConfig(dense_prefill_rows=4))
+    per_pass = [{k: getattr(layer, k).packed.dequantize() for k in ("qkv", "o", "gate_up", "down")}
+                for layer in per_pass.layers]
+    kept = fast.fast_weights(demo_torch, FastConfig(dense_prefill_rows=4, dense_keep=True))
+    for layer, ref in zip(kept.layers, per_pass):
+        for slot, weight in ref.items():
+            linear = getattr(layer, slot)
+            assert linear.packed is None and torch.equal(linear.dense, weight), slot
+    demo_torch.fast_weights = None
+    monkeypatch.setattr("psutil.virtual_memory", lambda: type("M", (), {"available": 1 << 20, "total": 1 << 30})())
+    with pytest.raises(ConfigError, match="dense_keep=True keeps the fp16 weights.*use dense_keep=False"):
+        fast.fast_weights(demo_torch, FastConfig(dense_prefill_rows=4, dense_keep=True))
 
 
 @pytest.mark.slow

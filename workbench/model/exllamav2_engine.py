@@ -22,6 +22,17 @@ groups are not all `group_size` rows (it sorts rows by group and then assumes eq
 a folder without safetensors (a `.bin` not yet converted); prompts of different lengths in one
 batch (it has no left padding here). nothing here imports exllamav2 until a model is loaded,
 because importing it builds its extension.
+
+One correction, applied and recorded (`restore_causal_prefill`): exllamav2 0.3.2 attends to a prompt
+of several tokens through PyTorch's SDPA, when neither flash-attn nor xformers is installed, with no
+mask at all: its branch for "causal" asks for the block-diagonal mask of packed sequences, which is
+None for ordinary batches (upstream commit 2e630ae, February 2025, released since 0.2.8). Every
+prompt token then sees the tokens after it, so the cache a prefill leaves, and every answer after
+it, are not the model's. Found on the H200 on 2026-11-30 (benchmarks/engine_layers.py): layer 0's
+seven weights as ExLlamaV2 holds them equal the checkpoint dequantized (relative error 2e-4), its
+GEMMs agree (8e-4), yet the residual stream after the first layer was 0.7-0.9 apart. The workbench
+gives that branch the lower-right causal mask the code before that commit passed (the mask flash-attn
+applies on its own); decode steps of one token, which need no mask, run ExLlamaV2's code untouched.
 """
 
 from __future__ import annotations
@@ -48,6 +59,8 @@ INSTALL = f"pip install 'codefuse-workbench[exllamav2]' (exllamav2=={PACKAGE_VER
 DECODE_MODE = "exllamav2"  # what a record says ran: ExLlamaV2's forward loop, not one of decode.DECODE_MODES
 NOTE = ("ExLlamaV2's own model, cache and forward loop (exllamav2 {version}); the workbench chose the tokens "
         "and kept the time; transformers did not run")
+CAUSAL_NOTE = ("its SDPA attention over prompts given the causal mask exllamav2 0.3.2 leaves out "
+               "(restore_causal_prefill)")
 PROMPT_CHUNK_TOKENS = 2048  # ExLlamaV2's max_input_len: longer prompts are prefilled in chunks of this
 
 
@@ -273,6 +286,8 @@ class ExLlamaV2Decoder:
         self.runner, self.batch, self.length = runner, batch, length
         self.cache = ExLlamaV2Cache(runner.exl_model, batch_size=batch, max_seq_len=length)
         self.note = NOTE.format(version=_exllamav2_version())
+        if runner.config._attn_implementation == "exllamav2-sdpa":
+            self.note += "; " + CAUSAL_NOTE
 
     def prefill(self, input_ids, attention_mask):
         """Fill the cache with the prompt batch ([B, T], no padding); returns [B, V] float32 logits."""
@@ -371,7 +386,56 @@ def import_exllamav2():
     except (ImportError, RuntimeError, OSError) as e:  # a failed JIT build surfaces as one of these
         raise KernelUnavailable(f"kernel {KERNEL!r}: importing exllamav2 (which builds its extension on first "
                                 f"import) failed: {type(e).__name__}: {str(e).splitlines()[0][:300]}") from e
+    from exllamav2 import attn
+
+    restore_causal_prefill(attn)
     return exllamav2, time.perf_counter() - started
+
+
+def restore_causal_prefill(attn) -> None:
+    """Give exllamav2's SDPA attention the causal mask it leaves out (the module's docstring says why).
+
+    `attn` is the `exllamav2.attn` module. Its `ExLlamaV2Attention._attn_torch` is wrapped once: a
+    causal call on the SDPA branch for a plain batch (no packed sequences, no block-diagonal layer)
+    of several query tokens, or with an input mask, runs SDPA with the mask that branch meant to pass
+    (lower-right causal; with an input mask, ExLlamaV2's own causal-and-padding mask). Everything
+    else (one query token without a mask, flash-attn and xformers, the matmul branch, packed
+    sequences) runs ExLlamaV2's code as it is."""
+    cls = attn.ExLlamaV2Attention
+    original = cls._attn_torch
+    if getattr(original, "workbench_causal", False):
+        return
+
+    def _attn_torch(self, batch_size, q_len, q_states, k_states, v_states, attn_params, cfg, causal=True):
+        sdpa = attn.has_lower_right_sdpa and not cfg.no_sdpa and not cfg.attn_logit_softcapping
+        plain = causal and sdpa and self.layer_idx not in attn_params.block_diag_layers \
+            and getattr(attn_params, "cu_seqlens", None) is None
+        if not plain or (q_len == 1 and attn_params.is_causal()):
+            return original(self, batch_size, q_len, q_states, k_states, v_states, attn_params, cfg, causal)
+        return causal_sdpa(self, batch_size, q_len, q_states, k_states, v_states, attn_params)
+
+    _attn_torch.workbench_causal = True
+    _attn_torch.original = original  # exllamav2's own, for a comparison (benchmarks/engine_layers.py)
+    cls._attn_torch = _attn_torch
+
+
+def causal_sdpa(module, batch_size, q_len, q_states, k_states, v_states, attn_params):
+    """ExLlamaV2's SDPA branch with its mask: q/k/v [B, T, heads, D] -> [B, T, heads * D]."""
+    import torch.nn.functional as F
+    from torch.nn.attention.bias import causal_lower_right
+
+    heads, head_dim = q_states.shape[2], q_states.shape[3]
+    q = q_states.transpose(1, 2)
+    k = module.repeat_kv(k_states.transpose(1, 2), module.num_key_value_groups)
+    v = module.repeat_kv(v_states.transpose(1, 2), module.num_key_value_groups)
+    if module.sliding_window and k.shape[2] >= module.sliding_window:
+        k, v = k[:, :, -module.sliding_window:], v[:, :, -module.sliding_window:]
+    if attn_params.is_causal():
+        mask = causal_lower_right(q_len, k.shape[2])
+    else:
+        mask = attn_params.get_attn_mask(q.device)
+    out = F.scaled_dot_product_attention(q, k, v, mask, scale=module.scaling)
+    return out.transpose(1, 2).reshape(batch_size, q_len, heads * head_dim)
 
 
 def load_exllamav2(path: Path, prepared: Path, kernel_requested: str, device: str, verified, convert_s,
@@ -409,7 +473,9 @@ def load_exllamav2(path: Path, prepared: Path, kernel_requested: str, device: st
            "attention": runner.config._attn_implementation, "max_seq_len": max_seq_len,
            "max_input_len": config.max_input_len, "no_graphs": bool(getattr(config, "no_graphs", False)),
            "checkpoint_offset_qzeros": config.checkpoint_offset_qzeros,
-           "rotary_embedding_base": config.rotary_embedding_base, "rope_read_from": rope_from}
+           "rotary_embedding_base": config.rotary_embedding_base, "rope_read_from": rope_from,
+           "causal_prefill": ("restored by the workbench: " + CAUSAL_NOTE) if runner.config._attn_implementation
+           == "exllamav2-sdpa" else "ExLlamaV2's own (flash-attn or xformers mask the prompt themselves)"}
     record = record_load(runner, path, kernel=KERNEL, kernel_requested=kernel_requested, backend=ENGINE, device=device,
                          torch_dtype=torch.float16, loaded_from=prepared, verified=verified, convert_s=convert_s,
                          load_s=load_s, attention=attention_in_use(runner), env={"exllamav2": exl},

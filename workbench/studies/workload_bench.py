@@ -105,7 +105,7 @@ def batch_api(loaded, items: list[WorkItem], base: DecodeConfig, batch: int, dec
 
 
 def runner(loaded, items: list[WorkItem], base: DecodeConfig, batch: int, decode_mode: str,
-           dense_prefill_rows: int = 0) -> tuple[dict, list]:
+           dense_prefill_rows: int = 0, refill_min: int | None = None) -> tuple[dict, list]:
     device = input_device(loaded.model)
     extra = {}
     if dense_prefill_rows:  # its packed copy is read from the checkpoint once per model: timed apart, as a load is
@@ -118,18 +118,27 @@ def runner(loaded, items: list[WorkItem], base: DecodeConfig, batch: int, decode
         extra["fast_config"] = dataclasses.asdict(fast_config(loaded))
     records, seconds = _timed(device, lambda: run_workload(loaded, items, base, format="raw", batch_size=batch,
                                                             decode_mode=decode_mode, progress=False,
-                                                            dense_prefill_rows=dense_prefill_rows))
+                                                            dense_prefill_rows=dense_prefill_rows,
+                                                            refill_min=refill_min))
     passes = {r.queued_s: r.prefill_s for r in records}  # the prompts of one prefill pass share its start
     path = f"runner, dense prefill from {dense_prefill_rows} rows" if dense_prefill_rows else "runner"
+    path += f", refill at {refill_min} free" if refill_min else ""
     return _row(path, batch, records, sum(r.new_tokens for r in records), seconds, len(items),
                 mean_ttft_s=sum(r.ttft_s for r in records) / len(records), prefill_passes=len(passes),
-                prefill_s_total=sum(passes.values()), dense_prefill_rows=dense_prefill_rows, **extra), records
+                prefill_s_total=sum(passes.values()), dense_prefill_rows=dense_prefill_rows,
+                refill_min=refill_min, **extra), records
 
 
 def bench_workload(loaded, batch_sizes: list[int], *, limit: int | None = None, eager_limit: int = 16,
                    decode_mode: str = "auto", batch_api_sizes: tuple[int, ...] = (), budget_s: float | None = None,
-                   cap: int | None = None, dense_prefill_rows: tuple[int, ...] = (0,), log=print) -> dict:
-    """Every path on the same workload, in one process; see the module's docstring."""
+                   cap: int | None = None, dense_prefill_rows: tuple[int, ...] = (0,),
+                   refill_mins: tuple[int | None, ...] = (None,), fast_configs: tuple[FastConfig, ...] = (),
+                   log=print) -> dict:
+    """Every path on the same workload, in one process; see the module's docstring.
+
+    `fast_configs`: with decode_mode="fast", run every batch size with each of these in turn (each
+    makes its decoder, compiles and captures again, in the warm-up that is timed apart); empty: the
+    one `loaded` has. `refill_mins`: WorkloadConfig.refill_min values (None: the runner's default)."""
     started = time.perf_counter()
     base = DecodeConfig.greedy()
     task_ids, items = humaneval_workload(loaded.tokenizer, limit, cap)
@@ -148,15 +157,21 @@ def bench_workload(loaded, batch_sizes: list[int], *, limit: int | None = None, 
         log(format_row(rows[-1]))
     ids = [encode_prompt(loaded.tokenizer, [{"role": "human", "content": it.prompt}], format="raw")
            for it in eager_items]
-    for b, dense in [(b, d) for b in batch_sizes for d in dense_prefill_rows]:
-        what = f"batch size {b}" + (f" with dense prefill from {dense} rows" if dense else "")
+    configs = list(fast_configs) or [None]
+    for fc, b, dense, refill in [(f, b, d, r) for f in configs for b in batch_sizes for d in dense_prefill_rows
+                                 for r in refill_mins]:
+        if fc is not None and fast_config(loaded) != fc:
+            set_fast_config(loaded, fc)
+        what = f"batch size {b}" + (f" with dense prefill from {dense} rows" if dense else "") \
+            + (f", refill at {refill} free" if refill else "") + (f", fast: {fc.describe()}" if fc else "")
         if budget_s is not None and time.perf_counter() - started > budget_s:
             log(f"budget of {budget_s:.0f} s spent: {what} not run")
             continue
         try:
-            row, records = runner(loaded, items, base, b, decode_mode, dense)
+            row, records = runner(loaded, items, base, b, decode_mode, dense, refill)
         except Exception as e:  # one batch size failing (memory, a kernel) must not lose the others' rows
-            rows.append({"path": "runner", "batch_size": b, "dense_prefill_rows": dense,
+            rows.append({"path": "runner", "batch_size": b, "dense_prefill_rows": dense, "refill_min": refill,
+                         "fast_config": dataclasses.asdict(fc) if fc else None,
                          "error": f"{type(e).__name__}: {e}"})
             log(f"runner, {what}: {rows[-1]['error']}")
             continue
@@ -165,7 +180,8 @@ def bench_workload(loaded, batch_sizes: list[int], *, limit: int | None = None, 
         log(format_row(row))
         eq = compare_answers(loaded, ids, [r.token_ids for r in eager_records],
                              [r.token_ids for r in records[: len(eager_items)]])
-        equality[str(b) + (f"+dense{dense}" if dense else "")] = eq.to_dict()
+        key = str(b) + (f"+dense{dense}" if dense else "") + (f"+refill{refill}" if refill else "")
+        equality[key + (f"+fast{configs.index(fc)}" if fc else "")] = eq.to_dict()
         log(f"    answers equal to one at a time: {eq.identical}/{eq.answers}"
             + "".join(f"; problem {d['index']} from step {d['step']} (gap {d['logit_gap']}, tolerance "
                       f"{d['tolerance']}, near tie: {d['near_tie']})" for d in eq.divergences[:5]))
@@ -238,9 +254,13 @@ def main(argv=None) -> int:
     parser.add_argument("--dense-prefill-rows", type=int, nargs="+", default=[0],
                         help="run each batch size with each of these (0: the loaded kernel's prefill; N: passes of "
                              "at least N rows dequantize once and run cuBLAS, WorkloadConfig.dense_prefill_rows)")
-    parser.add_argument("--fast-config", nargs="+", metavar="FIELD=VALUE", default=[],
+    parser.add_argument("--fast-config", nargs="+", metavar="FIELD=VALUE", action="append", default=[],
                         help="with --decode-mode fast: the FastConfig fields, e.g. fuse=1 compile=1 "
-                             "dense_prefill_rows=32 store_in_rotary=1 (generation/fast.py)")
+                             "dense_prefill_rows=32 store_in_rotary=1 (generation/fast.py); given again, "
+                             "every batch size runs with each set in turn")
+    parser.add_argument("--refill-min", type=int, nargs="+", default=None,
+                        help="run each batch size with each of these WorkloadConfig.refill_min values (free "
+                             "slots that start a refill; default: the runner's, an eighth of the batch)")
     parser.add_argument("--out", help="also write the result as JSON here")
     args = parser.parse_args(argv)
 
@@ -248,11 +268,15 @@ def main(argv=None) -> int:
     loaded = load_model(resolve_model(args.model), kernel=args.kernel, device=args.device)
     if args.tokenizer:
         loaded.tokenizer = load_tokenizer(args.tokenizer)
-    if args.fast_config:
-        set_fast_config(loaded, parse_fast_config(args.fast_config))
+    if args.fast_config and args.decode_mode != "fast":
+        parser.error(f"--fast-config is for --decode-mode fast, not {args.decode_mode!r}")
+    fast_configs = tuple(parse_fast_config(pairs) for pairs in args.fast_config)
+    if args.refill_min and any(r < 1 or r > max(args.batch_sizes) for r in args.refill_min):
+        parser.error(f"--refill-min {args.refill_min}: each must be in [1, the batch size]")
     result = bench_workload(loaded, args.batch_sizes, limit=args.limit, eager_limit=args.eager_limit,
                             decode_mode=args.decode_mode, batch_api_sizes=tuple(args.batch_api), budget_s=args.budget_s,
-                            cap=args.cap, dense_prefill_rows=tuple(args.dense_prefill_rows))
+                            cap=args.cap, dense_prefill_rows=tuple(args.dense_prefill_rows),
+                            refill_mins=tuple(args.refill_min or [None]), fast_configs=fast_configs)
     result["env"] = collect_env(input_device(loaded.model))
     result["model"] = str(loaded.path)
     result["load"] = loaded.load_record.to_dict()

@@ -20,7 +20,7 @@ can be proven (`prove_equal(loaded, "fast")`) and measured beside the one before
   run a dense fp16 GEMM, ExLlamaV2's own switch;
 - `dense_keep`: with it, the weights are dequantized once when the step's weights are built and
   the fp16 copy is kept for every later prefill (the 4-bit copy the dequantization read is then
-  dropped unless the Triton GEMV needs it). It costs the fp16 weights' memory (67 GB for the 34B,
+  dropped unless the Triton GEMV needs it). It costs the fp16 weights' memory (66 GB for the 34B,
   checked against the free memory first) and saves the dequantization each prefill pass pays
   (about 26 ms a pass on the H200 with the 34B: 22 passes at batch 48 took 4.69 s, 11 took 4.40);
 - `store_in_rotary`: the new token's keys and values are written to the cache inside the

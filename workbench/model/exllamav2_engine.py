@@ -498,9 +498,8 @@ def match_transformers_config(exl_config, config_json: dict) -> str:
     where it is; a scaling it cannot be given this way is refused by name. Then every setting the
     forward depends on is compared with config.json, and a difference is an error rather than a
     different model. Returns where the base was read from.
-    This alone did not make the engine agree with gptqmodel's kernels: a later H200 run found its
-    logits apart on every checkpoint tried, whatever the shape (results/README.md, third session;
-    benchmarks/engine_layers.py looks for where)."""
+    This alone did not make the engine agree with gptqmodel's kernels: the rest was the causal mask
+    its SDPA prefill leaves out (restore_causal_prefill; results/README.md, fourth session)."""
     params = config_json.get("rope_parameters") or {}
     source = "rope_theta"
     if "rope_theta" not in config_json and "rope_theta" in params:

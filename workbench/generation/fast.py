@@ -359,6 +359,8 @@ def _check_room_for_dense(model, device) -> None:
     need = dense_weight_bytes(model)
     if device.type == "cuda":
         free, total = torch.cuda.mem_get_info(device)
+        # memory PyTorch holds in its cache (a previous step's weights just released) is free to it too
+        free += torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
     else:
         import psutil
 

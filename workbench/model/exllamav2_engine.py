@@ -408,8 +408,8 @@ def restore_causal_prefill(attn) -> None:
 
     def _attn_torch(self, batch_size, q_len, q_states, k_states, v_states, attn_params, cfg, causal=True):
         sdpa = attn.has_lower_right_sdpa and not cfg.no_sdpa and not cfg.attn_logit_softcapping
-        plain = causal and sdpa and self.layer_idx not in attn_params.block_diag_layers \
-            and getattr(attn_params, "cu_seqlens", None) is None
+        plain = causal and sdpa and not getattr(attn_params, "paged", False) \
+            and self.layer_idx not in attn_params.block_diag_layers and getattr(attn_params, "cu_seqlens", None) is None
         if not plain or (q_len == 1 and attn_params.is_causal()):
             return original(self, batch_size, q_len, q_states, k_states, v_states, attn_params, cfg, causal)
         return causal_sdpa(self, batch_size, q_len, q_states, k_states, v_states, attn_params)

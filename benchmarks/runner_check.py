@@ -41,8 +41,7 @@ def main(argv=None) -> int:
 
     loaded = wb.load_model(args.model, kernel=args.kernel, device=args.device)
     if args.fast_config:
-        from workbench.generation.fast import set_fast_config
-        from workbench.studies.workload_bench import parse_fast_config
+        from workbench.generation.fast import parse_fast_config, set_fast_config
 
         set_fast_config(loaded, parse_fast_config(args.fast_config))
     prompts = [build_prompt(p) for p in list(load_problems().values())[: args.limit]]

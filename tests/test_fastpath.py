@@ -52,6 +52,18 @@ def test_config_is_validated():
     assert "fp16 weights kept" in FastConfig(dense_prefill_rows=8, dense_keep=True).describe()
 
 
+def test_fast_config_from_a_command_line():
+    from workbench.generation.fast import parse_fast_config
+
+    assert parse_fast_config(["fuse=0", "compile=true", "attention=filled", "dense_prefill_rows=32"]) == \
+        FastConfig(fuse=False, compile=True, attention="filled", dense_prefill_rows=32)
+    for pairs, match in ((["fast=1"], "FIELD one of fuse"), (["fuse"], "give FIELD=VALUE"),
+                         (["dense_prefill_rows=many"], "takes an integer"), (["graph=2"], "0/1 or true/false"),
+                         (["attention=flash"], "FastConfig.attention='flash'")):
+        with pytest.raises(ConfigError, match=match):
+            parse_fast_config(pairs)
+
+
 def test_dense_path_serves_prefills_only():
     """A prefill of at least dense_rows rows dequantizes and runs a dense GEMM; a decode step of as
     many rows (a batch of the workload runner) keeps the quantized kernel."""

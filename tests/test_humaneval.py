@@ -491,3 +491,25 @@ def test_the_command_line_has_help_and_refuses_bad_input(capsys):
     assert "n_samples=3 needs sampling" in capsys.readouterr().err
     assert main(["humaneval", "--out", "x", "--batch-size", "0"]) == 1
     assert "batch_size" in capsys.readouterr().err
+    assert main(["humaneval", "--out", "x", "--fast-config", "fuse=0"]) == 1  # without --decode-mode fast
+    assert "--fast-config configures --decode-mode fast" in capsys.readouterr().err
+    assert main(["humaneval", "--out", "x", "--decode-mode", "fast", "--fast-config", "fuse=maybe"]) == 1
+    assert "fuse takes 0/1 or true/false" in capsys.readouterr().err
+
+
+def test_the_command_line_sets_the_fast_config(monkeypatch, capsys):
+    """`--decode-mode fast --fast-config ...` reaches the loaded model before the run starts."""
+    from workbench.__main__ import main
+    from workbench.generation.fast import FastConfig, fast_config
+    from workbench.humaneval import runner
+
+    seen = []
+
+    def stop(loaded, *a, **k):
+        seen.append(fast_config(loaded))
+        raise ConfigError("stopped by the test")
+
+    monkeypatch.setattr(runner, "run", stop)
+    assert main(["humaneval", "--out", "x", "--device", "cpu", "--kernel", "torch", "--decode-mode", "fast",
+                 "--fast-config", "fuse=0", "dense_prefill_rows=8"]) == 1
+    assert seen == [FastConfig(fuse=False, dense_prefill_rows=8)] and "stopped by the test" in capsys.readouterr().err

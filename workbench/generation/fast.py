@@ -105,6 +105,31 @@ class FastConfig:
         return self.gemm == "triton" or self.dense_prefill_rows > 0
 
 
+def parse_fast_config(pairs: list[str]) -> FastConfig:
+    """["fuse=1", "dense_prefill_rows=32", ...] (a command line's --fast-config) -> FastConfig; an
+    unknown field or a value of the wrong kind is a ConfigError that names it."""
+    import dataclasses
+
+    fields = {f.name: f.type if isinstance(f.type, str) else f.type.__name__ for f in dataclasses.fields(FastConfig)}
+    values = {}
+    for pair in pairs:
+        name, sep, text = pair.partition("=")
+        if not sep or name not in fields:
+            raise ConfigError(f"--fast-config {pair!r}: give FIELD=VALUE with FIELD one of {', '.join(fields)}")
+        if fields[name] == "bool":
+            if text not in ("0", "1", "true", "false", "True", "False"):
+                raise ConfigError(f"--fast-config {pair!r}: {name} takes 0/1 or true/false")
+            values[name] = text in ("1", "true", "True")
+        elif fields[name] == "int":
+            try:
+                values[name] = int(text)
+            except ValueError:
+                raise ConfigError(f"--fast-config {pair!r}: {name} takes an integer") from None
+        else:
+            values[name] = text
+    return FastConfig(**values)
+
+
 def set_fast_config(loaded, config: FastConfig) -> FastConfig:
     """Choose what `decode_mode="fast"` runs on `loaded` from now on (its decoder is made again)."""
     if not isinstance(config, FastConfig):

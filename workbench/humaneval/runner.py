@@ -16,6 +16,7 @@ from pathlib import Path
 from ..cache import atomic_write_json, atomic_write_text
 from ..errors import ConfigError
 from ..generation.config import DecodeConfig
+from ..generation.fast import parse_fast_config, set_fast_config
 from ..generation.workload import WorkItem, WorkloadConfig, run_workload
 from ..model.libraries import quiet
 from ..model.load import load_model, resolve_model
@@ -335,7 +336,11 @@ def main(argv=None) -> int:
     parser.add_argument("--limit", type=int, help="the first N problems (default: all 164)")
     parser.add_argument("--batch-size", type=int, default=16, help="rows decoded together (default 16)")
     parser.add_argument("--decode-mode", default="auto",
-                        help="auto (default), graph, static, fast (the default FastConfig) or eager")
+                        help="auto (default), graph, static, fast (the FastConfig of --fast-config) or eager")
+    parser.add_argument("--fast-config", nargs="+", metavar="FIELD=VALUE", default=[],
+                        help="with --decode-mode fast: FastConfig fields (generation/fast.py). The H200 runs of "
+                             "issue 19 used fuse=1 compile=1 attention=filled dense_prefill_rows=32 [dense_keep=1] "
+                             "with --batch-size 48 (results/README.md)")
     parser.add_argument("--n-samples", type=int, default=1, help="samples per problem; > 1 needs --temperature")
     parser.add_argument("--temperature", type=float, help="sample at this temperature (default: greedy)")
     parser.add_argument("--top-p", type=float, default=0.95, help="nucleus mass when sampling (default 0.95)")
@@ -354,8 +359,13 @@ def main(argv=None) -> int:
                               max_new_tokens=args.max_new_tokens, seed=args.seed)
     check_run(config, args.limit, args.n_samples, tuple(args.pass_at) if args.pass_at else None)
     WorkloadConfig(batch_size=args.batch_size, decode_mode=args.decode_mode)  # refuse before loading
+    if args.fast_config and args.decode_mode != "fast":
+        raise ConfigError(f"--fast-config configures --decode-mode fast; --decode-mode is {args.decode_mode!r}")
+    fast = parse_fast_config(args.fast_config) if args.fast_config else None
     quiet()
     loaded = load_model(resolve_model(args.model), kernel=args.kernel, device=args.device)
+    if fast is not None:
+        set_fast_config(loaded, fast)
     started = time.perf_counter()
     report = run(loaded, config, args.limit, out=args.out, timeout_s=args.timeout_s, workers=args.workers,
                  batch_size=args.batch_size, decode_mode=args.decode_mode, n_samples=args.n_samples,

@@ -29,8 +29,9 @@ import time
 
 from ..cache import atomic_write_json
 from ..environment import collect_env
+from ..errors import ConfigError
 from ..generation.config import DecodeConfig
-from ..generation.fast import FastConfig, dense_prefill_for, fast_config, set_fast_config
+from ..generation.fast import FastConfig, dense_prefill_for, fast_config, parse_fast_config, set_fast_config
 from ..generation.generate import generate
 from ..generation.inputs import input_device
 from ..generation.workload import WorkItem, run_workload
@@ -192,29 +193,6 @@ def bench_workload(loaded, batch_sizes: list[int], *, limit: int | None = None, 
             "wall_s": time.perf_counter() - started}
 
 
-def parse_fast_config(pairs: list[str]) -> FastConfig:
-    """["fuse=1", "dense_prefill_rows=32", ...] -> FastConfig; an unknown field or a bad value is named."""
-    fields = {f.name: f.type for f in dataclasses.fields(FastConfig)}
-    values = {}
-    for pair in pairs:
-        name, sep, text = pair.partition("=")
-        if not sep or name not in fields:
-            raise SystemExit(f"--fast-config {pair!r}: give FIELD=VALUE with FIELD one of {', '.join(fields)}")
-        kind = fields[name] if isinstance(fields[name], str) else fields[name].__name__
-        if kind == "bool":
-            if text not in ("0", "1", "true", "false", "True", "False"):
-                raise SystemExit(f"--fast-config {pair!r}: {name} takes 0/1 or true/false")
-            values[name] = text in ("1", "true", "True")
-        elif kind == "int":
-            try:
-                values[name] = int(text)
-            except ValueError:
-                raise SystemExit(f"--fast-config {pair!r}: {name} takes an integer") from None
-        else:
-            values[name] = text
-    return FastConfig(**values)
-
-
 def format_row(row: dict) -> str:
     text = (f"{row['path']:<38} batch {row['batch_size'] or '-':>4}  "
             f"{row['useful_tokens_per_s']:9.1f} useful tokens/s  "
@@ -270,7 +248,10 @@ def main(argv=None) -> int:
         loaded.tokenizer = load_tokenizer(args.tokenizer)
     if args.fast_config and args.decode_mode != "fast":
         parser.error(f"--fast-config is for --decode-mode fast, not {args.decode_mode!r}")
-    fast_configs = tuple(parse_fast_config(pairs) for pairs in args.fast_config)
+    try:
+        fast_configs = tuple(parse_fast_config(pairs) for pairs in args.fast_config)
+    except ConfigError as e:
+        parser.error(str(e))
     if args.refill_min and any(r < 1 or r > max(args.batch_sizes) for r in args.refill_min):
         parser.error(f"--refill-min {args.refill_min}: each must be in [1, the batch size]")
     result = bench_workload(loaded, args.batch_sizes, limit=args.limit, eager_limit=args.eager_limit,

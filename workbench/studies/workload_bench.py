@@ -13,7 +13,9 @@ count), the total time and the time per problem:
 - "batch API" (`--batch-api B ...`): `generate` on fixed batches; every row runs to its batch's
   longest, and the tokens past a row's own end are not useful.
 - "runner" at each `--batch-sizes`: `run_workload` (continuous batching, `--decode-mode`), and
-  with each `--dense-prefill-rows` (WorkloadConfig.dense_prefill_rows; 0 is the plain runner).
+  with each `--dense-prefill-rows` (WorkloadConfig.dense_prefill_rows; 0 is the plain runner) and
+  each `--refill-min` (WorkloadConfig.refill_min); with `--decode-mode fast`, for each
+  `--fast-config` given (the flag may be repeated: every set runs in turn, in one process).
 
 Then the runner's greedy answers are compared with the one-at-a-time answers on the problems
 both ran (answer_equality.py): the share identical and, for the others, the first step that

@@ -21,15 +21,17 @@ can be proven (`prove_equal(loaded, "fast")`) and measured beside the one before
 - `dense_keep`: with it, the weights are dequantized once when the step's weights are built and
   the fp16 copy is kept for every later prefill (the 4-bit copy the dequantization read is then
   dropped unless the Triton GEMV needs it). It costs the fp16 weights' memory (66 GB for the 34B,
-  checked against the free memory first) and saves the dequantization each prefill pass pays
-  (about 26 ms a pass on the H200 with the 34B: 22 passes at batch 48 took 4.69 s, 11 took 4.40);
+  checked against the free memory first) and saves the dequantization each prefill pass pays: on
+  the H200 with the 34B the 22 prefill passes of the 164-prompt workload at batch 48 took 4.08 s
+  instead of 4.61 (4.34 instead of 4.74 in a second run; results/README.md, fourth session);
 - `store_in_rotary`: the new token's keys and values are written to the cache inside the
   compiled rotary kernel rather than by two copies of their own per layer;
 - `combo_kernels`: inductor's combo kernels for the decode step's compiled pieces, so that
   kernels of one piece that do not depend on each other (q's rotation, k's rotation and store,
   v's store) are one launch: on the H200 with the 34B shapes the step went from 649 launches to
   505, and from 8.11 to 7.89 ms beside the step without them in the same run (7.57 ms in a run on
-  another machine; results/README.md).
+  another machine; results/README.md). Not for the workload runner's batches: with the cache
+  writes in the rotary kernel they made its batch-48 step 26.8 ms instead of 18.7 (fourth session);
 
 The step lives in `FastDecoder`, which static.py's loop drives like its own decoders: static
 buffers, its own KV cache (a [B, KV heads, length, head dim] tensor per layer) and, on CUDA, the step

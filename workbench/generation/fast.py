@@ -31,7 +31,7 @@ can be proven (`prove_equal(loaded, "fast")`) and measured beside the one before
   v's store) are one launch: on the H200 with the 34B shapes the step went from 649 launches to
   505, and from 8.11 to 7.89 ms beside the step without them in the same run (7.57 ms in a run on
   another machine; results/README.md). Not for the workload runner's batches: with the cache
-  writes in the rotary kernel they made its batch-48 step 26.8 ms instead of 18.7 (fourth session);
+  writes in the rotary kernel they made its batch-48 step 26.8 ms instead of 18.7 (fourth session).
 
 The step lives in `FastDecoder`, which static.py's loop drives like its own decoders: static
 buffers, its own KV cache (a [B, KV heads, length, head dim] tensor per layer) and, on CUDA, the step

@@ -497,7 +497,7 @@ def test_the_command_line_has_help_and_refuses_bad_input(capsys):
     assert "fuse takes 0/1 or true/false" in capsys.readouterr().err
 
 
-def test_the_command_line_sets_the_fast_config(monkeypatch, capsys):
+def test_the_command_line_sets_the_fast_config(demo_model_path, monkeypatch, capsys):
     """`--decode-mode fast --fast-config ...` reaches the loaded model before the run starts."""
     from workbench.__main__ import main
     from workbench.generation.fast import FastConfig, fast_config
@@ -510,6 +510,7 @@ def test_the_command_line_sets_the_fast_config(monkeypatch, capsys):
         raise ConfigError("stopped by the test")
 
     monkeypatch.setattr(runner, "run", stop)
-    assert main(["humaneval", "--out", "x", "--device", "cpu", "--kernel", "torch", "--decode-mode", "fast",
+    assert main(["humaneval", "--model", str(demo_model_path), "--out", "x", "--device", "cpu", "--kernel", "torch",
+                 "--decode-mode", "fast",
                  "--fast-config", "fuse=0", "dense_prefill_rows=8"]) == 1
     assert seen == [FastConfig(fuse=False, dense_prefill_rows=8)] and "stopped by the test" in capsys.readouterr().err

@@ -26,7 +26,7 @@ because importing it builds its extension.
 One correction, applied and recorded (`restore_causal_prefill`): exllamav2 0.3.2 attends to a prompt
 of several tokens through PyTorch's SDPA, when neither flash-attn nor xformers is installed, with no
 mask at all: its branch for "causal" asks for the block-diagonal mask of packed sequences, which is
-None for ordinary batches (upstream commit 2e630ae, February 2025, released since 0.2.8). Every
+None for ordinary batches (upstream commit 2e630ae, February 2025, in every release since 0.2.9). Every
 prompt token then sees the tokens after it, so the cache a prefill leaves, and every answer after
 it, are not the model's. Found on the H200 on 2026-11-30 (benchmarks/engine_layers.py): layer 0's
 seven weights as ExLlamaV2 holds them equal the checkpoint dequantized (relative error 2e-4), its

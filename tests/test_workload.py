@@ -252,3 +252,28 @@ def test_the_benchmark_times_every_path_on_one_workload(demo_loaded):
     assert all(r["useful_tokens_per_s"] > 0 and r["total_s"] > 0 for r in result["rows"])
     assert result["equality"]["2"]["answers"] == 2 and result["equality"]["2"]["passed"]
     assert "useful tokens/s" in format_row(result["rows"][2]) and len(lines) >= 5
+
+
+def test_the_benchmark_sweeps_fast_configs_refills_and_repeats(demo_loaded):
+    """One process runs every fast config x refill threshold x repeat: each row says which, the
+    answers are compared on the first run of each, a config the model cannot run leaves rows that
+    say why (the others still run), and a bad repeat count is refused by name."""
+    from workbench.generation.fast import FastConfig, fast_config, set_fast_config
+    from workbench.studies.workload_bench import bench_workload
+
+    configs = (FastConfig(fuse=False), FastConfig(fuse=True))
+    try:
+        result = bench_workload(demo_loaded, [2], limit=3, eager_limit=1, decode_mode="fast", cap=3,
+                                refill_mins=(None, 1), fast_configs=configs, repeats=2, log=lambda line: None)
+        runs = [(r["fast_config"]["fuse"], r["refill_min"], r["run"]) for r in result["rows"][1:]]
+        assert runs == [(f, r, n) for f in (False, True) for r in (None, 1) for n in (1, 2)]
+        ran, refused = result["rows"][1:5], result["rows"][5:]
+        assert all(r["modes_ran"] == ["fast"] and "error" not in r for r in ran)
+        assert all("FastConfig(fuse=True) rebuilds" in r["error"] for r in refused)  # demo_loaded runs torch_fused
+        assert ran[1]["path"] == "runner (run 2 of 2)" and "refill at 1 free" in ran[2]["path"]
+        assert sorted(result["equality"]) == ["2+fast0", "2+refill1+fast0"]
+        assert fast_config(demo_loaded) == configs[-1]
+        with pytest.raises(ConfigError, match="repeats=0"):
+            bench_workload(demo_loaded, [2], limit=1, eager_limit=1, repeats=0, log=lambda line: None)
+    finally:
+        set_fast_config(demo_loaded, FastConfig())

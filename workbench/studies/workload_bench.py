@@ -15,7 +15,8 @@ count), the total time and the time per problem:
 - "runner" at each `--batch-sizes`: `run_workload` (continuous batching, `--decode-mode`), and
   with each `--dense-prefill-rows` (WorkloadConfig.dense_prefill_rows; 0 is the plain runner) and
   each `--refill-min` (WorkloadConfig.refill_min); with `--decode-mode fast`, for each
-  `--fast-config` given (the flag may be repeated: every set runs in turn, in one process).
+  `--fast-config` given (the flag may be repeated: every set runs in turn, in one process);
+  `--repeats N` runs each of these rows N times in a row, for the spread of one machine's runs.
 
 Then the runner's greedy answers are compared with the one-at-a-time answers on the problems
 both ran (answer_equality.py): the share identical and, for the others, the first step that
@@ -136,12 +137,16 @@ def bench_workload(loaded, batch_sizes: list[int], *, limit: int | None = None, 
                    decode_mode: str = "auto", batch_api_sizes: tuple[int, ...] = (), budget_s: float | None = None,
                    cap: int | None = None, dense_prefill_rows: tuple[int, ...] = (0,),
                    refill_mins: tuple[int | None, ...] = (None,), fast_configs: tuple[FastConfig, ...] = (),
-                   log=print) -> dict:
+                   repeats: int = 1, log=print) -> dict:
     """Every path on the same workload, in one process; see the module's docstring.
 
     `fast_configs`: with decode_mode="fast", run every batch size with each of these in turn (each
     makes its decoder, compiles and captures again, in the warm-up that is timed apart); empty: the
-    one `loaded` has. `refill_mins`: WorkloadConfig.refill_min values (None: the runner's default)."""
+    one `loaded` has. `refill_mins`: WorkloadConfig.refill_min values (None: the runner's default).
+    `repeats`: each runner row that many times in a row (the spread of one machine's runs; the
+    answers are compared with one at a time on the first)."""
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+        raise ConfigError(f"repeats={repeats!r} is invalid: allowed an integer >= 1")
     started = time.perf_counter()
     base = DecodeConfig.greedy()
     task_ids, items = humaneval_workload(loaded.tokenizer, limit, cap)
@@ -161,12 +166,13 @@ def bench_workload(loaded, batch_sizes: list[int], *, limit: int | None = None, 
     ids = [encode_prompt(loaded.tokenizer, [{"role": "human", "content": it.prompt}], format="raw")
            for it in eager_items]
     configs = list(fast_configs) or [None]
-    for fc, b, dense, refill in [(f, b, d, r) for f in configs for b in batch_sizes for d in dense_prefill_rows
-                                 for r in refill_mins]:
+    for fc, b, dense, refill, run in [(f, b, d, r, n) for f in configs for b in batch_sizes for d in dense_prefill_rows
+                                      for r in refill_mins for n in range(1, repeats + 1)]:
         if fc is not None and fast_config(loaded) != fc:
             set_fast_config(loaded, fc)
         what = f"batch size {b}" + (f" with dense prefill from {dense} rows" if dense else "") \
-            + (f", refill at {refill} free" if refill else "") + (f", fast: {fc.describe()}" if fc else "")
+            + (f", refill at {refill} free" if refill else "") + (f", fast: {fc.describe()}" if fc else "") \
+            + (f", run {run} of {repeats}" if repeats > 1 else "")
         if budget_s is not None and time.perf_counter() - started > budget_s:
             log(f"budget of {budget_s:.0f} s spent: {what} not run")
             continue
@@ -174,13 +180,18 @@ def bench_workload(loaded, batch_sizes: list[int], *, limit: int | None = None, 
             row, records = runner(loaded, items, base, b, decode_mode, dense, refill)
         except Exception as e:  # one batch size failing (memory, a kernel) must not lose the others' rows
             rows.append({"path": "runner", "batch_size": b, "dense_prefill_rows": dense, "refill_min": refill,
-                         "fast_config": dataclasses.asdict(fc) if fc else None,
+                         "fast_config": dataclasses.asdict(fc) if fc else None, "run": run,
                          "error": f"{type(e).__name__}: {e}"})
             log(f"runner, {what}: {rows[-1]['error']}")
             continue
         row["speedup_vs_one_at_a_time"] = row["useful_tokens_per_s"] / rows[0]["useful_tokens_per_s"]
+        if repeats > 1:
+            row["path"] += f" (run {run} of {repeats})"
+            row["run"] = run
         rows.append(row)
         log(format_row(row))
+        if run > 1:
+            continue
         eq = compare_answers(loaded, ids, [r.token_ids for r in eager_records],
                              [r.token_ids for r in records[: len(eager_items)]])
         key = str(b) + (f"+dense{dense}" if dense else "") + (f"+refill{refill}" if refill else "")
@@ -241,8 +252,12 @@ def main(argv=None) -> int:
     parser.add_argument("--refill-min", type=int, nargs="+", default=None,
                         help="run each batch size with each of these WorkloadConfig.refill_min values (free "
                              "slots that start a refill; default: the runner's, an eighth of the batch)")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="run each runner row this many times in a row (the spread of one machine's runs)")
     parser.add_argument("--out", help="also write the result as JSON here")
     args = parser.parse_args(argv)
+    if args.repeats < 1:
+        parser.error(f"--repeats {args.repeats}: give an integer >= 1")
 
     quiet()
     loaded = load_model(resolve_model(args.model), kernel=args.kernel, device=args.device)
@@ -259,7 +274,8 @@ def main(argv=None) -> int:
     result = bench_workload(loaded, args.batch_sizes, limit=args.limit, eager_limit=args.eager_limit,
                             decode_mode=args.decode_mode, batch_api_sizes=tuple(args.batch_api), budget_s=args.budget_s,
                             cap=args.cap, dense_prefill_rows=tuple(args.dense_prefill_rows),
-                            refill_mins=tuple(args.refill_min or [None]), fast_configs=fast_configs)
+                            refill_mins=tuple(args.refill_min or [None]), fast_configs=fast_configs,
+                            repeats=args.repeats)
     result["env"] = collect_env(input_device(loaded.model))
     result["model"] = str(loaded.path)
     result["load"] = loaded.load_record.to_dict()

@@ -341,9 +341,7 @@ def _build_weights(loaded, config: FastConfig, key: tuple) -> FastWeights:
     layers = []
     with torch.no_grad():
         for i, layer in enumerate(model.model.layers):
-            attn, mlp = layer.self_attn, layer.mlp
-            slots = {"qkv": [attn.q_proj, attn.k_proj, attn.v_proj], "o": [attn.o_proj],
-                     "gate_up": [mlp.gate_proj, mlp.up_proj], "down": [mlp.down_proj]}
+            slots = _layer_slots(layer)
             names = {"qkv": ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"], "o": ["self_attn.o_proj"],
                      "gate_up": ["mlp.gate_proj", "mlp.up_proj"], "down": ["mlp.down_proj"]}
             built = {}
@@ -368,14 +366,17 @@ def _build_weights(loaded, config: FastConfig, key: tuple) -> FastWeights:
     return FastWeights(layers=layers, key=key, note=note)
 
 
+def _layer_slots(layer) -> dict:
+    """A Llama layer's linears by the fast step's GEMM slot."""
+    attn, mlp = layer.self_attn, layer.mlp
+    return {"qkv": [attn.q_proj, attn.k_proj, attn.v_proj], "o": [attn.o_proj],
+            "gate_up": [mlp.gate_proj, mlp.up_proj], "down": [mlp.down_proj]}
+
+
 def dense_weight_bytes(model) -> int:
     """Bytes of the fp16 weights of the model's quantized linears (what FastConfig.dense_keep keeps)."""
-    total = 0
-    for layer in model.model.layers:
-        for module in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj, layer.self_attn.o_proj,
-                       layer.mlp.gate_proj, layer.mlp.up_proj, layer.mlp.down_proj):
-            total += module.in_features * module.out_features * 2
-    return total
+    return sum(m.in_features * m.out_features * 2 for layer in model.model.layers
+               for modules in _layer_slots(layer).values() for m in modules)
 
 
 def _check_room_for_dense(model, device) -> None:
@@ -396,8 +397,7 @@ def _check_room_for_dense(model, device) -> None:
     if need + spare > free:
         raise ConfigError(f"FastConfig.dense_keep=True keeps the fp16 weights: {need / 1e9:.1f} GB, and "
                           f"{free / 1e9:.1f} GB are free on {device} (with {spare / 1e9:.1f} GB to spare for the cache "
-                          "and prefill); use "
-                          "dense_keep=False, which dequantizes each prefill pass instead")
+                          "and prefill); use dense_keep=False, which dequantizes each prefill pass instead")
 
 
 class DensePrefill:

@@ -206,6 +206,69 @@ def test_the_fast_step_runs_the_workload_with_slots(demo_loaded):
         set_fast_config(demo_loaded, FastConfig())
 
 
+def test_the_fast_steps_tail_narrows_and_keeps_every_rows_answer(demo_loaded):
+    """FastConfig.narrow_to: once no prompt waits, the rows left move to the front and step at a
+    narrower width. Every row's answer is the one the full-width loop gives (greedy with a
+    repetition penalty and min_new_tokens, and seeded sampling, whose per-row generators move with
+    their rows), the records say the width they ended at, and the widths are made before the
+    workload, once."""
+    from workbench.generation.fast import FastConfig, set_fast_config
+
+    items = [WorkItem(prompt=p, max_new_tokens=2 + (i * 7) % 13, seed=100 + i) for i, p in enumerate(PROMPTS[:11])]
+    configs = [wb.DecodeConfig.greedy(max_new_tokens=16).replace(repetition_penalty=1.3, min_new_tokens=2),
+               wb.DecodeConfig(do_sample=True, temperature=0.9, top_p=0.95, max_new_tokens=16, seed=7)]
+    try:
+        for config in configs:
+            set_fast_config(demo_loaded, FastConfig(fuse=False))
+            full = run_workload(demo_loaded, items, config, format="raw", batch_size=8, decode_mode="fast",
+                                progress=False, refill_min=2)
+            set_fast_config(demo_loaded, FastConfig(fuse=False, narrow_to=1))
+            narrow = run_workload(demo_loaded, items, config, format="raw", batch_size=8, decode_mode="fast",
+                                  progress=False, refill_min=2)
+            assert [r.token_ids for r in narrow] == [r.token_ids for r in full]
+            assert [r.new_tokens for r in narrow] == [it.max_new_tokens for it in items]
+            widths = {r.decode_note.split("its last steps ran ")[1].split(" ")[0] for r in narrow
+                      if "its last steps ran" in r.decode_note}
+            assert widths and widths <= {"1", "2", "4"}, widths  # the last rows ended in narrower steps
+            assert all("tail narrowed down to 1 rows" in r.decode_note for r in narrow)
+            decoder = demo_loaded.decoder[1]
+            assert decoder.tail_widths() == [1, 2, 4] and decoder.prepare_tail() == 0.0  # made once, kept
+    finally:
+        set_fast_config(demo_loaded, FastConfig())
+
+
+def test_compacting_moves_each_rows_cache_and_state(demo_loaded):
+    """compact(rows) puts the given rows' caches, positions, masks and flags at the front, in that
+    order, and leaves the rows after them idle; RowChooser.compact moves the per-row counts alike;
+    a width the decoder cannot step is refused by name."""
+    import torch
+
+    from workbench.generation.fast import FastConfig, set_fast_config
+    from workbench.generation.sampling import RowChooser
+
+    try:
+        set_fast_config(demo_loaded, FastConfig(fuse=False, narrow_to=2))
+        decoder = slots.slot_decoder_for(demo_loaded, 4, 32, "fast")
+        assert decoder.tail_widths() == [2] and decoder.width_for(1) == 2 and decoder.width_for(3) == 4
+        for i, k in enumerate(decoder.k_cache):
+            k.copy_(torch.arange(4, dtype=k.dtype).view(4, 1, 1, 1) + 10 * i)
+        decoder.pos.copy_(torch.tensor([5, 6, 7, 8]))
+        decoder.active.copy_(torch.tensor([1, 0, 1, 1]))
+        decoder.compact([3, 0])
+        assert [int(k[r, 0, 0, 0]) for k in decoder.k_cache[:2] for r in range(2)] == [3, 0, 13, 10]
+        assert decoder.pos[:2].tolist() == [8, 5] and decoder.active.tolist() == [1, 1, 0, 0]
+        chooser = RowChooser(wb.DecodeConfig.greedy(), demo_loaded.tokenizer, 4, 32, torch.device("cpu"))
+        chooser.new_tokens.copy_(torch.tensor([1, 2, 3, 4]))
+        chooser.compact([3, 0])
+        assert chooser.new_tokens[:2].tolist() == [4, 1]
+        with pytest.raises(ConfigError, match="narrow\\(0\\): a width between 1 and"):
+            decoder.narrow(0)
+        with pytest.raises(ConfigError, match="FastConfig.narrow_to=-1"):
+            FastConfig(narrow_to=-1)
+    finally:
+        set_fast_config(demo_loaded, FastConfig())
+
+
 def test_a_batch_that_does_not_fit_names_one_that_would_and_keeps_what_finished(demo_loaded, monkeypatch):
     import torch
 

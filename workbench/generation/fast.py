@@ -26,6 +26,9 @@ can be proven (`prove_equal(loaded, "fast")`) and measured beside the one before
   instead of 4.61 (4.34 instead of 4.74 in a second run; results/README.md, fourth session);
 - `store_in_rotary`: the new token's keys and values are written to the cache inside the
   compiled rotary kernel rather than by two copies of their own per layer;
+- `narrow_to` (the workload runner's slot step, fast_slots.py): once no prompt waits, the rows
+  still decoding move to the front and each step runs over the narrowest prepared width that holds
+  them (powers of two from `narrow_to`, each its own graph, captured before the workload starts);
 - `combo_kernels`: inductor's combo kernels for the decode step's compiled pieces, so that
   kernels of one piece that do not depend on each other (q's rotation, k's rotation and store,
   v's store) are one launch: on the H200 with the 34B shapes the step went from 649 launches to
@@ -69,6 +72,7 @@ class FastConfig:
     store_in_rotary: bool = False  # the new token's keys and values written to the cache by the compiled rotary
     combo_kernels: bool = False  # a compiled piece's independent kernels launched as one (inductor's combo kernels)
     dense_keep: bool = False  # dequantize once at build and keep the fp16 weights for every dense prefill
+    narrow_to: int = 0  # the workload runner's tail steps over as few rows as hold the rest, down to this; 0 = never
     graph: bool = True  # capture the step in a CUDA graph (on CUDA)
 
     def __post_init__(self):
@@ -92,6 +96,8 @@ class FastConfig:
             bad("combo_kernels", "False when compile=False (they are the compiled pieces' kernels)")
         if self.dense_keep and not self.dense_prefill_rows:
             bad("dense_keep", "False when dense_prefill_rows=0 (it keeps the dense prefill's weights)")
+        if isinstance(self.narrow_to, bool) or not isinstance(self.narrow_to, int) or self.narrow_to < 0:
+            bad("narrow_to", "an integer >= 0 (0 = never)")
 
     def describe(self) -> str:
         return (f"{'fused' if self.fuse else 'separate'} q/k/v and gate/up, GEMM {self.gemm}, "
@@ -100,7 +106,8 @@ class FastConfig:
                 f"{' (cache write in the rotary kernel)' if self.store_in_rotary else ''}"
                 f"{' (combo kernels)' if self.combo_kernels else ''}, dense prefill "
                 f"{'from ' + str(self.dense_prefill_rows) + ' rows' if self.dense_prefill_rows else 'off'}"
-                f"{' (fp16 weights kept)' if self.dense_keep else ''}")
+                f"{' (fp16 weights kept)' if self.dense_keep else ''}"
+                f"{f', tail narrowed down to {self.narrow_to} rows' if self.narrow_to else ''}")
 
     def needs_packed(self) -> bool:
         """Whether the workbench's own copy of the 4-bit tensors is needed (its GEMV, dense prefill)."""

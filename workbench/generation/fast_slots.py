@@ -15,7 +15,13 @@ layers and weights with what slots.py gave transformers' forward:
 - `prefill(rows, ids, mask)` runs a left-padded group of prompts through the layers at once
   (causal SDPA under the padding mask, positions counted from each prompt's first real token)
   and moves each prompt's keys and values to the front of its row of the cache;
-- `finish(row)` stops a row from advancing, as SlotDecoder's does.
+- `finish(row)` stops a row from advancing, as SlotDecoder's does;
+- the tail (FastConfig.narrow_to): `compact(rows)` moves rows to the front of the batch and
+  `narrow(n)` is the step over the first n rows only (views of the same caches and buffers, a
+  CUDA graph of its own). `prepare_tail()` makes and captures every width before a workload
+  starts, so that none is compiled or captured inside it: done inside the 164-prompt run on the
+  H200, the compiles and captures of five narrower widths took the run from 11.1 s to 30.7 s
+  (third session, results/README.md).
 
 The step's buffers are fixed, so CapturedStep captures and checks it as it does the others.
 FastConfig's other switches (fuse, compile, store_in_rotary, combo_kernels, dense_prefill_rows,
@@ -24,7 +30,10 @@ graph) hold; dense_prefill_rows applies to the group prefills only, never to a s
 
 from __future__ import annotations
 
+import copy
+
 from ..errors import ConfigError
+from ..model import triton_kernels
 from .fast import FastConfig, FastDecoder, fast_config, fast_weights
 from .inputs import prefill_mask
 
@@ -42,6 +51,7 @@ class FastSlotDecoder(FastDecoder):
         self.pos = torch.zeros(batch, dtype=torch.long, device=d)  # [B] each row's next slot = its rotary position
         self._slot = self.pos.view(batch, 1, 1, 1).expand(batch, self.kv, 1, self.head_dim)  # a view: follows pos
         self.active = torch.zeros(batch, dtype=torch.long, device=d)  # [B] 1 while a row decodes
+        self._narrowed = {}  # n -> the step over the first n rows (narrow)
 
     @property
     def note(self) -> str:
@@ -59,6 +69,82 @@ class FastSlotDecoder(FastDecoder):
     def finish(self, row: int) -> None:
         """`row` is done: it stops advancing (it keeps writing one slot) until it is refilled."""
         self.active[row] = 0
+
+    # --- the tail: the rows left, at a narrower width -------------------------------------------------
+
+    def tail_widths(self) -> list[int]:
+        """The widths below the batch that the tail may step at: narrow_to and every power of two
+        above it; [] when FastConfig.narrow_to is 0."""
+        low = self.config.narrow_to
+        if not low or low >= self.batch:
+            return []
+        return sorted({low} | {1 << k for k in range(self.batch.bit_length()) if low < 1 << k < self.batch})
+
+    def width_for(self, rows: int) -> int:
+        """The narrowest tail width that holds `rows` rows (the batch when none does)."""
+        return next((w for w in self.tail_widths() if w >= rows), self.batch)
+
+    def prepare_tail(self) -> float:
+        """Make every tail width's step and take it once on idle rows (on CUDA: compile its pieces for
+        that width, capture its graph and check it), then reset every row; returns the seconds it
+        took (0 when every width was ready). Kept with the decoder for later workloads."""
+        import time
+
+        import torch
+
+        widths = [w for w in self.tail_widths() if w not in self._narrowed]
+        if not widths:
+            return 0.0
+        started = time.perf_counter()
+        # each width compiles the step's pieces for its shape; past the recompile limit (8 by default)
+        # torch.compile would run a piece uncompiled without a word
+        dynamo = torch._dynamo.config
+        dynamo.recompile_limit = max(dynamo.recompile_limit, 32)
+        if self.logits is None:
+            self.logits = torch.empty((self.batch, self.lm_head.weight.shape[0]), dtype=torch.float32,
+                                      device=self.device)
+        self.reset()
+        for w in widths:
+            self.narrow(w).step(torch.zeros(w, dtype=torch.long, device=self.device))
+        self.reset()  # the steps wrote slot 0 of idle rows; nothing of it is read
+        return time.perf_counter() - started
+
+    def compact(self, rows: list[int]) -> None:
+        """Move `rows` (in this order) to rows 0..len(rows)-1: their caches, positions, masks and flags;
+        every row after them is idle."""
+        import torch
+
+        m = len(rows)
+        index = torch.tensor(rows, dtype=torch.long, device=self.device)
+        for k, v in zip(self.k_cache, self.v_cache):
+            k[:m] = k[index]  # the gather copies first, so rows that move onto each other are safe
+            v[:m] = v[index]
+        for t in (self.pos, self.active, self.mask):
+            t[:m] = t[index]
+        self.active[m:] = 0
+
+    def narrow(self, n: int) -> "FastSlotDecoder":
+        """The step over the first `n` rows: this decoder's caches and buffers as views, its own graph
+        (captured and checked on its first step like any other), kept for the next workload."""
+        if n == self.batch:
+            return self
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n < self.batch:
+            raise ConfigError(f"narrow({n!r}): a width between 1 and the batch's {self.batch} rows")
+        if self.logits is None:
+            raise ConfigError("narrow(): the decoder has no logits buffer yet (prefill or prepare_tail first)")
+        view = self._narrowed.get(n)
+        if view is None:
+            view = copy.copy(self)
+            view.batch = n
+            view.k_cache, view.v_cache = [k[:n] for k in self.k_cache], [v[:n] for v in self.v_cache]
+            for name in ("ids", "pos", "active", "mask", "attn_out", "logits"):
+                setattr(view, name, getattr(self, name)[:n])
+            view._slot = view.pos.view(n, 1, 1, 1).expand(n, self.kv, 1, self.head_dim)
+            view.attention = None if self.attention is None else \
+                triton_kernels.DecodeAttention(n, self.heads, self.kv, self.head_dim, self.device)
+            view.graph, view.graph_note, view._narrowed = None, "", {}
+            self._narrowed[n] = view
+        return view
 
     # --- prefill: a left-padded group into some rows ---------------------------------------------------
 

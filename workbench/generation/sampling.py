@@ -51,6 +51,18 @@ class RowChooser:
             g.manual_seed(seed if seed is not None else int(torch.randint(0, 2**62, ()).item()))
             self.generators[row] = g
 
+    def compact(self, rows: list[int]) -> None:
+        """Move the state of `rows` (in this order) to rows 0..len(rows)-1, as the fast slot decoder's
+        `compact` moves their caches (the workload runner's narrowing tail)."""
+        import torch
+
+        m = len(rows)
+        index = torch.tensor(rows, dtype=torch.long, device=self.device)
+        for name in ["new_tokens", "min_new"] + (["history", "history_len"] if self.penalty is not None else []):
+            t = getattr(self, name)
+            t[:m] = t[index]
+        self.generators = [self.generators[r] for r in rows] + [None] * (len(self.generators) - m)
+
     def choose(self, rows, logits):
         """The next token ([n] long) of each of `rows` ([n] long) from their raw logits ([n, V] float32)."""
         import torch

@@ -263,9 +263,8 @@ def _run_slots(loaded, work: list[_Work], workload: WorkloadConfig, mode: str, e
     dense = dense_prefill_for(loaded, workload.dense_prefill_rows) if workload.dense_prefill_rows else None
     try:
         decoder = slot_decoder_for(loaded, batch, length, mode)
-        loop = _SlotLoop(loaded, decoder, work, workload, base, emit, dense)
-        with torch.inference_mode():
-            loop.run()
+        with torch.inference_mode():  # the tail's steps are prepared (compiled, captured) in the loop's making
+            _SlotLoop(loaded, decoder, work, workload, base, emit, dense).run()
     except torch.cuda.OutOfMemoryError:
         release_decoder(loaded)
         fits = _batch_that_fits(model, length, batch, workload.prefill_tokens)
@@ -286,6 +285,8 @@ class _SlotLoop:
         self.loaded, self.decoder, self.work, self.workload, self.emit = loaded, decoder, work, workload, emit
         self.dense = dense  # fast.DensePrefill, or None
         decoder.reset()
+        # the tail's narrower steps made (compiled, captured) before the workload's clock starts
+        self.tail_s = decoder.prepare_tail() if hasattr(decoder, "prepare_tail") else 0.0
         self.tok = loaded.tokenizer
         self.device = decoder.device
         self.batch = decoder.batch
@@ -297,17 +298,36 @@ class _SlotLoop:
         self.last = torch.zeros(self.batch, dtype=torch.long, device=self.device)  # [B] each row's newest token
         self.pending = deque(sorted(work, key=lambda w: (-len(w.ids), w.index)))  # longest first (module docstring)
         self.context = _Context(loaded, self.device)
+        self.width, self.stepper = self.batch, decoder  # the rows a step runs over, and its step (narrow)
 
     def run(self) -> None:
         import torch
 
         self.refill()
         while any(r is not None for r in self.rows):
-            logits = self.decoder.step(self.last)  # [B, V]
-            live = [r for r in range(self.batch) if self.rows[r] is not None]
+            if not self.pending:
+                self.narrow()
+            logits = self.stepper.step(self.last[: self.width])  # [W, V]
+            live = [r for r in range(self.width) if self.rows[r] is not None]
             index = torch.tensor(live, dtype=torch.long, device=self.device)
             self.take(live, index, logits[index])
             self.refill()
+
+    def narrow(self) -> None:
+        """Once no prompt waits, a decoder with tail widths (the fast step's, FastConfig.narrow_to) steps
+        only as many rows as hold the ones still decoding: those move to the front, and the step over
+        the first `width` rows (its own graph, captured before the workload) replays instead."""
+        import torch
+
+        live = [r for r in range(self.width) if self.rows[r] is not None]
+        width = self.decoder.width_for(len(live)) if hasattr(self.decoder, "width_for") else self.batch
+        if width >= self.width:
+            return
+        self.decoder.compact(live)
+        self.chooser.compact(live)
+        self.last[: len(live)] = self.last[torch.tensor(live, dtype=torch.long, device=self.device)]
+        self.rows = [self.rows[r] for r in live] + [None] * (self.batch - len(live))
+        self.width, self.stepper = width, self.decoder.narrow(width)
 
     def refill(self) -> None:
         """Prefill waiting prompts into free slots: all at the start, later once enough are free."""
@@ -390,10 +410,15 @@ class _SlotLoop:
             queued_s=admit)
 
     def _note(self, row: _Row) -> str:
+        note = self.stepper.note
+        if self.width < self.batch:
+            note += f"; its last steps ran {self.width} rows wide (no prompt waiting)"
+        if self.tail_s:
+            note += f"; tail widths {self.decoder.tail_widths()} prepared in {self.tail_s:.2f} s before the workload"
         if self.dense is None:
-            return self.decoder.note
+            return note
         how = "dequantize + cuBLAS" if row.dense_prefill else "the loaded kernel (a pass below that)"
-        return f"{self.decoder.note}; dense prefill from {self.dense.min_rows} rows: this prompt's ran {how}"
+        return f"{note}; dense prefill from {self.dense.min_rows} rows: this prompt's ran {how}"
 
 
 class _Context:

@@ -116,7 +116,7 @@ def test_bad_input_is_refused_by_name(demo_loaded):
                           ({"decode_mode": "turbo"}, "decode_mode"),
                           ({"top_logprobs": -1}, "top_logprobs"), ({"batch_size": 4, "refill_min": 5}, "refill_min"),
                           ({"prefill_tokens": 0}, "prefill_tokens"), ({"dense_prefill_rows": -1}, "dense_prefill_rows"),
-                          ({"dense_prefill_rows": True}, "dense_prefill_rows")]:
+                          ({"dense_prefill_rows": True}, "dense_prefill_rows"), ({"cache_length": 0}, "cache_length")]:
         with pytest.raises(ConfigError, match=match):
             WorkloadConfig(**fields)
     with pytest.raises(ConfigError, match="max_new_tokens"):
@@ -132,6 +132,12 @@ def test_bad_input_is_refused_by_name(demo_loaded):
         run_workload(demo_loaded, ["x"], decode_mode="graph", progress=False)
     with pytest.raises(ConfigError, match="dense_prefill_rows=8 works on the slot loop's prefill"):
         run_workload(demo_loaded, ["x"], decode_mode="eager", dense_prefill_rows=8, progress=False)
+    with pytest.raises(ConfigError, match="cache_length=256 sizes the slot loop's cache"):
+        run_workload(demo_loaded, ["x"], decode_mode="eager", cache_length=256, progress=False)
+    needed = workload.slot_cache_length(demo_loaded, ["x", "a longer prompt"], wb.DecodeConfig.greedy(max_new_tokens=8))
+    with pytest.raises(ConfigError, match=f"cache_length=8 is below what this workload needs: {needed}"):
+        run_workload(demo_loaded, ["x", "a longer prompt"], wb.DecodeConfig.greedy(max_new_tokens=8),
+                     decode_mode="static", cache_length=8, progress=False)
     with pytest.raises(ConfigError, match="beam search"):
         run_workload(demo_loaded, ["x"], wb.DecodeConfig.greedy(num_beams=2), decode_mode="static", progress=False)
 
@@ -267,6 +273,25 @@ def test_compacting_moves_each_rows_cache_and_state(demo_loaded):
             FastConfig(narrow_to=-1)
     finally:
         set_fast_config(demo_loaded, FastConfig())
+
+
+def test_workloads_of_one_cache_length_share_one_decoder(demo_loaded):
+    """WorkloadConfig.cache_length: short workloads sized like a longer one run on one decoder of that
+    length (a warm-up before a timed run compiles and captures what the timed run uses), and their
+    answers are those of their own default cache."""
+    config = wb.DecodeConfig.greedy(max_new_tokens=10)
+    short = [WorkItem(prompt=p, max_new_tokens=2) for p in PROMPTS[:3]]
+    length = workload.slot_cache_length(demo_loaded, PROMPTS[:6], config.replace(max_new_tokens=400), format="raw")
+    assert length > workload.slot_cache_length(demo_loaded, short, config, format="raw")
+    own = run_workload(demo_loaded, short, config, format="raw", batch_size=2, decode_mode="static", progress=False)
+    sized = run_workload(demo_loaded, short, config, format="raw", batch_size=2, decode_mode="static", progress=False,
+                         cache_length=length)
+    decoder = demo_loaded.decoder
+    assert decoder[0] == ("slots", 2, length, "static")
+    run_workload(demo_loaded, PROMPTS[3:7], config, format="raw", batch_size=2, decode_mode="static", progress=False,
+                 cache_length=length)
+    assert demo_loaded.decoder is decoder
+    assert [r.token_ids for r in sized] == [r.token_ids for r in own]
 
 
 def test_a_batch_that_does_not_fit_names_one_that_would_and_keeps_what_finished(demo_loaded, monkeypatch):

@@ -109,6 +109,8 @@ class WorkloadConfig:
     progress: bool = True  # a tqdm bar: prompts done, tokens/s, time left
     dense_prefill_rows: int = 0  # prefill passes of at least this many rows (prompts x padded length) dequantize
     # each weight once and run cuBLAS (fast.DensePrefill; costs a packed copy of the weights); 0 = off
+    cache_length: int | None = None  # the slot cache's length; None: the longest prompt plus the largest budget,
+    # rounded up. Workloads of one batch size, mode and cache length share one decoder (its graphs, compiles)
 
     def __post_init__(self):
         def bad(name, allowed):
@@ -136,6 +138,8 @@ class WorkloadConfig:
         if isinstance(self.dense_prefill_rows, bool) or not isinstance(self.dense_prefill_rows, int) \
                 or self.dense_prefill_rows < 0:
             bad("dense_prefill_rows", "an integer >= 0 (0 = off)")
+        if self.cache_length is not None and not positive_int(self.cache_length):
+            bad("cache_length", "None or an integer >= 1")
 
     @property
     def refill_at(self) -> int:
@@ -189,6 +193,10 @@ def run_workload(loaded, prompts: Sequence, config: DecodeConfig | None = None,
                              model=loaded.model)
     if mode != "eager" and config.num_beams > 1:
         raise ConfigError(f"num_beams={config.num_beams}: beam search runs only with decode_mode='eager'")
+    if mode == "eager" and workload.cache_length:
+        raise ConfigError(f"cache_length={workload.cache_length} sizes the slot loop's cache; decode_mode="
+                          f"{workload.decode_mode!r} runs eager here ({why or 'asked for'}), whose cache is "
+                          "transformers': use 'static', 'graph' or 'fast', or cache_length=None")
     if mode == "eager" and workload.dense_prefill_rows:
         raise ConfigError(f"dense_prefill_rows={workload.dense_prefill_rows} works on the slot loop's prefill; "
                           f"decode_mode={workload.decode_mode!r} runs eager here ({why or 'asked for'}): use "
@@ -250,6 +258,19 @@ def _encode(tok, prompts: Sequence, config: DecodeConfig, format: str, max_conte
     return work
 
 
+def slot_cache_length(loaded, prompts: Sequence, config: DecodeConfig | None = None, *, format: str = "codefuse",
+                      max_context: int | None = None) -> int:
+    """The slot cache's length `run_workload` gives these prompts by default: a caller that runs
+    several workloads on one decoder (a warm-up before a timed run, a grid) passes the largest as
+    WorkloadConfig.cache_length."""
+    config = config if config is not None else DecodeConfig.greedy()
+    return _cache_length(_encode(loaded.tokenizer, prompts, config, format, context_tokens(loaded, max_context)))
+
+
+def _cache_length(work: list[_Work]) -> int:
+    return cache_length(max(len(w.ids) for w in work), max(w.config.max_new_tokens for w in work))
+
+
 # --- the slot loop: continuous batching ---------------------------------------------------------
 
 def _run_slots(loaded, work: list[_Work], workload: WorkloadConfig, mode: str, emit, finished) -> None:
@@ -257,7 +278,12 @@ def _run_slots(loaded, work: list[_Work], workload: WorkloadConfig, mode: str, e
 
     model = loaded.model
     batch = min(workload.batch_size, len(work))
-    length = cache_length(max(len(w.ids) for w in work), max(w.config.max_new_tokens for w in work))
+    length = _cache_length(work)
+    if workload.cache_length is not None:
+        if workload.cache_length < length:
+            raise ConfigError(f"cache_length={workload.cache_length} is below what this workload needs: {length} "
+                              "(its longest prompt plus its largest budget, rounded up)")
+        length = workload.cache_length
     base = work[0].config
     # the packed copy first, outside the batch's memory check: it does not depend on the batch size
     dense = dense_prefill_for(loaded, workload.dense_prefill_rows) if workload.dense_prefill_rows else None

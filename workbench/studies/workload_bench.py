@@ -37,7 +37,7 @@ from ..generation.config import DecodeConfig
 from ..generation.fast import FastConfig, dense_prefill_for, fast_config, parse_fast_config, set_fast_config
 from ..generation.generate import generate
 from ..generation.inputs import input_device
-from ..generation.workload import WorkItem, run_workload
+from ..generation.workload import WorkItem, run_workload, slot_cache_length
 from ..humaneval.protocol import build_prompt, load_problems
 from ..measure import median, synchronize
 from ..model.libraries import quiet
@@ -114,11 +114,15 @@ def runner(loaded, items: list[WorkItem], base: DecodeConfig, batch: int, decode
     extra = {}
     if dense_prefill_rows:  # its packed copy is read from the checkpoint once per model: timed apart, as a load is
         _, extra["dense_prefill_build_s"] = _timed(device, lambda: dense_prefill_for(loaded, dense_prefill_rows))
-    if decode_mode == "fast":  # its weights, torch.compile and graph: once per process and shape, timed apart
-        warm = [WorkItem(prompt=it.prompt, max_new_tokens=2, min_new_tokens=2) for it in items[:batch]]
+    if decode_mode == "fast":  # its weights, torch.compile and graphs: once per process and shape, timed apart,
+        # on the timed run's decoder (its cache length; a decoder of another length is made, compiled and captured
+        # anew), with every prompt's prefill (the prefill's shapes)
+        length = slot_cache_length(loaded, items, base, format="raw")
+        warm = [WorkItem(prompt=it.prompt, max_new_tokens=2, min_new_tokens=2) for it in items]
         _, extra["fast_warmup_s"] = _timed(device, lambda: run_workload(loaded, warm, base, format="raw",
                                                                         batch_size=batch, decode_mode="fast",
-                                                                        progress=False))
+                                                                        progress=False, cache_length=length,
+                                                                        refill_min=refill_min))
         extra["fast_config"] = dataclasses.asdict(fast_config(loaded))
     records, seconds = _timed(device, lambda: run_workload(loaded, items, base, format="raw", batch_size=batch,
                                                             decode_mode=decode_mode, progress=False,

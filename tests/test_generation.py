@@ -176,3 +176,36 @@ def test_the_checkpoints_generation_config_is_read_at_load(demo_loaded, demo_mod
     assert demo_loaded.load_record.generation_config == shipped == demo_loaded.generation_config
     assert demo_loaded.load_record.to_dict()["generation_config"] == shipped
     assert DecodeConfig.from_generation_config(demo_loaded.generation_config) == DecodeConfig.greedy()
+
+
+def test_answer_end_finds_the_first_prefix_holding_a_stop_string(real_tokenizer_path):
+    """answer_end bisects for the shortest prefix whose text holds a stop string: on HumanEval's
+    solutions, cut and joined at random (multi-byte characters included), it ends where trying
+    every prefix in turn ends, with the same text."""
+    import random
+
+    from workbench.generation.stopping import answer_end
+    from workbench.humaneval.protocol import load_problems
+    from workbench.prompts.tokenizer import load_tokenizer
+
+    tok = load_tokenizer(real_tokenizer_path)
+    solutions = [p.canonical_solution for p in load_problems().values()]
+    rng = random.Random(5)
+
+    def linear(ids, stops):
+        for k in range(1, len(ids) + 1):
+            text = tok.decode(ids[:k], skip_special_tokens=True)
+            hits = [text.find(s) for s in stops if s in text]
+            if hits:
+                return k, "stop_string", text[: min(hits)]
+        return len(ids), "max_new_tokens", tok.decode(ids, skip_special_tokens=True)
+
+    stopped = 0
+    for _ in range(60):
+        text = "".join(rng.sample(solutions, 3)) + rng.choice(["", "é → ü\n", "日本語\n"])
+        ids = tok.encode(text, add_special_tokens=False)[: rng.randint(5, 200)]
+        stops = tuple(rng.sample(["\n", "return", "    if", "):", "→", "本", "\n\n"], 2))
+        got = answer_end(tok, ids, DecodeConfig.greedy(max_new_tokens=512, stop=stops))
+        assert got == linear(ids, stops), (stops, ids)
+        stopped += got[1] == "stop_string"
+    assert stopped >= 30  # most cases did stop, at varied places

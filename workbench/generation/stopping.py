@@ -14,15 +14,28 @@ def answer_end(tok, new_ids: list[int], config: DecodeConfig) -> tuple[int, str,
     eos = tok.eos_token_id
     n = new_ids.index(eos) + 1 if eos in new_ids else len(new_ids)
     reason = "eos" if eos in new_ids[:n] else "max_new_tokens"
-    if config.stop:
-        # The first prefix whose text holds a stop string ends the answer (finished sequences
-        # are padded afterwards, so the text of all tokens would run past it).
-        for k in range(1, n + 1):
-            text = tok.decode(new_ids[:k], skip_special_tokens=True)
-            hits = [text.find(s) for s in config.stop if s in text]
-            if hits:
-                return k, "stop_string", text[: min(hits)]
-    return n, reason, tok.decode(new_ids[:n], skip_special_tokens=True)
+    text = tok.decode(new_ids[:n], skip_special_tokens=True)
+    if config.stop and any(s in text for s in config.stop):
+        # The shortest prefix whose text holds a stop string ends the answer (finished sequences
+        # are padded afterwards, so the text of all tokens would run past it). A longer prefix's
+        # text extends a shorter one's (only a character cut in the middle of its bytes at the
+        # end changes, and no stop string holds the replacement character), so "holds a stop
+        # string" turns true once and stays: a bisection finds it in log2(n) decodes, where
+        # trying every prefix took n (40 ms for a 318-token answer with the real tokenizer).
+        def stopped(k: int) -> str | None:
+            t = tok.decode(new_ids[:k], skip_special_tokens=True)
+            hits = [t.find(s) for s in config.stop if s in t]
+            return t[: min(hits)] if hits else None
+
+        low, high = 1, n  # the answer: the smallest k in [low, high] with stopped(k)
+        while low < high:
+            mid = (low + high) // 2
+            if stopped(mid) is None:
+                low = mid + 1
+            else:
+                high = mid
+        return low, "stop_string", stopped(low)
+    return n, reason, text
 
 
 class StopStrings:

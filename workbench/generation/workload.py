@@ -37,15 +37,38 @@ never picks "fast".
 weight once and run a dense GEMM (fast.DensePrefill), ExLlamaV2's switch, while the decode steps
 keep the loaded kernel. On the H200 with marlin and the workload above it took the 164 prompts'
 prefill from 8.0-8.2 s to 4.9-5.4 s and the best run from 590 to 733 useful tokens/s (batch 48),
-for an 18 GB packed copy of the weights (results/README.md). With the fast step as well
-(decode_mode="fast", FastConfig(fuse=True, compile=True, attention="filled", dense_prefill_rows=32):
-per-row filled-cache attention, the dense path in prefills only) it gave 977 tokens/s at batch 48,
-11.1 s, 44x one prompt at a time. A narrower step for the tail (rows moved to the front, a graph per
-power of two of rows) was measured there too and was slower (352-420 tokens/s): each new width
-compiled and captured its graph inside the run. FastConfig(dense_keep=True) as well (the prefill's
-fp16 weights dequantized once and kept) gave 1002.7 tokens/s beside 977.8 without it in one run and
-933.9 beside 897.3 in the next. The refill threshold hardly matters there: 16 free slots instead of 6
-halved the prefill passes (22 to 11) and gave 971-975 tokens/s against 966-978.
+for an 18 GB packed copy of the weights (results/README.md).
+
+The fast step (decode_mode="fast") is where the runner is quickest. Measured there, 164 prompts,
+marlin, batch 48, FastConfig(fuse=True, compile=True, attention="filled", dense_prefill_rows=32)
+and what was added to it (results/README.md, sessions three to five):
+
+                                                   each timed run made its     warm-up on the timed
+                                                   decoder anew (until now)    run's decoder (call 3)
+    as above                                       966-978 tokens/s            not run
+    + dense_keep (the prefill's fp16 weights)      934-1047                    1103-1127 (9.6-9.8 s)
+    + narrow_to=16 (the tail at 32, then 16 rows)  1046-1067                   1149-1167 (9.3-9.4 s)
+
+Until the fifth session's third call the benchmark's warm-up workload had another cache length
+than the timed one, so each timed run made its decoder again (the cache, the graph's capture and
+check, the tail's widths) inside its time; `cache_length` now lets both share one decoder. Of
+~9.3 s, 4.0 s are the 22 prefill passes (31,102 prompt tokens). The tail: the longest answer
+alone takes 300 steps, and once no prompt waits (110 of the ~311 steps at batch 48) a step over
+all 48 rows costs 18-19 ms however few are left; narrowed, the last ~80 run over 16 rows
+(marlin's GEMM takes rows 16 at a time). At batch 64 narrowing matters more (1013-1019 without,
+1146-1154 with, call 3). narrow_to=4 gave 971-995 in a call where its four widths were still made
+inside each timed run (0.9-1.2 s of it); not measured since. Made inside the workload, the
+narrower steps cost more than they save: five widths compiled and captured there made the run
+30.7 s instead of 11.1 (third session), so FastSlotDecoder.prepare_tail makes them before the
+clock starts. The combo kernels with the cache writes in the rotary kernel, which gain 0.2 ms at
+batch 1, make the batch-48 step 26.8 ms instead of 18.7: not for the runner. The refill threshold
+hardly matters: 16 free slots instead of 6 halved the prefill passes (22 to 11) and gave 971-975
+tokens/s against 966-978 (fourth session).
+
+`cache_length` (WorkloadConfig): the slot cache's length, by default the longest prompt plus the
+largest budget. Workloads of one batch size, mode and length share one decoder, its graphs and
+compiled pieces; one of another length makes, compiles and captures a new one
+(`slot_cache_length` tells a caller the length a list of prompts needs).
 """
 
 from __future__ import annotations

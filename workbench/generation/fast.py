@@ -29,8 +29,8 @@ can be proven (`prove_equal(loaded, "fast")`) and measured beside the one before
 - `narrow_to` (the workload runner's slot step, fast_slots.py): once no prompt waits, the rows
   still decoding move to the front and each step runs over the narrowest prepared width that holds
   them (powers of two from `narrow_to`, each its own graph, captured before the workload starts):
-  with narrow_to=16 the 164-prompt workload on the H200 (34B shapes, batch 48) ran at 1149-1167
-  useful tokens/s beside 1103-1127 without it in the same process (workload.py has the table);
+  with narrow_to=16 and dense_keep the 164-prompt workload on the H200 (34B shapes, batch 48) ran at
+  1140-1167 useful tokens/s, with dense_keep alone 1103-1127 (workload.py has the table);
 - `combo_kernels`: inductor's combo kernels for the decode step's compiled pieces, so that
   kernels of one piece that do not depend on each other (q's rotation, k's rotation and store,
   v's store) are one launch: on the H200 with the 34B shapes the step went from 649 launches to

@@ -44,10 +44,11 @@ marlin, batch 48, FastConfig(fuse=True, compile=True, attention="filled", dense_
 and what was added to it (results/README.md, sessions three to five):
 
                                                    each timed run made its     warm-up on the timed
-                                                   decoder anew (until now)    run's decoder (call 3)
+                                                   decoder anew (until now)    run's decoder (calls 3-4)
     as above                                       966-978 tokens/s            not run
+    + narrow_to=16 (the tail at 32, then 16 rows)  not run                     1111-1123 (9.6-9.7 s)
     + dense_keep (the prefill's fp16 weights)      934-1047                    1103-1127 (9.6-9.8 s)
-    + narrow_to=16 (the tail at 32, then 16 rows)  1046-1067                   1149-1167 (9.3-9.4 s)
+    + both                                         1046-1067                   1140-1167 (9.3-9.5 s)
 
 Until the fifth session's third call the benchmark's warm-up workload had another cache length
 than the timed one, so each timed run made its decoder again (the cache, the graph's capture and

@@ -366,7 +366,8 @@ class _SlotLoop:
     def narrow(self) -> None:
         """Once no prompt waits, a decoder with tail widths (the fast step's, FastConfig.narrow_to) steps
         only as many rows as hold the ones still decoding: those move to the front, and the step over
-        the first `width` rows (its own graph, captured before the workload) replays instead."""
+        the first `width` rows (its own graph, captured before the workload) replays instead. A record's
+        batch_index is then the row its prompt ended in."""
         import torch
 
         live = [r for r in range(self.width) if self.rows[r] is not None]

@@ -18,16 +18,9 @@ import time
 
 def full_redecode(tokenizer, ids: list[int]) -> list[str]:
     """The old streamer's work: the whole answer decoded again for every new token."""
-    deltas, sent, seen = [], "", []
-    for token_id in ids:
-        seen.append(token_id)
-        text = tokenizer.decode(seen, skip_special_tokens=True)
-        if text.endswith("\ufffd"):
-            deltas.append("")
-        else:
-            deltas.append(text[len(sent):])
-            sent = text
-    return deltas
+    from workbench.generation.streaming import full_decode_deltas
+
+    return full_decode_deltas(tokenizer, ids)
 
 
 def incremental(tokenizer, ids: list[int]) -> list[str]:

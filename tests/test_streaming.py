@@ -10,24 +10,10 @@ from transformers import TextIteratorStreamer, TextStreamer
 from workbench import ConfigError
 from workbench.generation.config import DecodeConfig
 from workbench.generation.generate import generate
-from workbench.generation.streaming import IncrementalDecoder
+from workbench.generation.streaming import IncrementalDecoder, full_decode_deltas
 from workbench.prompts.tokenizer import load_tokenizer
 
 TEXTS = ["def f(x):\n    return x  # 你好 🙂 2024\n", "  \n\n\tprint('ünïcødé')  \n", "🙂🙂 a\u00a0b ☃\n    "]
-
-
-def full_redecode_deltas(tokenizer, ids: list[int]) -> list[str]:
-    """The old way, kept as the reference: decode the whole answer at every token."""
-    deltas, sent, seen = [], "", []
-    for token_id in ids:
-        seen.append(token_id)
-        text = tokenizer.decode(seen, skip_special_tokens=True)
-        if text.endswith("\ufffd"):
-            deltas.append("")
-        else:
-            deltas.append(text[len(sent):])
-            sent = text
-    return deltas
 
 
 def _id_sequences(tokenizer, seed: int = 0) -> list[list[int]]:
@@ -47,7 +33,7 @@ def test_incremental_deltas_equal_a_full_decode_at_every_token(which, request):
         decoder = IncrementalDecoder(tokenizer)
         deltas = [decoder.push(i) for i in ids]
         assert "".join(deltas) == tokenizer.decode(ids, skip_special_tokens=True)
-        assert deltas == full_redecode_deltas(tokenizer, ids)
+        assert deltas == full_decode_deltas(tokenizer, ids)
 
 
 def test_the_decoding_window_stays_short(demo_model_path):

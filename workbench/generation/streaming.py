@@ -44,6 +44,23 @@ class IncrementalDecoder:
         return text[len(seen):]
 
 
+def full_decode_deltas(tokenizer, ids: list[int]) -> list[str]:
+    """The reference IncrementalDecoder is held to (and how streaming worked before it): the whole
+    answer decoded again at every token, each token's delta the text past what was handed out,
+    nothing while the text ends in half a character. Its cost grows with the answer
+    (benchmarks/streaming_cost.py measures both)."""
+    deltas, sent, seen = [], "", []
+    for token_id in ids:
+        seen.append(token_id)
+        text = tokenizer.decode(seen, skip_special_tokens=True)
+        if text.endswith(REPLACEMENT):
+            deltas.append("")
+        else:
+            deltas.append(text[len(sent):])
+            sent = text
+    return deltas
+
+
 class TokenTextStreamer:
     """transformers' streamer protocol, turning new token ids into text deltas for `on_token`."""
 

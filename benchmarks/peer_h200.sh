@@ -34,7 +34,9 @@ mkdir -p "$OUT" /tmp/wb-data/ext
 # gptqmodel's marlin (the long build) comes back as $OUT/ext.tar.gz (its .so files, in their
 # fingerprinted folders); put it at $KIT/ext.tar.gz and the next call loads it instead of building:
 # gptqmodel loads a library it finds in the folder of its sources' fingerprint (and builds as
-# usual when the fingerprint differs). Not yet seen working: the first call that carries it says.
+# usual when the fingerprint differs). Through the device tool it does not come back: in the
+# fifth session's four calls (2026-11-30) ext.tar.gz was left out for its size (over the 16 MiB a
+# returned file may have), as h100.sh found on 2026-11-26; a machine of your own keeps it.
 had_ext=0
 if [ -f "$KIT/ext.tar.gz" ] && [ -z "$(ls -A /tmp/wb-data/ext)" ]; then
   tar -xzf "$KIT/ext.tar.gz" -C /tmp/wb-data/ext && had_ext=1 && say "marlin built earlier: unpacked"

@@ -339,8 +339,8 @@ def main(argv=None) -> int:
                         help="auto (default), graph, static, fast (the FastConfig of --fast-config) or eager")
     parser.add_argument("--fast-config", nargs="+", metavar="FIELD=VALUE", default=[],
                         help="with --decode-mode fast: FastConfig fields (generation/fast.py). The H200 runs of "
-                             "issue 19 used fuse=1 compile=1 attention=filled dense_prefill_rows=32 [dense_keep=1] "
-                             "with --batch-size 48 (results/README.md)")
+                             "issue 19 used fuse=1 compile=1 attention=filled dense_prefill_rows=32 dense_keep=1 "
+                             "narrow_to=16 with --batch-size 48 (results/README.md)")
     parser.add_argument("--n-samples", type=int, default=1, help="samples per problem; > 1 needs --temperature")
     parser.add_argument("--temperature", type=float, help="sample at this temperature (default: greedy)")
     parser.add_argument("--top-p", type=float, default=0.95, help="nucleus mass when sampling (default 0.95)")

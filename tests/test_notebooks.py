@@ -1,12 +1,14 @@
 """Every notebook runs headless on the demo model with small parameters, through the report
 runner, and saves sane numbers; the decoding widgets' callbacks regenerate an answer."""
 
+import ast
 import json
 import math
 from pathlib import Path
 
 import nbformat
 import pytest
+from papermill.translators import PythonTranslator
 
 from workbench.report.runner import ReportConfig, run_report
 
@@ -36,6 +38,11 @@ def test_notebooks_are_committed_clean_with_one_parameters_cell():
         assert len(tagged) == 1, path.name
         for name in ("MODEL", "KERNEL", "DEVICE", "OUTPUT_DIR"):
             assert f"{name} = " in tagged[0].source, (path.name, name)
+        # papermill (and `report --params`, which asks it) must see every parameter the cell assigns:
+        # it skips a line whose comment holds "=", and such a parameter could not be given at all
+        assigned = {t.id for node in ast.parse(tagged[0].source).body if isinstance(node, ast.Assign)
+                    for t in node.targets}
+        assert {p.name for p in PythonTranslator.inspect(tagged[0])} == assigned, path.name
         for cell in nb.cells:
             if cell.cell_type == "code":
                 assert not cell.outputs and cell.execution_count is None, f"{path.name} has outputs"
@@ -154,3 +161,22 @@ def test_decoding_widget_callbacks_regenerate(demo_loaded):
     assert "answer #3" in explorer.status.value
     shown = [o for o in explorer.output.outputs if o.get("name") == "stdout"]
     assert len(shown) == 1 and shown[0]["text"].strip() == explorer.history[-1].text.strip()
+
+
+def test_a_notebooks_fast_config_is_applied_or_refused_by_name(demo_loaded):
+    """06's FAST_CONFIG: empty changes nothing; with DECODE_MODE = "fast" its fields become the
+    loaded model's FastConfig; with another mode, or a wrong field, a ConfigError names it."""
+    from workbench.errors import ConfigError
+    from workbench.generation.fast import FastConfig, fast_config, set_fast_config
+    from workbench.report.notebook import fast_step
+
+    try:
+        assert fast_step(demo_loaded, "auto", "  ") is None and fast_config(demo_loaded) == FastConfig()
+        with pytest.raises(ConfigError, match="FAST_CONFIG='fuse=0' configures DECODE_MODE = 'fast'"):
+            fast_step(demo_loaded, "auto", "fuse=0")
+        with pytest.raises(ConfigError, match="narrow_to takes an integer"):
+            fast_step(demo_loaded, "fast", "fuse=0 narrow_to=x")
+        assert fast_step(demo_loaded, "fast", "fuse=0 narrow_to=4") == FastConfig(fuse=False, narrow_to=4) \
+            == fast_config(demo_loaded)
+    finally:
+        set_fast_config(demo_loaded, FastConfig())

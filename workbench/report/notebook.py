@@ -24,6 +24,19 @@ def setup(model="demo", kernel="auto", device="auto", dtype=None, verify=True):
     return load_model(resolve_model(model), kernel=kernel, device=device, dtype=dtype, verify=verify)
 
 
+def fast_step(loaded, decode_mode: str, fields: str):
+    """A notebook's FAST_CONFIG ("fuse=1 compile=1 ..." , FastConfig's fields) put on `loaded` for
+    DECODE_MODE = "fast"; returns the FastConfig, or None when FAST_CONFIG is empty. Given with another
+    decode mode, or with a field that is wrong, it is a ConfigError naming it."""
+    from ..generation.fast import parse_fast_config, set_fast_config
+
+    if not fields.strip():
+        return None
+    if decode_mode != "fast":
+        raise ConfigError(f"FAST_CONFIG={fields!r} configures DECODE_MODE = 'fast'; DECODE_MODE is {decode_mode!r}")
+    return set_fast_config(loaded, parse_fast_config(fields.split()))
+
+
 def describe(loaded) -> str:
     """One line saying what is loaded, for the top of a notebook's output."""
     rec = loaded.load_record

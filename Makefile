@@ -140,4 +140,4 @@ $(LEGACY_VENV)/.installed: $(LEGACY_ENV) pyproject.toml
 	@touch $@
 
 test-legacy: legacy-env demo
-	WORKBENCH_DEMO="$$($(PY) -m workbench demo | head -n 1)" $(LEGACY_PY) -m pytest tests/legacy $(PYTEST_ARGS)
+	WORKBENCH_DEMO="$$($(PY) -m workbench demo --path-only)" $(LEGACY_PY) -m pytest tests/legacy $(PYTEST_ARGS)

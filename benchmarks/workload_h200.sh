@@ -20,7 +20,7 @@
 # the real one) and src/ (this repository's workbench/ and benchmarks/). Writes 8 files under $OUT.
 # Staging from the repository root (the device tool sends /work/main's tree plus what `carry` names):
 #   G=/work/main/.gpu/runner; mkdir -p $G/src && cp -r workbench benchmarks $G/src/ && cp -r ../shared/gpu-kit $G/kit
-#   cp ../shared/codefuse/tokenizer.model $G/ && cp -r "$(python -m workbench demo | head -n 1)" $G/demo
+#   cp ../shared/codefuse/tokenizer.model $G/ && cp -r "$(python -m workbench demo --path-only)" $G/demo
 #   (and the gpu-kit wheelhouse as $G/wheelhouse), then run it with carry [".gpu/runner"].
 # Knobs: KERNELS (benchmarked in this order; default "marlin exllamav2"), BUDGET_S (start nothing new
 # after this many seconds), MAX_JOBS (compiler jobs per build), MARLIN_BATCHES, EXL2_BATCHES,

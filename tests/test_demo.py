@@ -190,3 +190,15 @@ def test_orphaned_build_folders_are_cleaned(tmp_path):
         (out / "f").write_text("ok")
         assert not orphan.exists() and running.exists()
     assert (final / "f").read_text() == "ok"
+
+
+def test_the_command_prints_the_folder_alone_for_scripts(demo_model_path, capsys):
+    """`python -m workbench demo --path-only` prints one line, the folder (the Makefile's legacy tests
+    read it; `| head -n 1` on the full output broke the pipe of the JSON that followed)."""
+    from workbench.model.demo import main
+
+    assert main(["--path-only"]) == 0
+    assert capsys.readouterr().out.splitlines() == [str(demo_model_path)]
+    assert main([]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0] == str(demo_model_path) and '"heldout_loss_quantized"' in out

@@ -572,10 +572,12 @@ def main(argv=None) -> int:
 
     parser = argparse.ArgumentParser(prog="workbench demo", description=main.__doc__)
     parser.add_argument("--force", action="store_true", help="rebuild even if the cache has it")
+    parser.add_argument("--path-only", action="store_true", help="print the folder alone (for scripts)")
     args = parser.parse_args(argv)
     path = build(force=args.force)
     print(path)
-    print(json.dumps(json.loads((path / "demo.json").read_text()), indent=2))
+    if not args.path_only:
+        print(json.dumps(json.loads((path / "demo.json").read_text()), indent=2))
     return 0
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from ..cache import atomic_write_json
 from ..errors import ConfigError
 from ..generation.config import DecodeConfig, unexpressed_settings
+from ..generation.fast import parse_fast_config, set_fast_config
 from ..generation.record import GenerationRecord
 from ..model.checkpoint import model_kind
 from ..model.libraries import quiet
@@ -28,8 +29,6 @@ def fast_step(loaded, decode_mode: str, fields: str):
     """A notebook's FAST_CONFIG ("fuse=1 compile=1 ..." , FastConfig's fields) put on `loaded` for
     DECODE_MODE = "fast"; returns the FastConfig, or None when FAST_CONFIG is empty. Given with another
     decode mode, or with a field that is wrong, it is a ConfigError naming it."""
-    from ..generation.fast import parse_fast_config, set_fast_config
-
     if not fields.strip():
         return None
     if decode_mode != "fast":

@@ -597,7 +597,9 @@ class FastDecoder(CapturedStep):
         self.fn = _pieces(config.compile, combo=config.combo_kernels)
         self.prefill_fn = _pieces(config.compile, dynamic=True)  # the prefill's norms, rotary, SwiGLU: any length
         self.graph_wanted = config.graph and cuda  # no CUDA graphs elsewhere: the note says so
-        self.graph, self.graph_note, self.logits = None, "", None
+        self.graph, self.graph_note = None, ""
+        # [B, V] float32: each step's logits, a buffer of fixed address for the graph (and the narrower steps' views)
+        self.logits = torch.empty((batch, self.lm_head.weight.shape[0]), dtype=torch.float32, device=self.device)
 
     @property
     def note(self) -> str:
@@ -608,8 +610,6 @@ class FastDecoder(CapturedStep):
 
     def prefill(self, input_ids, attention_mask):
         """Fill the cache with a batch of one-length prompts ([B, T]); returns [B, V] float32 logits."""
-        import torch
-
         b, t = input_ids.shape
         if not bool(attention_mask.bool().all()):
             raise ConfigError("decode_mode='fast' takes batches of prompts of one length (no padding); give prompts "
@@ -625,8 +625,6 @@ class FastDecoder(CapturedStep):
         logits = self._prefill_layers(input_ids, cos, sin, store, None)  # [B, V]
         self.mask.fill_(self.min)[..., :t] = 0.0
         self.pos.fill_(t)
-        if self.logits is None:
-            self.logits = torch.empty_like(logits)
         return logits
 
     def _prefill_layers(self, input_ids, cos, sin, store, attn_mask):

@@ -100,9 +100,6 @@ class FastSlotDecoder(FastDecoder):
         # torch.compile would run a piece uncompiled without a word
         dynamo = torch._dynamo.config
         dynamo.recompile_limit = max(dynamo.recompile_limit, 32)
-        if self.logits is None:
-            self.logits = torch.empty((self.batch, self.lm_head.weight.shape[0]), dtype=torch.float32,
-                                      device=self.device)
         self.reset()
         for w in widths:
             self.narrow(w).step(torch.zeros(w, dtype=torch.long, device=self.device))
@@ -130,8 +127,6 @@ class FastSlotDecoder(FastDecoder):
             return self
         if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n < self.batch:
             raise ConfigError(f"narrow({n!r}): a width between 1 and the batch's {self.batch} rows")
-        if self.logits is None:
-            raise ConfigError("narrow(): the decoder has no logits buffer yet (prefill or prepare_tail first)")
         view = self._narrowed.get(n)
         if view is None:
             view = copy.copy(self)
@@ -178,8 +173,6 @@ class FastSlotDecoder(FastDecoder):
         self.mask[index, 0, 0] = row_mask
         self.pos[index] = lengths
         self.active[index] = 1
-        if self.logits is None:
-            self.logits = torch.empty((self.batch, logits.shape[-1]), dtype=torch.float32, device=d)
         return logits
 
     # --- one step, per row (FastDecoder._step_body calls these) ----------------------------------------
